@@ -1,0 +1,336 @@
+"""``dcs-cleanup``: run, demo, emulator, report.
+
+Flags of ``run`` are generated from the settings' fields (``max_attempts`` -> ``--max-attempts``)
+and only flags actually given are passed on, so the environment, ``.env`` and the config file fill
+the rest in their order. Credentials have no flags on purpose: a flag would show in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from worker import __version__
+from worker.errors import CleanupError, ConfigError, InputError, JournalError
+from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
+from worker.settings import SECRET_FIELDS, Settings, load_settings
+
+HELP = {
+    "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
+    "input_format": "input format (default: from the file name or first line)",
+    "queue": "read from a Redis stream instead: redis://host:port/db",
+    "until_empty": "with --queue: exit once the stream is drained",
+    "id_pattern": "regular expression a task ID must match",
+    "project_id": "default project ID (a CSV/JSONL project_id column overrides it)",
+    "region": "region, e.g. cn-north-4 (endpoint https://dcs.REGION.myhuaweicloud.com)",
+    "endpoint": "API endpoint URL (overrides --region)",
+    "concurrency": "requests in flight at most",
+    "rate": "requests per second for the whole run (0 = unlimited)",
+    "burst": "requests allowed at once above the rate",
+    "max_attempts": "attempts per task, the first included",
+    "timeout": "seconds for one whole request (connect, headers and body)",
+    "grace": "seconds in-flight requests get after SIGTERM/SIGINT or the deadline",
+    "deadline": "stop by then: seconds from start, or an ISO-8601 timestamp",
+    "max_deletes": "safety guard: abort (exit 3) before deleting more than this many tasks",
+    "retry_budget": "retries the whole run may spend beyond first attempts (refilled by successes)",
+    "breaker_window": "answers the circuit breaker looks back over",
+    "breaker_threshold": "share of failed answers in the window that opens the breaker",
+    "retry_failed": "re-attempt the journal's failed/not_attempted tasks (no input needed)",
+    "journal": "SQLite journal: a re-run skips tasks already deleted",
+    "report": "write the JSON report here",
+    "outcomes": "append one JSON line per task here",
+    "dry_run": "validate input, credentials and endpoint; send no DELETE",
+    "message": "optional message body sent with each DELETE",
+}
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation is bool or (args and args[0] is bool and len(args) == 1):
+        return bool
+    return str
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, info in Settings.model_fields.items():
+        if name in SECRET_FIELDS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        default_note = "" if info.default is None else f" (default: {info.default})"
+        kind = _flag_type(info.annotation)
+        if kind is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=HELP.get(name, name.replace("_", " ")),
+            )
+        else:
+            choices = None
+            origin_args = typing.get_args(info.annotation)
+            if typing.get_origin(info.annotation) is typing.Literal:
+                choices = list(origin_args)
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=argparse.SUPPRESS,
+                choices=choices,
+                help=HELP.get(name, name.replace("_", " ")) + default_note,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcs-cleanup",
+        description="Bulk, safe, rate-limited deletion of Huawei Cloud DCS task-center tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="read IDs, delete them, report")
+    run.add_argument("--config", type=Path, help="TOML config file (keys are the flag names with _)")
+    run.add_argument("--env-file", type=Path, help="dotenv file to read (default: ./.env)")
+    add_settings_flags(run)
+
+    demo = sub.add_parser("demo", help="the main job against the embedded emulator")
+    demo.add_argument("--tasks", type=int, default=3000, help="existing tasks to seed and delete")
+    demo.add_argument("--unknown", type=int, default=200, help="IDs that do not exist (-> absent)")
+    demo.add_argument("--concurrency", type=int, default=32)
+    demo.add_argument("--rate", type=float, default=700.0)
+    demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
+    demo.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+
+    emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
+    emu.add_argument("--host", default="127.0.0.1")
+    emu.add_argument("--port", type=int, default=8080)
+    emu.add_argument("--project-id", default="0" * 31 + "1")
+    emu.add_argument("--tasks", type=int, default=1000, help="tasks to seed")
+    emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
+    emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
+    emu.add_argument("--error-rate", type=float, default=0.0)
+    emu.add_argument("--fail-first", type=int, default=0)
+    emu.add_argument("--fail-first-share", type=float, default=0.0)
+    emu.add_argument("--html-502-rate", type=float, default=0.0)
+    emu.add_argument("--reset-rate", type=float, default=0.0)
+    emu.add_argument("--quota-rate", type=float, default=0.0)
+    emu.add_argument("--quota-burst", type=int, default=10)
+    emu.add_argument("--retry-after", type=float, default=None)
+    emu.add_argument("--latency-ms", type=float, default=0.0)
+    emu.add_argument("--seed", type=int, default=0)
+
+    rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
+    rep.add_argument("--journal", type=Path, required=True)
+    rep.add_argument("--report", type=Path)
+    rep.add_argument("--outcomes", type=Path)
+    return parser
+
+
+def _run_async(fn: Any, *args: Any) -> int:
+    options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401
+
+        options["use_uvloop"] = True
+    except ImportError:
+        pass
+    result: int = anyio.run(fn, *args, backend="asyncio", backend_options=options)
+    return result
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.logs import configure_logging
+    from worker.runner import execute
+
+    flags = {
+        k: v
+        for k, v in vars(args).items()
+        if k in Settings.model_fields and k not in SECRET_FIELDS
+    }
+    settings = load_settings(flags, args.config, args.env_file)
+    secrets = [s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s]
+    configure_logging(settings.log_level, settings.log_format, secrets)
+    return _run_async(execute, settings)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.emulator import EmulatorServer, EmulatorState, Faults
+    from worker.emulator.app import DEMO_AK, DEMO_SK
+    from worker.logs import configure_logging
+    from worker.runner import execute
+
+    project = "0" * 31 + "1"
+    state = EmulatorState()
+    ids = state.seed_tasks(project, args.tasks)
+    rng = random.Random(7)  # noqa: S311 - demo data
+    ids += [f"{rng.getrandbits(128):032x}" for _ in range(args.unknown)]
+    rng.shuffle(ids)
+    state.set_faults(
+        Faults(
+            error_rate=0.02,
+            fail_first=1,
+            fail_first_share=0.05,
+            html_502_rate=0.01,
+            quota_rate=600.0,
+            quota_burst=60,
+            retry_after=1.0,
+            latency_ms=2.0,
+            latency_jitter_ms=8.0,
+            seed=1,
+        )
+    )
+    out = args.out or Path(tempfile.mkdtemp(prefix="dcs-cleanup-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
+    input_path = out / "task_ids.txt"
+    lines = ["# demo input: existing tasks, already-deleted IDs and a few bad lines", *ids]
+    lines[len(lines) // 2 : len(lines) // 2] = ["../instances/x", "abc?x=1", ids[0]]
+    input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    configure_logging("info", args.log_format, [DEMO_SK])
+    with EmulatorServer(state) as emu:
+        print(
+            f"demo: emulator at {emu.url} with {args.tasks} tasks; "
+            f"{len(lines) - 1} input lines in {input_path}",
+            file=sys.stderr,
+        )
+        settings = Settings(
+            input=str(input_path),
+            project_id=project,
+            endpoint=emu.url,
+            concurrency=args.concurrency,
+            rate=args.rate,
+            burst=50,
+            max_attempts=8,
+            timeout=10.0,
+            backoff_base=0.05,
+            journal=out / "journal.sqlite",
+            report=out / "report.json",
+            outcomes=out / "outcomes.jsonl",
+            ak=DEMO_AK,
+            sk=DEMO_SK,
+            log_format=args.log_format,
+            _env_file=None,  # type: ignore[call-arg]
+        )
+        code = _run_async(execute, settings)
+        print(
+            f"demo: emulator deleted {sum(state.deleted.values())} of {args.tasks}; "
+            f"{state.remaining()} left. Report: {out / 'report.json'}; "
+            f"outcomes: {out / 'outcomes.jsonl'}",
+            file=sys.stderr,
+        )
+    return code
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    from worker.emulator import EmulatorState, Faults
+    from worker.emulator.app import DEMO_AK, DEMO_SK
+    from worker.emulator.server import serve_forever
+    from worker.settings import is_loopback
+
+    if not is_loopback(args.host):
+        raise ConfigError(f"--host {args.host}: the emulator serves loopback addresses only")
+    state = EmulatorState(verify_signatures=not args.no_verify)
+    ak = os.environ.get("CLOUD_SDK_AK")
+    sk = os.environ.get("CLOUD_SDK_SK")
+    if ak and sk:
+        state.credentials = {ak: sk}
+    ids = state.seed_tasks(args.project_id, args.tasks)
+    if args.ids_out:
+        args.ids_out.write_text("\n".join(ids) + "\n", encoding="utf-8")
+    state.set_faults(
+        Faults(
+            error_rate=args.error_rate,
+            fail_first=args.fail_first,
+            fail_first_share=args.fail_first_share,
+            html_502_rate=args.html_502_rate,
+            reset_rate=args.reset_rate,
+            quota_rate=args.quota_rate,
+            quota_burst=args.quota_burst,
+            retry_after=args.retry_after,
+            latency_ms=args.latency_ms,
+            seed=args.seed,
+        )
+    )
+    creds = "CLOUD_SDK_AK/CLOUD_SDK_SK from the environment" if ak and sk else f"AK {DEMO_AK} and the demo SK"
+    print(
+        f"emulator: http://{args.host}:{args.port} project {args.project_id}, {args.tasks} tasks, "
+        f"signatures {'off' if args.no_verify else 'checked with ' + creds}",
+        file=sys.stderr,
+        flush=True,
+    )
+    del DEMO_SK
+    try:
+        asyncio.run(serve_forever(state, args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from worker.journal import Journal
+    from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+
+    if not args.journal.exists():
+        raise ConfigError(f"--journal {args.journal}: no such file")
+    journal = Journal(args.journal, "report")
+    stats = RunStats()
+    writer = OutcomeWriter(args.outcomes)
+    try:
+        batch = []
+        for result in journal.results():
+            batch.append(result)
+            if len(batch) >= 1000:
+                stats.on_results(batch)
+                writer.write(batch)
+                batch = []
+        stats.on_results(batch)
+        writer.write(batch)
+    finally:
+        writer.close()
+        journal.close()
+    failures = stats.outcomes["rejected"] + stats.outcomes["failed"]
+    unfinished = stats.outcomes["not_attempted"]
+    code = 1 if failures else (4 if unfinished else 0)
+    report = stats.build_report(run_id="journal", settings={"journal": str(args.journal)}, exit_code=code, stop_reason=None)
+    if args.report:
+        write_report(args.report, report)
+    else:
+        print(json.dumps(report, indent=2))
+    print(summary_table(report), file=sys.stderr)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "emulator": cmd_emulator, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, InputError) as exc:
+        print(f"dcs-cleanup: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except JournalError as exc:
+        print(f"dcs-cleanup: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+    except CleanupError as exc:
+        print(f"dcs-cleanup: {exc}", file=sys.stderr)
+        return EXIT_ABORTED
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+__all__ = ["main", "types"]

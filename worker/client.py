@@ -1,0 +1,212 @@
+"""The DCS API client: one aiohttp session, signed requests, every answer parsed, never trusted.
+
+This is the only module that touches aiohttp's client; its errors become ``TransportError`` here.
+A request is bounded in time (``timeout`` covers connect, headers and body), the error body read is
+capped (a hostile or broken server cannot make the worker buffer megabytes), and redirects are never
+followed (a signed request must not be replayed to another host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import re
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from yarl import URL
+
+from worker import __version__
+from worker.errors import RequestTimeoutError, TransportError
+from worker.models import ApiResponse
+from worker.signer import Signer, canonical_query, wire_path
+
+CONTENT_TYPE = "application/json;charset=UTF-8"
+MAX_ERROR_BODY = 64 * 1024
+_TAGS = re.compile(r"<[^>]*>|\s+")
+
+
+def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
+    """(error_code, error_msg) from any body shape API_FACTS.md lists; never raises.
+
+    JSON with ``error_code``/``error_msg``, ``errorCode``/``errorMsg``, ``code``/``message`` or a
+    nested ``error`` object; anything else (HTML, text, empty, truncated) gives a short snippet.
+    """
+    text = body.decode("utf-8", "replace").strip()
+    if not text:
+        return None, None
+    if text.startswith("{"):
+        try:
+            obj: Any = json.loads(text)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            inner = obj.get("error")
+            if isinstance(inner, dict):
+                obj = {**obj, **inner}
+            code = _first(obj, "error_code", "errorCode", "code")
+            msg = _first(obj, "error_msg", "errorMsg", "message")
+            if code is not None or msg is not None:
+                return code, msg
+    snippet = _TAGS.sub(" ", text).strip()[:200]
+    return None, f"unparsed body: {snippet}" if snippet else None
+
+
+def _first(obj: dict[str, Any], *keys: str) -> str | None:
+    for key in keys:
+        value = obj.get(key)
+        if value is not None and value != "":
+            return str(value)[:500]
+    return None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+class DcsClient:
+    """Sends signed DCS task-center requests. Use as an async context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: Signer,
+        *,
+        concurrency: int,
+        timeout: float,
+        max_error_body: int = MAX_ERROR_BODY,
+    ) -> None:
+        self._base = URL(base_url)
+        self._origin = base_url.rstrip("/")
+        self._host = self._base.host_port_subcomponent or ""
+        self._signer = signer
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._max_error_body = max_error_body
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"DcsClient({self._origin!r})"
+
+    async def __aenter__(self) -> Self:
+        connector = aiohttp.TCPConnector(
+            limit=self._concurrency, limit_per_host=self._concurrency, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            headers={"User-Agent": f"dcs-task-cleanup/{__version__}"},
+            skip_auto_headers=("Accept-Encoding",),
+            auto_decompress=False,
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def delete_task(
+        self, project_id: str, task_id: str, message: str | None = None
+    ) -> ApiResponse:
+        """DELETE /v2/{project_id}/tasks/{task_id}; raises ``TransportError`` on no answer."""
+        body = json.dumps({"message": message}).encode() if message is not None else b""
+        return await self._request(
+            "DELETE", f"/v2/{project_id}/tasks/{task_id}", project_id, (), body
+        )
+
+    async def list_tasks(
+        self, project_id: str, offset: int = 0, limit: int = 1
+    ) -> ApiResponse:
+        """GET /v2/{project_id}/tasks (ListCenterTask); the dry run uses it as a signed probe."""
+        query = (("limit", str(limit)), ("offset", str(offset)))
+        return await self._request("GET", f"/v2/{project_id}/tasks", project_id, query, b"")
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        project_id: str,
+        query: tuple[tuple[str, str], ...],
+        body: bytes,
+    ) -> ApiResponse:
+        session = self._session
+        if session is None:
+            msg = "DcsClient used outside 'async with'"
+            raise RuntimeError(msg)
+        qs = canonical_query(query)
+        headers = self._signer.sign(
+            method,
+            self._host,
+            path,
+            qs,
+            {"Content-Type": CONTENT_TYPE, "X-Project-Id": project_id},
+            body,
+        )
+        url = URL(
+            self._origin + wire_path(path) + ("?" + qs if qs else ""), encoded=True
+        )
+        started = time.perf_counter()
+        try:
+            async with session.request(
+                method, url, headers=headers, data=body or None, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                code: str | None = None
+                msg: str | None = None
+                if status >= 300:
+                    raw, complete = await self._read_capped(resp)
+                    code, msg = parse_error_body(raw)
+                    if not complete:
+                        # Do not drain a huge body: drop the connection instead.
+                        resp.close()
+                    if 300 <= status < 400:
+                        location = resp.headers.get("Location", "")[:200]
+                        code = code or "REDIRECT"
+                        msg = f"redirect to {location!r} not followed"
+                return ApiResponse(
+                    status=status,
+                    error_code=code,
+                    error_msg=msg,
+                    request_id=resp.headers.get("X-Request-Id"),
+                    retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                    elapsed_ms=(time.perf_counter() - started) * 1000.0,
+                )
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise RequestTimeoutError("timeout", f"no full answer within {self._timeout}s") from exc
+        except aiohttp.ClientError as exc:
+            raise TransportError(type(exc).__name__, str(exc)[:300]) from exc
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+        chunks: list[bytes] = []
+        size = 0
+        while size < self._max_error_body:
+            chunk = await resp.content.read(self._max_error_body - size)
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks), resp.content.at_eof()

@@ -1,0 +1,89 @@
+"""Run the emulator on a loopback port, in its own thread and event loop (tests, demo, CLI)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from worker.emulator.app import EmulatorState, make_app
+from worker.settings import is_loopback
+
+
+class EmulatorServer:
+    """``with EmulatorServer(state) as emu: emu.url`` — serves until the block ends."""
+
+    def __init__(self, state: EmulatorState | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        if not is_loopback(host):
+            msg = f"the emulator listens on loopback addresses only, not {host!r}"
+            raise ValueError(msg)
+        self.state = state or EmulatorState()
+        self.host = host
+        self.port = port
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> Self:
+        self._thread = threading.Thread(target=self._serve, name="dcs-emulator", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _serve(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        runner = web.AppRunner(make_app(self.state), access_log=None, handle_signals=False)
+        try:
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, self.port, backlog=1024)
+            await site.start()
+            server = site._server  # noqa: SLF001 - the only way to learn the port bound to 0
+            if server is not None and server.sockets:
+                self.port = server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+
+
+async def serve_forever(state: EmulatorState, host: str, port: int) -> None:
+    """Serve in the current event loop until cancelled (``dcs-cleanup emulator``)."""
+    runner = web.AppRunner(make_app(state), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

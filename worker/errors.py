@@ -1,0 +1,54 @@
+"""The one exception tree of the worker.
+
+Third-party errors (aiohttp, sqlite3, pydantic) are translated into these at one boundary each
+(``client.py``, ``journal.py``, ``settings.py``) with ``raise ... from exc``; nothing else catches
+them. Messages never contain credentials::
+
+    CleanupError
+    ├── ConfigError            usage or configuration error (exit 2)
+    ├── InputError             an input source cannot be opened or read at all (exit 2)
+    ├── TransportError         one request did not get an HTTP answer (retryable)
+    │   └── RequestTimeoutError    the per-request deadline passed
+    ├── JournalError           the journal cannot be opened or written
+    └── AbortRun               the run must stop sending now (exit 3)
+"""
+
+from __future__ import annotations
+
+
+class CleanupError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(CleanupError):
+    """A setting is invalid; the message names the setting and the rule."""
+
+
+class InputError(CleanupError):
+    """An input cannot be opened or decoded as a whole (single bad lines are outcomes instead)."""
+
+
+class TransportError(CleanupError):
+    """A request got no HTTP answer: connection refused or reset, TLS failure, timeout."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class RequestTimeoutError(TransportError):
+    """The per-request deadline passed before the full answer arrived."""
+
+
+class JournalError(CleanupError):
+    """The journal database cannot be opened, read or written."""
+
+
+class AbortRun(CleanupError):  # noqa: N818 - it is a control signal, not an error in the code
+    """The run must stop sending at once: credentials refused, breaker open, guard tripped."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,75 @@
+"""structlog setup: JSON lines on stdout when not on a terminal, console rendering on one.
+
+Event names are stable, namespaced strings (``cleanup.task_failed``); fields are data. A last
+processor masks any registered secret wherever it appears in an event, as a second line of defence
+behind never logging credentials in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import IO, Any
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class SecretMasker:
+    """A structlog processor replacing each registered secret in string values with ``***``."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
+
+    def __call__(
+        self, logger: object, name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if self._secrets:
+            for key, value in event.items():
+                if isinstance(value, str):
+                    for secret in self._secrets:
+                        if secret in value:
+                            value = value.replace(secret, "***")
+                    event[key] = value
+        return event
+
+
+def resolve_format(fmt: str, stream: IO[str]) -> str:
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "json"
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    secrets: Iterable[str] = (),
+    stream: IO[str] | None = None,
+) -> None:
+    """Configure structlog for the process (idempotent; the last call wins)."""
+    out = stream or sys.stdout
+    renderer: structlog.typing.Processor
+    if resolve_format(fmt, out) == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            SecretMasker(secrets),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger() -> structlog.typing.FilteringBoundLogger:
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger("dcs_cleanup")
+    return logger

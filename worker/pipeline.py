@@ -1,0 +1,477 @@
+"""The run: intake -> a fixed pool of workers -> a group-committing sink.
+
+* **Intake** reads batches from the source, turns bad lines into ``skipped`` outcomes, claims the
+  rest in the journal (duplicates and tasks finished by an earlier run are skipped there) and feeds
+  a bounded stream, so a slow API holds back reading (backpressure).
+* **Workers** (``concurrency`` of them, fixed) take one task at a time: pace on the shared rate
+  limiter, send, decide (``policy.decide``), back off, repeat.
+* **Sink** writes outcomes in group commits: every worker waits until its task's outcome is in the
+  journal and the outcomes file before taking the next task, so a crash loses at most the answers
+  of the requests in flight.
+
+Stopping: ``request_stop`` (signal, deadline) and aborts (401, breaker, guard) stop intake at once,
+turn queued tasks into ``not_attempted``, let requests in flight finish within ``grace`` seconds and
+then cancel them; ``hard_stop`` (a second signal) cancels at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from worker.client import DcsClient
+from worker.errors import JournalError, TransportError
+from worker.journal import Journal
+from worker.logs import get_logger
+from worker.models import ApiResponse, Outcome, TaskRef, TaskResult
+from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide
+from worker.report import OutcomeWriter, RunStats
+from worker.settings import Settings
+from worker.sources import SourceItem, TaskSource
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+ABORT_REASONS = frozenset({"credentials_refused", "circuit_open", "max_deletes", "journal_error"})
+
+log = get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    exit_code: int
+    stop_reason: str | None
+
+
+class Sink:
+    """Group commit of outcomes to the journal, the outcomes file, the stats and the source."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        outcomes: OutcomeWriter,
+        stats: RunStats,
+        source: TaskSource,
+        db_lock: anyio.CapacityLimiter,
+        on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
+    ) -> None:
+        self._journal = journal
+        self._outcomes = outcomes
+        self._stats = stats
+        self._source = source
+        self._db_lock = db_lock
+        self._on_batch = on_batch
+        self._pending: list[TaskResult] = []
+        self._done = anyio.Event()
+        self._wakeup = anyio.Event()
+        self._closing = False
+        self.error: JournalError | None = None
+
+    async def record(self, results: Sequence[TaskResult]) -> None:
+        """Hand over final outcomes and wait until they are durable. Shielded from cancellation:
+        an outcome that is known is never dropped."""
+        with anyio.CancelScope(shield=True):
+            if self.error is not None:
+                raise self.error
+            self._pending.extend(results)
+            done = self._done
+            self._wakeup.set()
+            await done.wait()
+            if self.error is not None:
+                raise self.error
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            batch, self._pending = self._pending, []
+            done, self._done = self._done, anyio.Event()
+            if batch:
+                try:
+                    await anyio.to_thread.run_sync(self._write, batch, limiter=self._db_lock)
+                except JournalError as exc:
+                    self.error = exc
+                self._stats.on_results(batch)
+                if self._on_batch is not None:
+                    self._on_batch(batch)
+                if self.error is None:
+                    await self._source.acknowledge(batch)
+            done.set()
+            if self._closing and not self._pending:
+                return
+
+    def _write(self, batch: list[TaskResult]) -> None:
+        self._journal.record(batch)
+        self._outcomes.write(batch)
+
+    def close(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+
+
+class Pipeline:
+    """One run of the cleanup over one source. ``run()`` returns the exit code and stop reason."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: DcsClient | None,
+        source: TaskSource,
+        journal: Journal,
+        outcomes: OutcomeWriter,
+        stats: RunStats,
+        *,
+        limiter: RateLimiter,
+        budget: RetryBudget,
+        breaker: CircuitBreaker,
+        on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._client = client
+        self._source = source
+        self._journal = journal
+        self._stats = stats
+        self._limiter = limiter
+        self._budget = budget
+        self._breaker = breaker
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self._db_lock = anyio.CapacityLimiter(1)
+        self._sink = Sink(journal, outcomes, stats, source, self._db_lock, on_batch)
+        self._stop_event = anyio.Event()
+        self.stop_reason: str | None = None
+        self._hard = False
+        self._intake_scope: anyio.CancelScope | None = None
+        self._workers_scope: anyio.CancelScope | None = None
+        self._timer_scope: anyio.CancelScope | None = None
+        self._finished = False
+        self._reserved_deletes = 0
+        self.inflight = 0
+        self.input_fully_read = False
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """Stop intake now; requests in flight get ``grace`` seconds. Idempotent."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.warning("cleanup.stopping", reason=reason, inflight=self.inflight)
+        self._stop_event.set()
+        if self._intake_scope is not None:
+            self._intake_scope.cancel()
+
+    def hard_stop(self) -> None:
+        """Cancel everything in flight now (a second signal)."""
+        self.request_stop(self.stop_reason or "signal")
+        self._hard = True
+        if self._workers_scope is not None:
+            self._workers_scope.cancel()
+
+    async def _grace_timer(self) -> None:
+        """After a stop, give requests in flight ``grace`` seconds, then cancel them."""
+        with anyio.CancelScope() as scope:
+            self._timer_scope = scope
+            if self._finished:
+                return
+            await self._stop_event.wait()
+            await anyio.sleep(self.settings.grace)
+            if self._workers_scope is not None and self.inflight:
+                log.warning("cleanup.grace_expired", cancelled=self.inflight)
+                self._workers_scope.cancel()
+
+    # -- the run --------------------------------------------------------------------------
+
+    async def run(self) -> RunEnd:
+        concurrency = self.settings.concurrency
+        work_tx, work_rx = anyio.create_memory_object_stream[TaskRef](concurrency)
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._sink.run)
+            outer.start_soon(self._grace_timer)
+            try:
+                async with anyio.create_task_group() as workers:
+                    self._workers_scope = workers.cancel_scope
+                    for _ in range(concurrency):
+                        workers.start_soon(self._worker, work_rx.clone())
+                    await self._intake(work_tx)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    # Tasks claimed but never taken by a worker (hard stop): not_attempted.
+                    leftover = _drain(work_rx)
+                    work_rx.close()
+                    if leftover:
+                        await self._record([self._unsent(ref) for ref in leftover])
+                    self._sink.close()
+                    self._finished = True
+                    if self._timer_scope is not None:
+                        self._timer_scope.cancel()
+        self._stats.finished = time.time()
+        return self._end()
+
+    def _end(self) -> RunEnd:
+        if self.stop_reason in ABORT_REASONS:
+            return RunEnd(EXIT_ABORTED, self.stop_reason)
+        if self.stop_reason is not None:
+            return RunEnd(EXIT_INTERRUPTED, self.stop_reason)
+        failures = self._stats.outcomes[Outcome.REJECTED] + self._stats.outcomes[Outcome.FAILED]
+        return RunEnd(EXIT_FAILURES if failures else EXIT_OK, None)
+
+    async def _record(self, results: Sequence[TaskResult]) -> bool:
+        """Record outcomes durably; on a journal failure abort the run (False)."""
+        try:
+            await self._sink.record(results)
+        except JournalError as exc:
+            self._abort("journal_error", str(exc))
+            return False
+        return True
+
+    async def _send(self, work_tx: MemoryObjectSendStream[TaskRef], ref: TaskRef) -> bool:
+        """Hand a task to the workers; False if a stop came first (the task was not handed)."""
+        with anyio.CancelScope() as scope:
+            self._intake_scope = scope
+            if self.stop_reason is not None:
+                scope.cancel()
+            await work_tx.send(ref)
+            return True
+        return False
+
+    async def _intake(self, work_tx: MemoryObjectSendStream[TaskRef]) -> None:
+        batches = self._source.batches()
+        try:
+            async with work_tx:
+                async for batch in batches:
+                    refs = await self._claim(batch)
+                    for index, ref in enumerate(refs):
+                        if not await self._send(work_tx, ref):
+                            await self._record([self._unsent(r) for r in refs[index:]])
+                            break
+                    if self.stop_reason is not None:
+                        break
+                else:
+                    self.input_fully_read = True
+                    return
+            if self._source.finite and not self._hard:
+                # Account for the rest of a file too (not_attempted), as far as grace allows.
+                with anyio.move_on_after(self.settings.grace):
+                    async for batch in batches:
+                        refs = await self._claim(batch)
+                        await self._record([self._unsent(ref) for ref in refs])
+                    self.input_fully_read = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await batches.aclose()
+
+    async def _claim(self, batch: list[SourceItem]) -> list[TaskRef]:
+        """Split a batch into tasks to send and already-final results (recorded right away)."""
+        refs = [item for item in batch if isinstance(item, TaskRef)]
+        final = [item for item in batch if isinstance(item, TaskResult)]
+        if refs:
+            verdicts = await anyio.to_thread.run_sync(
+                self._journal.claim, refs, limiter=self._db_lock
+            )
+            go: list[TaskRef] = []
+            for ref, verdict in zip(refs, verdicts, strict=True):
+                if verdict is None:
+                    go.append(ref)
+                else:
+                    final.append(self._skip(ref, verdict))
+            refs = go
+        if final and not await self._record(final):
+            return []
+        return refs
+
+    async def _worker(self, rx: MemoryObjectReceiveStream[TaskRef]) -> None:
+        async with rx:
+            async for ref in rx:
+                if self.stop_reason is not None:
+                    result = self._unsent(ref)
+                else:
+                    try:
+                        result = await self._process(ref)
+                    except anyio.get_cancelled_exc_class():
+                        await self._record([self._unsent(ref)])
+                        raise
+                if not await self._record([result]):
+                    return
+
+    async def _process(self, ref: TaskRef) -> TaskResult:
+        settings = self.settings
+        started = time.perf_counter()
+        attempts = 0
+        last: ApiResponse | TransportError | None = None
+        if settings.dry_run:
+            return self._result(ref, Outcome.WOULD_DELETE, None, 0, started)
+        client = self._client
+        assert client is not None  # noqa: S101 - a real run always has a client
+        while True:
+            if self.stop_reason is not None:
+                return self._result(ref, Outcome.NOT_ATTEMPTED, last, attempts, started)
+            limit = settings.max_deletes
+            if limit is not None and self._reserved_deletes >= limit:
+                self._abort("max_deletes", f"--max-deletes {limit} reached")
+                continue
+            await self._limiter.acquire()
+            if self.stop_reason is not None:
+                # Checked again after pacing: no request leaves after a 401 or a stop.
+                continue
+            attempts += 1
+            self._reserved_deletes += 1
+            self.inflight += 1
+            try:
+                last = await client.delete_task(ref.project_id, ref.task_id, ref.message)
+            except TransportError as exc:
+                last = exc
+            finally:
+                self.inflight -= 1
+            self._stats.on_answer(last)
+            decision = decide(
+                last,
+                attempts,
+                settings.max_attempts,
+                base=settings.backoff_base,
+                cap=settings.backoff_cap,
+                max_retry_after=settings.max_retry_after,
+                rng=self._rng,
+            )
+            if decision.outcome is not Outcome.DELETED:
+                self._reserved_deletes -= 1
+            self._feed_breaker(last)
+            if decision.abort is not None:
+                self._abort(decision.abort, _describe(last))
+                return self._result(ref, decision.outcome or Outcome.NOT_ATTEMPTED, last, attempts, started)
+            if decision.outcome is not None:
+                if decision.outcome.is_success:
+                    self._budget.on_success()
+                return self._result(ref, decision.outcome, last, attempts, started)
+            if not self._budget.try_spend(last):
+                return self._result(
+                    ref, Outcome.FAILED, last, attempts, started, note="retry budget exhausted"
+                )
+            self._stats.retries += 1
+            log.debug(
+                "cleanup.retry_scheduled",
+                task_id=ref.task_id,
+                attempt=attempts,
+                wait_for=round(decision.delay, 3),
+                cause=_describe(last),
+            )
+            with anyio.move_on_after(decision.delay):
+                await self._stop_event.wait()
+
+    def _feed_breaker(self, answer: ApiResponse | TransportError) -> None:
+        if isinstance(answer, ApiResponse):
+            if answer.status == 429:
+                return
+            failed = answer.status >= 500
+        else:
+            failed = True
+        if self._breaker.record(failed) and self.stop_reason is None:
+            self._abort(
+                "circuit_open",
+                f"{self._breaker.failure_ratio:.0%} of the last {self._breaker.window} answers failed",
+            )
+
+    def _abort(self, reason: str, detail: str) -> None:
+        if self.stop_reason is None:
+            log.error("cleanup.aborted", reason=reason, detail=detail)
+        self.request_stop(reason)
+
+    # -- results --------------------------------------------------------------------------
+
+    def _result(
+        self,
+        ref: TaskRef,
+        outcome: Outcome,
+        last: ApiResponse | TransportError | None,
+        attempts: int,
+        started: float,
+        note: str | None = None,
+    ) -> TaskResult:
+        status = code = msg = request_id = None
+        if isinstance(last, ApiResponse):
+            status, code, msg, request_id = (
+                last.status,
+                last.error_code,
+                last.error_msg,
+                last.request_id,
+            )
+        elif isinstance(last, TransportError):
+            code, msg = last.kind, last.detail
+        if note:
+            msg = f"{msg} ({note})" if msg else note
+        result = TaskResult(
+            task_id=ref.task_id,
+            project_id=ref.project_id,
+            outcome=outcome,
+            status=status,
+            attempts=attempts,
+            error_code=code,
+            error_msg=msg,
+            request_id=request_id,
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+            source=ref.source,
+            line=ref.line,
+            ack=ref.ack,
+        )
+        if outcome.is_failure:
+            log.warning(
+                "cleanup.task_" + outcome.value,
+                task_id=ref.task_id,
+                project_id=ref.project_id,
+                status=status,
+                attempts=attempts,
+                error_code=code,
+                error_msg=msg,
+                request_id=request_id,
+            )
+        else:
+            log.debug("cleanup.task_done", task_id=ref.task_id, outcome=outcome.value, status=status, attempts=attempts)
+        return result
+
+    def _unsent(self, ref: TaskRef) -> TaskResult:
+        return TaskResult(
+            task_id=ref.task_id,
+            project_id=ref.project_id,
+            outcome=Outcome.NOT_ATTEMPTED,
+            error_code=self.stop_reason,
+            source=ref.source,
+            line=ref.line,
+            ack=ref.ack,
+        )
+
+    @staticmethod
+    def _skip(ref: TaskRef, reason: str) -> TaskResult:
+        text = {
+            "duplicate": "duplicate of an earlier line",
+            "already_done": "an earlier run already ended it deleted or absent",
+        }.get(reason, reason)
+        return TaskResult(
+            task_id=ref.task_id,
+            project_id=ref.project_id,
+            outcome=Outcome.SKIPPED,
+            error_code=reason,
+            error_msg=f"{ref.source}:{ref.line}: {text}",
+            source=ref.source,
+            line=ref.line,
+            ack=ref.ack,
+        )
+
+
+def _drain(rx: MemoryObjectReceiveStream[TaskRef]) -> list[TaskRef]:
+    out: list[TaskRef] = []
+    while True:
+        try:
+            out.append(rx.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return out
+
+
+def _describe(answer: ApiResponse | TransportError | None) -> str:
+    if answer is None:
+        return "none"
+    if isinstance(answer, TransportError):
+        return str(answer)
+    return f"HTTP {answer.status} {answer.error_code or ''}".strip()

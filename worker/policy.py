@@ -1,0 +1,166 @@
+"""Rate and retry policy: what to do with each answer, how long to wait, how fast to send.
+
+Why not a retry library (stamina, tenacity)? They retry a callable on exceptions; here the decision
+is over HTTP answers (status, ``Retry-After``), each attempt must pass the shared rate limiter, draw
+on a run-wide retry budget and feed a circuit breaker, and every attempt's facts go into the task's
+outcome. That is one pure function (``decide``) plus three small stateful objects, kept here.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from dataclasses import dataclass
+
+import anyio
+
+from worker.errors import RequestTimeoutError, TransportError
+from worker.models import ApiResponse, Outcome
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """``outcome`` is final; ``None`` means retry after ``delay`` seconds. ``abort`` stops the run."""
+
+    outcome: Outcome | None
+    delay: float = 0.0
+    abort: str | None = None
+
+
+def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Capped exponential backoff with full jitter: uniform(0, min(cap, base * 2**(attempt-1)))."""
+    return rng.uniform(0.0, min(cap, base * 2.0 ** (attempt - 1)))
+
+
+def decide(
+    answer: ApiResponse | TransportError,
+    attempt: int,
+    max_attempts: int,
+    *,
+    base: float,
+    cap: float,
+    max_retry_after: float,
+    rng: random.Random,
+) -> Decision:
+    """The whole retry decision for one answer to attempt number ``attempt`` (1-based)."""
+    if isinstance(answer, ApiResponse):
+        status = answer.status
+        if 200 <= status < 300:
+            return Decision(Outcome.DELETED)
+        if status == 404:
+            # Also right after an earlier attempt timed out: that attempt may have deleted it.
+            return Decision(Outcome.ABSENT)
+        if status == 401:
+            # Huawei locks an AK/SK after repeated signature failures: never send another.
+            return Decision(Outcome.NOT_ATTEMPTED, abort="credentials_refused")
+        if status not in RETRYABLE_STATUS:
+            return Decision(Outcome.REJECTED)
+        if answer.retry_after is not None:
+            delay = min(answer.retry_after, max_retry_after)
+        elif status == 429:
+            # Huawei's FAQ: wait 2-5 s after a throttling answer.
+            delay = rng.uniform(2.0, 5.0)
+        else:
+            delay = full_jitter_backoff(attempt, base, cap, rng)
+    else:
+        delay = full_jitter_backoff(attempt, base, cap, rng)
+    if attempt >= max_attempts:
+        return Decision(Outcome.FAILED)
+    return Decision(None, delay)
+
+
+class RateLimiter:
+    """A GCRA (virtual-scheduling) limiter: ``rate`` per second with bursts of ``burst``.
+
+    Each ``acquire`` reserves the next free slot and sleeps until it, so waiters are served in
+    order with no polling. ``rate`` 0 means unlimited. The rate can change while running.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: collections.abc.Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tat = 0.0
+        self.burst = max(1, burst)
+        self.rate = rate
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self._rate = max(0.0, value)
+        self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
+        self._tolerance = self._interval * (self.burst - 1)
+
+    def reserve(self) -> float:
+        """Take the next slot; return how long to wait for it (0 when it is free now)."""
+        if self._interval == 0.0:
+            return 0.0
+        now = self._clock()
+        tat = max(self._tat, now)
+        self._tat = tat + self._interval
+        return max(0.0, tat - self._tolerance - now)
+
+    async def acquire(self) -> float:
+        wait = self.reserve()
+        if wait > 0:
+            await anyio.sleep(wait)
+        return wait
+
+
+class RetryBudget:
+    """A run-wide allowance of retries, in the manner of botocore's retry quota.
+
+    It starts with ``capacity`` tokens; a retry spends one (a timeout two, as it held a slot the
+    longest); each success refunds ``refund``, up to ``capacity``. When a retry cannot be paid the
+    task ends ``failed``. So however long an outage lasts, it adds at most ``capacity`` requests to
+    one per task.
+    """
+
+    def __init__(self, capacity: float, refund: float = 0.1) -> None:
+        self.capacity = capacity
+        self.tokens = capacity
+        self.refund = refund
+        self.denied = 0
+
+    def try_spend(self, error: ApiResponse | TransportError) -> bool:
+        cost = 2.0 if isinstance(error, RequestTimeoutError) else 1.0
+        if self.tokens < cost:
+            self.denied += 1
+            return False
+        self.tokens -= cost
+        return True
+
+    def on_success(self) -> None:
+        self.tokens = min(self.capacity, self.tokens + self.refund)
+
+
+class CircuitBreaker:
+    """Opens when transient failures (5xx, network) pass ``threshold`` of the last ``window`` answers.
+
+    Throttling (429) is not counted: it calls for slowing down, not for stopping.
+    """
+
+    def __init__(self, window: int, threshold: float) -> None:
+        self.window = window
+        self.threshold = threshold
+        self._answers: collections.deque[bool] = collections.deque(maxlen=window)
+        self._failures = 0
+        self.opened = False
+
+    def record(self, failed: bool) -> bool:
+        """Record one answer; return True if the breaker is (now) open."""
+        if len(self._answers) == self.window and self._answers[0]:
+            self._failures -= 1
+        self._answers.append(failed)
+        self._failures += failed
+        if len(self._answers) >= self.window and self._failures / self.window >= self.threshold:
+            self.opened = True
+        return self.opened
+
+    @property
+    def failure_ratio(self) -> float:
+        return self._failures / len(self._answers) if self._answers else 0.0

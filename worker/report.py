@@ -1,0 +1,199 @@
+"""What a run tells: the outcomes file (one JSON line per task), the JSON report, the summary table.
+
+Counts and latency percentiles are kept in fixed-size structures (a log-bucketed histogram), so a
+run of millions of tasks uses the same memory as a run of ten.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from worker import __version__
+from worker.errors import RequestTimeoutError, TransportError
+from worker.models import ApiResponse, Outcome, TaskResult
+
+_BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
+
+
+class LatencyHistogram:
+    """Log-bucketed latency histogram: bounded memory, percentiles within 2%."""
+
+    def __init__(self) -> None:
+        self._buckets: collections.Counter[int] = collections.Counter()
+        self.count = 0
+        self.max = 0.0
+
+    def add(self, ms: float) -> None:
+        self._buckets[int(math.log(max(ms, 0.001)) / _BUCKET_GROWTH)] += 1
+        self.count += 1
+        self.max = max(self.max, ms)
+
+    def percentile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        rank = q * self.count
+        seen = 0
+        for bucket in sorted(self._buckets):
+            seen += self._buckets[bucket]
+            if seen >= rank:
+                return min(self.max, math.exp((bucket + 1) * _BUCKET_GROWTH))
+        return self.max
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Counters for one run; updated by the pipeline on every answer and every outcome."""
+
+    started: float = field(default_factory=time.time)
+    started_mono: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    skipped_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    http_status: collections.Counter[str] = field(default_factory=collections.Counter)
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def on_answer(self, answer: ApiResponse | TransportError) -> None:
+        self.requests += 1
+        if isinstance(answer, ApiResponse):
+            self.http_status[str(answer.status)] += 1
+            self.latency.add(answer.elapsed_ms)
+            if answer.status == 429:
+                self.throttled += 1
+        elif isinstance(answer, RequestTimeoutError):
+            self.http_status["timeout"] += 1
+        else:
+            self.http_status["network"] += 1
+
+    def on_results(self, results: Iterable[TaskResult]) -> None:
+        for result in results:
+            self.outcomes[result.outcome.value] += 1
+            if result.outcome is Outcome.SKIPPED and result.error_code:
+                self.skipped_reasons[result.error_code] += 1
+
+    @property
+    def total(self) -> int:
+        return sum(self.outcomes.values())
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def build_report(
+        self,
+        *,
+        run_id: str,
+        settings: dict[str, Any],
+        exit_code: int,
+        stop_reason: str | None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        finished = self.finished or time.time()
+        duration = max(finished - self.started, 1e-9)
+        sent = sum(self.outcomes[o.value] for o in Outcome if o is not Outcome.SKIPPED)
+        return {
+            "tool": "dcs-task-cleanup",
+            "version": __version__,
+            "run_id": run_id,
+            "started_at": _iso(self.started),
+            "finished_at": _iso(finished),
+            "duration_s": round(duration, 3),
+            "exit_code": exit_code,
+            "stop_reason": stop_reason,
+            "tasks": self.total,
+            "outcomes": {o.value: self.outcomes[o.value] for o in Outcome},
+            "skipped_reasons": dict(sorted(self.skipped_reasons.items())),
+            "requests": self.requests,
+            "http_status": dict(sorted(self.http_status.items())),
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "throughput_per_s": round(sent / duration, 2),
+            "latency_ms": {
+                "p50": _round(self.latency.percentile(0.50)),
+                "p90": _round(self.latency.percentile(0.90)),
+                "p99": _round(self.latency.percentile(0.99)),
+                "max": _round(self.latency.max if self.latency.count else None),
+            },
+            **(extra or {}),
+            "settings": settings,
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class OutcomeWriter:
+    """Appends one JSON line per task; each batch is flushed so a crash keeps what was written."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._file: IO[str] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = path.open("a", encoding="utf-8")
+
+    def write(self, results: Sequence[TaskResult]) -> None:
+        if self._file is None:
+            return
+        self._file.write(
+            "".join(json.dumps(r.as_record(), ensure_ascii=False) + "\n" for r in results)
+        )
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    """Write the report atomically (temp file, then rename) so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+EXIT_MEANING = {
+    0: "every task deleted, absent, skipped or would_delete",
+    1: "some tasks ended rejected or failed",
+    3: "aborted",
+    4: "interrupted; the rest is not_attempted",
+}
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A short human summary: one row per outcome, then the request figures and the exit code."""
+    rows = [("outcome", "tasks")]
+    rows += [(name, str(count)) for name, count in report["outcomes"].items() if count]
+    rows.append(("total", str(report["tasks"])))
+    width = max(len(a) for a, _ in rows)
+    num = max(len(b) for _, b in rows)
+    lines = [f"{a:<{width}}  {b:>{num}}" for a, b in rows]
+    lines.insert(1, "-" * (width + num + 2))
+    lines.insert(len(lines) - 1, "-" * (width + num + 2))
+    lat = report["latency_ms"]
+    lines.append(
+        f"requests {report['requests']} · retries {report['retries']} · "
+        f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
+        f"p50 {lat['p50']} ms · p99 {lat['p99']} ms · {report['duration_s']} s"
+    )
+    if report["skipped_reasons"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items())
+        lines.append(f"skipped: {reasons}")
+    code = report["exit_code"]
+    reason = f" ({report['stop_reason']})" if report["stop_reason"] else ""
+    lines.append(f"exit {code}: {EXIT_MEANING.get(code, '')}{reason}")
+    return "\n".join(lines)

@@ -1,0 +1,291 @@
+"""Assembles one run from settings: credentials, client, journal, source, outputs, signals.
+
+``execute`` is what ``dcs-cleanup run`` and ``dcs-cleanup demo`` call; it returns the exit code of
+PRODUCT.md and never lets a known outcome go unwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+
+from worker.client import DcsClient
+from worker.errors import ConfigError, JournalError, TransportError
+from worker.journal import Journal
+from worker.logs import get_logger
+from worker.models import TaskRef, TaskResult
+from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
+from worker.policy import CircuitBreaker, RateLimiter, RetryBudget
+from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+from worker.settings import Settings
+from worker.signer import Credentials, Signer
+from worker.sources import FileSource, IdValidator, SourceItem, TaskSource
+
+log = get_logger()
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
+
+
+def credentials_from(settings: Settings) -> Credentials:
+    if settings.ak is None or settings.sk is None:
+        msg = "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK (and CLOUD_SDK_SECURITY_TOKEN for temporary credentials)"
+        raise ConfigError(msg)
+    token = settings.security_token.get_secret_value() if settings.security_token else None
+    return Credentials(settings.ak.get_secret_value(), settings.sk.get_secret_value(), token)
+
+
+class JournalSource:
+    """``--retry-failed``: the tasks a journal holds as failed, not_attempted or pending."""
+
+    def __init__(self, journal: Journal, db_lock: anyio.CapacityLimiter | None = None) -> None:
+        self.name = f"journal:{journal.path}"
+        self.finite = True
+        self._journal = journal
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        after = ("", "")
+        while True:
+            refs: list[TaskRef] = await anyio.to_thread.run_sync(self._journal.unfinished, after)
+            if not refs:
+                return
+            after = (refs[-1].project_id, refs[-1].task_id)
+            yield list(refs)
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None:
+        """The journal itself is the record."""
+
+    async def aclose(self) -> None:
+        """Nothing to close: the run owns the journal."""
+
+
+class Progress:
+    """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
+
+    def __init__(self, mode: str, interval: float, stats: RunStats, stream: IO[str] | None = None) -> None:
+        self._stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if self._stream.isatty() else "log"
+        self.mode = mode
+        self._interval = interval
+        self._stats = stats
+        self._bar: Any = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=" tasks", file=self._stream, dynamic_ncols=True, mininterval=0.2)
+
+    def on_batch(self, batch: Sequence[TaskResult]) -> None:
+        if self._bar is not None:
+            self._bar.update(len(batch))
+
+    async def run(self, pipeline: Pipeline) -> None:
+        if self.mode != "log":
+            return
+        last_total, last_time = 0, time.monotonic()
+        while True:
+            await anyio.sleep(self._interval)
+            now = time.monotonic()
+            total = self._stats.total
+            log.info(
+                "cleanup.progress",
+                done=total,
+                rate_per_s=round((total - last_total) / max(now - last_time, 1e-9), 1),
+                inflight=pipeline.inflight,
+                requests=self._stats.requests,
+                retries=self._stats.retries,
+                throttled=self._stats.throttled,
+                outcomes=dict(self._stats.outcomes),
+            )
+            last_total, last_time = total, now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[None]) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1:
+                log.warning("cleanup.signal_received", signal=name, grace_s=pipeline.settings.grace)
+                pipeline.request_stop("signal")
+            else:
+                log.warning("cleanup.signal_received_again", signal=name, action="stop now")
+                pipeline.hard_stop()
+
+
+async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
+    await anyio.sleep(max(0.0, seconds))
+    log.warning("cleanup.deadline_reached", deadline=pipeline.settings.deadline)
+    pipeline.request_stop("deadline")
+
+
+async def _probe(client: DcsClient, settings: Settings) -> int | None:
+    """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None = fine."""
+    project = settings.project_id
+    if project is None:
+        return None
+    try:
+        answer = await client.list_tasks(project)
+    except TransportError as exc:
+        log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(exc))
+        return EXIT_USAGE
+    if answer.status == 401:
+        log.error("cleanup.credentials_refused", error_code=answer.error_code, request_id=answer.request_id)
+        return EXIT_ABORTED
+    log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
+    return None
+
+
+async def execute(
+    settings: Settings,
+    *,
+    source: TaskSource | None = None,
+    handle_signals: bool = True,
+    progress_stream: IO[str] | None = None,
+    summary_stream: IO[str] | None = None,
+    on_pipeline: Callable[[Pipeline], None] | None = None,
+) -> int:
+    """Run the cleanup described by ``settings``; return the exit code."""
+    if source is None and settings.input is None and settings.queue is None and not settings.retry_failed:
+        msg = "nothing to read: give --input PATH (or - for stdin), --queue URL, or --retry-failed with --journal"
+        raise ConfigError(msg)
+    if settings.retry_failed and settings.journal is None:
+        raise ConfigError("--retry-failed needs --journal")
+    if settings.max_attempts and settings.backoff_cap < settings.backoff_base:
+        raise ConfigError("backoff_cap must be at least backoff_base")
+    signer = Signer(credentials_from(settings))
+    base_url = settings.base_url()
+    run_id = new_run_id()
+    stats = RunStats()
+    async with AsyncExitStack() as stack:
+        tmpdir = None
+        if settings.journal is None:
+            tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcs-cleanup-"))
+            journal_path = Path(tmpdir) / "journal.sqlite"
+        else:
+            journal_path = settings.journal
+            journal_path.parent.mkdir(parents=True, exist_ok=True)
+        journal = Journal(journal_path, run_id)
+        stack.callback(journal.close)
+        if source is None:
+            source = _make_source(settings, journal)
+        stack.push_async_callback(source.aclose)
+        outcomes = OutcomeWriter(settings.outcomes)
+        stack.callback(outcomes.close)
+        client = await stack.enter_async_context(
+            DcsClient(base_url, signer, concurrency=settings.concurrency, timeout=settings.timeout)
+        )
+        log.info(
+            "cleanup.run_started",
+            run_id=run_id,
+            endpoint=base_url,
+            source=source.name,
+            concurrency=settings.concurrency,
+            rate=settings.rate,
+            dry_run=settings.dry_run,
+            journal=str(settings.journal) if settings.journal else None,
+        )
+        if settings.dry_run:
+            code = await _probe(client, settings)
+            if code is not None:
+                return code
+        progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
+        stack.callback(progress.close)
+        pipeline = Pipeline(
+            settings,
+            client,
+            source,
+            journal,
+            outcomes,
+            stats,
+            limiter=RateLimiter(settings.rate, settings.burst),
+            budget=RetryBudget(settings.retry_budget),
+            breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
+            on_batch=progress.on_batch,
+        )
+        if on_pipeline is not None:
+            on_pipeline(pipeline)
+        end: RunEnd
+        async with anyio.create_task_group() as tg:
+            if handle_signals:
+                await tg.start(_watch_signals, pipeline)
+            deadline = settings.deadline_in()
+            if deadline is not None:
+                tg.start_soon(_watch_deadline, pipeline, deadline)
+            tg.start_soon(progress.run, pipeline)
+            end = await pipeline.run()
+            tg.cancel_scope.cancel()
+        progress.close()
+        report = stats.build_report(
+            run_id=run_id,
+            settings=settings.public_view(),
+            exit_code=end.exit_code,
+            stop_reason=end.stop_reason,
+            extra={
+                "input_fully_read": pipeline.input_fully_read,
+                "retry_budget": {
+                    "capacity": pipeline._budget.capacity,  # noqa: SLF001
+                    "remaining": round(pipeline._budget.tokens, 2),  # noqa: SLF001
+                    "denied": pipeline._budget.denied,  # noqa: SLF001
+                },
+                "breaker": {
+                    "window": settings.breaker_window,
+                    "threshold": settings.breaker_threshold,
+                    "opened": pipeline._breaker.opened,  # noqa: SLF001
+                },
+                "journal": str(settings.journal) if settings.journal else None,
+            },
+        )
+        if settings.report is not None:
+            write_report(settings.report, report)
+        try:
+            journal.finish_run(end.exit_code, json.dumps(report))
+        except JournalError as exc:
+            log.error("cleanup.journal_error", error=str(exc))
+        log.info(
+            "cleanup.run_finished",
+            run_id=run_id,
+            exit_code=end.exit_code,
+            stop_reason=end.stop_reason,
+            outcomes={k: v for k, v in report["outcomes"].items() if v},
+            requests=stats.requests,
+            duration_s=report["duration_s"],
+        )
+        print(summary_table(report), file=summary_stream or sys.stderr)
+        return end.exit_code
+    return EXIT_ABORTED  # pragma: no cover - the stack above always returns
+
+
+def _make_source(settings: Settings, journal: Journal) -> TaskSource:
+    if settings.retry_failed:
+        return JournalSource(journal)
+    if settings.queue is not None:
+        raise ConfigError("--queue is not available in this build yet")
+    assert settings.input is not None  # noqa: S101 - checked by execute()
+    if settings.input != "-" and not Path(settings.input).exists():
+        raise ConfigError(f"input {settings.input}: no such file")
+    return FileSource(
+        settings.input,
+        settings.project_id,
+        IdValidator(settings.id_pattern),
+        settings.input_format,
+        settings.message,
+    )

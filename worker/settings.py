@@ -1,0 +1,265 @@
+"""Run settings: command-line flags, ``DCS_CLEANUP_*`` environment, ``.env``, a TOML file.
+
+Precedence (PRODUCT.md): flag > environment > ``.env`` > config file > default. Flags arrive as
+init arguments, the highest-priority pydantic-settings source. Credentials come from the names
+Huawei's SDK samples use (``CLOUD_SDK_AK``, ``CLOUD_SDK_SK``, ``CLOUD_SDK_SECURITY_TOKEN``) and are
+held as ``SecretStr`` so no ``repr``, log line or error message shows them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from worker.errors import ConfigError
+
+DEFAULT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ENV_PREFIX = "DCS_CLEANUP_"
+SECRET_FIELDS = frozenset({"ak", "sk", "security_token"})
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class Settings(BaseSettings):
+    """Everything ``dcs-cleanup run`` can be told. Field names are the flag names with ``_``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        validate_default=True,
+    )
+
+    # Where task IDs come from.
+    input: str | None = None
+    input_format: Literal["auto", "text", "csv", "jsonl"] = "auto"
+    queue: str | None = None
+    stream: str = "dcs-cleanup:tasks"
+    group: str = "dcs-cleanup"
+    consumer: str | None = None
+    until_empty: bool = False
+    id_pattern: str = DEFAULT_ID_PATTERN
+
+    # Where they go.
+    project_id: str | None = None
+    region: str | None = None
+    endpoint: str | None = None
+
+    # How fast and how persistently.
+    concurrency: int = Field(default=32, ge=1, le=1024)
+    rate: float = Field(default=50.0, ge=0, description="requests/second; 0 = unlimited")
+    burst: int = Field(default=10, ge=1)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    timeout: float = Field(default=30.0, gt=0, le=600)
+    backoff_base: float = Field(default=0.5, gt=0, le=60)
+    backoff_cap: float = Field(default=30.0, gt=0, le=600)
+    max_retry_after: float = Field(default=120.0, gt=0)
+
+    # Stopping, guards and the outage brakes.
+    grace: float = Field(default=20.0, ge=0, le=3600)
+    deadline: str | None = None
+    max_deletes: int | None = Field(default=None, ge=0)
+    retry_budget: float = Field(default=200.0, ge=0)
+    breaker_window: int = Field(default=200, ge=10)
+    breaker_threshold: float = Field(default=0.8, gt=0, le=1)
+    retry_failed: bool = False
+
+    # Records and outputs.
+    journal: Path | None = None
+    report: Path | None = None
+    outcomes: Path | None = None
+    dry_run: bool = False
+    message: str | None = Field(default=None, max_length=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    progress_interval: float = Field(default=10.0, gt=0)
+
+    # Credentials: never shown.
+    ak: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ak", "CLOUD_SDK_AK"), repr=False
+    )
+    sk: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("sk", "CLOUD_SDK_SK"), repr=False
+    )
+    security_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("security_token", "CLOUD_SDK_SECURITY_TOKEN"),
+        repr=False,
+    )
+
+    @field_validator("id_pattern")
+    @classmethod
+    def _pattern_compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            msg = f"not a valid regular expression: {exc}"
+            raise ValueError(msg) from None
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            float(value)
+        except ValueError:
+            try:
+                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                msg = "must be seconds (e.g. 3300) or an ISO-8601 timestamp with a timezone"
+                raise ValueError(msg) from None
+            if when.tzinfo is None:
+                msg = "timestamp needs a timezone (e.g. 2026-11-27T23:00:00Z)"
+                raise ValueError(msg) from None
+        return value
+
+    def deadline_in(self, now: float | None = None) -> float | None:
+        """Seconds from ``now`` until ``--deadline`` (None when unset)."""
+        if self.deadline is None:
+            return None
+        try:
+            return float(self.deadline)
+        except ValueError:
+            when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
+            return when.timestamp() - (time.time() if now is None else now)
+
+    @field_validator("project_id")
+    @classmethod
+    def _project_id_safe(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(DEFAULT_ID_PATTERN, value):
+            msg = "must match " + DEFAULT_ID_PATTERN
+            raise ValueError(msg)
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_shape(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[a-z]{2,}(-[a-z0-9]+)+", value):
+            msg = "must look like cn-north-4 or ap-southeast-1"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            msg = "must be an https:// URL (http:// only for loopback hosts)"
+            raise ValueError(msg)
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            msg = "plain http:// is allowed for loopback hosts only; use https://"
+            raise ValueError(msg)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            msg = "must be scheme://host[:port] with no path, query or fragment"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        del file_secret_settings  # secrets come from the environment (a Kubernetes Secret)
+        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+
+    def base_url(self) -> str:
+        """The API endpoint: ``--endpoint`` if set, else ``https://dcs.{region}.myhuaweicloud.com``."""
+        if self.endpoint:
+            return self.endpoint
+        if self.region:
+            return f"https://dcs.{self.region}.myhuaweicloud.com"
+        msg = "one of --endpoint or --region is required"
+        raise ConfigError(msg)
+
+    def public_view(self) -> dict[str, Any]:
+        """The settings for the report and logs: every field but the credentials."""
+        data = self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+        data["credentials"] = {
+            "ak": "set" if self.ak else "unset",
+            "sk": "set" if self.sk else "unset",
+            "security_token": "set" if self.security_token else "unset",
+        }
+        return data
+
+
+def is_loopback(host: str) -> bool:
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def load_settings(
+    flags: dict[str, Any],
+    config_file: Path | None = None,
+    env_file: Path | None = None,
+) -> Settings:
+    """Build settings from explicit flags plus the environment, ``.env`` and a TOML file.
+
+    Raises ``ConfigError`` naming each bad field, its flag and environment names and the rule;
+    the value is echoed only for fields that are not secret.
+    """
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        _check_config_file(config_file)
+
+        class _FromFile(Settings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        settings_cls = _FromFile
+    try:
+        if env_file is not None:
+            return settings_cls(_env_file=env_file, **flags)  # type: ignore[call-arg]
+        return settings_cls(**flags)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+
+
+def _check_config_file(path: Path) -> None:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        msg = f"config file {path}: cannot read it: {exc.strerror}"
+        raise ConfigError(msg) from None
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"config file {path}: not valid TOML: {exc}"
+        raise ConfigError(msg) from None
+    known = set(Settings.model_fields)
+    unknown = sorted(key for key in data if key not in known)
+    if unknown:
+        msg = f"config file {path}: unknown setting(s) {', '.join(unknown)}"
+        raise ConfigError(msg)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        flag = "--" + field.replace("_", "-")
+        env = ENV_PREFIX + field.upper()
+        where = f"{field} ({flag} / {env})"
+        if field in SECRET_FIELDS or field.startswith("CLOUD_SDK"):
+            lines.append(f"  {where}: {err['msg']}")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)

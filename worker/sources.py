@@ -1,0 +1,273 @@
+"""Where task IDs come from: files (text, CSV, JSON Lines, gzip) and stdin.
+
+Every source implements ``TaskSource``; the Redis stream source (``worker.queue``) does too, and
+``tests/test_sources.py`` runs one contract suite against each. A source yields batches whose items
+are either a ``TaskRef`` to send or an already-final ``TaskResult`` (``skipped``: a bad line, with
+its line number). A single bad line never stops the source; only an input that cannot be opened or
+decoded as a whole raises ``InputError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import sys
+from collections.abc import AsyncGenerator, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Protocol
+
+import anyio.to_thread
+
+from worker.errors import InputError
+from worker.models import Outcome, TaskRef, TaskResult
+
+BATCH = 512
+_GZIP_MAGIC = b"\x1f\x8b"
+# However --id-pattern is widened, these can never be part of an ID: each could change the path,
+# query or fragment of the request, or hide a character in logs.
+_NEVER_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f\ud800-\udfff]")
+_PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+SourceItem = TaskRef | TaskResult
+
+
+class TaskSource(Protocol):
+    """A stream of task IDs. ``acknowledge`` is told of every final outcome it produced."""
+
+    name: str
+    finite: bool
+
+    def batches(self) -> AsyncGenerator[list[SourceItem], None]: ...
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class IdValidator:
+    """Checks task and project IDs against the allow-list and the never-allowed characters."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, pattern: str) -> None:
+        self._pattern = re.compile(pattern)
+
+    def problem(self, task_id: str) -> str | None:
+        """Why ``task_id`` must not be sent, or None when it may be."""
+        if _NEVER_IN_ID.search(task_id):
+            return "contains a path separator, %, ?, #, whitespace, a control character or bytes that are not UTF-8"
+        if task_id in (".", ".."):
+            return "is a relative path segment"
+        if not self._pattern.fullmatch(task_id):
+            return f"does not match {self._pattern.pattern}"
+        return None
+
+
+def skipped(
+    task_id: str, project_id: str, source: str, line: int, code: str, msg: str
+) -> TaskResult:
+    return TaskResult(
+        task_id=task_id[:128],
+        project_id=project_id[:128],
+        outcome=Outcome.SKIPPED,
+        error_code=code,
+        error_msg=f"{source}:{line}: {msg}",
+        source=source,
+        line=line,
+    )
+
+
+class FileSource:
+    """Reads a file (or ``-`` for stdin) line by line in a worker thread, in batches."""
+
+    def __init__(
+        self,
+        path: str,
+        default_project: str | None,
+        validator: IdValidator,
+        fmt: str = "auto",
+        message: str | None = None,
+    ) -> None:
+        self.path = path
+        self.name = "stdin" if path == "-" else path
+        self.finite = True
+        self._default_project = default_project
+        self._validator = validator
+        self._format = fmt
+        self._message = message
+        self._stream: IO[str] | None = None
+
+    def _open(self) -> IO[str]:
+        try:
+            raw: IO[bytes]
+            if self.path == "-":
+                raw = sys.stdin.buffer
+            else:
+                raw = Path(self.path).open("rb")  # noqa: SIM115 - closed in aclose()
+            buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+            if buffered.peek(2)[:2] == _GZIP_MAGIC:
+                binary: IO[bytes] = gzip.GzipFile(fileobj=buffered)
+            else:
+                binary = buffered
+            return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
+        except OSError as exc:
+            msg = f"input {self.name}: cannot open it: {exc.strerror or exc}"
+            raise InputError(msg) from None
+
+    def _detect(self, first: str) -> str:
+        if self._format != "auto":
+            return self._format
+        lowered = self.path.lower().removesuffix(".gz")
+        if lowered.endswith((".jsonl", ".ndjson", ".json")):
+            return "jsonl"
+        if lowered.endswith(".csv"):
+            return "csv"
+        stripped = first.strip()
+        if stripped.startswith("{"):
+            return "jsonl"
+        if "task_id" in stripped and "," in stripped:
+            return "csv"
+        return "text"
+
+    def _lines(self) -> Iterator[SourceItem]:
+        stream = self._open()
+        self._stream = stream
+        try:
+            first = stream.readline()
+            fmt = self._detect(first)
+            if fmt == "csv":
+                yield from self._csv(first, stream)
+            else:
+                parse = self._jsonl_line if fmt == "jsonl" else self._text_line
+                lineno = 1
+                item = parse(first, lineno)
+                if item is not None:
+                    yield item
+                for line in stream:
+                    lineno += 1
+                    item = parse(line, lineno)
+                    if item is not None:
+                        yield item
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            msg = f"input {self.name}: read failed: {exc}"
+            raise InputError(msg) from None
+
+    def _check(
+        self, task_id: str, project_id: str | None, lineno: int, message: str | None = None
+    ) -> SourceItem:
+        problem = self._validator.problem(task_id)
+        if problem:
+            return skipped(
+                task_id,
+                project_id or "",
+                self.name,
+                lineno,
+                "invalid_id",
+                f"task_id {task_id[:80]!r} {problem}",
+            )
+        project = project_id or self._default_project
+        if not project:
+            return skipped(
+                task_id, "", self.name, lineno, "missing_project_id", "no project_id for this task"
+            )
+        if not _PROJECT_ID.fullmatch(project):
+            return skipped(
+                task_id,
+                project,
+                self.name,
+                lineno,
+                "invalid_project_id",
+                f"project_id {project[:80]!r} is not a valid project ID",
+            )
+        return TaskRef(task_id, project, self.name, lineno, message or self._message)
+
+    def _text_line(self, line: str, lineno: int) -> SourceItem | None:
+        # Only the line break and surrounding spaces are trimmed; anything else is the ID.
+        text = line.rstrip("\r\n").strip(" \t")
+        if not text or text.startswith("#"):
+            return None
+        return self._check(text, None, lineno)
+
+    def _jsonl_line(self, line: str, lineno: int) -> SourceItem | None:
+        text = line.strip()
+        if not text:
+            return None
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return skipped(text[:64], "", self.name, lineno, "bad_line", "not valid JSON")
+        if not isinstance(obj, dict) or not isinstance(obj.get("task_id"), str):
+            return skipped(
+                text[:64], "", self.name, lineno, "bad_line", "no string task_id field"
+            )
+        project = obj.get("project_id")
+        message = obj.get("message")
+        return self._check(
+            obj["task_id"],
+            project if isinstance(project, str) and project else None,
+            lineno,
+            message if isinstance(message, str) else None,
+        )
+
+    def _csv(self, header: str, stream: IO[str]) -> Iterator[SourceItem]:
+        names = next(csv.reader([header]), [])
+        names = [name.strip() for name in names]
+        if "task_id" not in names:
+            msg = f"input {self.name}: line 1: CSV header has no task_id column (got {names!r})"
+            raise InputError(msg)
+        reader = csv.DictReader(stream, fieldnames=names)
+        for row in reader:
+            lineno = reader.line_num + 1
+            task_id = (row.get("task_id") or "").strip()
+            if not task_id:
+                if any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                    yield skipped("", "", self.name, lineno, "bad_line", "empty task_id")
+                continue
+            project = (row.get("project_id") or "").strip() or None
+            yield self._check(task_id, project, lineno)
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        lines = self._lines()
+
+        def take() -> list[SourceItem]:
+            out: list[SourceItem] = []
+            for item in lines:
+                out.append(item)
+                if len(out) >= BATCH:
+                    break
+            return out
+
+        while True:
+            batch = await anyio.to_thread.run_sync(take)
+            if not batch:
+                return
+            yield batch
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None:
+        """Files need no acknowledgement; the journal records progress."""
+
+    async def aclose(self) -> None:
+        if self._stream is not None and self.path != "-":
+            self._stream.close()
+
+
+class IterableSource:
+    """A source over an in-memory sequence of IDs (the demo and tests feed it)."""
+
+    def __init__(self, name: str, items: Sequence[SourceItem]) -> None:
+        self.name = name
+        self.finite = True
+        self._items = items
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        for start in range(0, len(self._items), BATCH):
+            yield list(self._items[start : start + BATCH])
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None:
+        """Nothing to acknowledge."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
