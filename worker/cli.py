@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from pydantic import SecretStr
 
 from worker import __version__
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
@@ -101,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="read IDs, delete them, report")
-    run.add_argument("--config", type=Path, help="TOML config file (keys are the flag names with _)")
+    run.add_argument(
+        "--config", type=Path, help="TOML config file (keys are the flag names with _)"
+    )
     run.add_argument("--env-file", type=Path, help="dotenv file to read (default: ./.env)")
     add_settings_flags(run)
 
@@ -155,12 +159,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from worker.runner import execute
 
     flags = {
-        k: v
-        for k, v in vars(args).items()
-        if k in Settings.model_fields and k not in SECRET_FIELDS
+        k: v for k, v in vars(args).items() if k in Settings.model_fields and k not in SECRET_FIELDS
     }
     settings = load_settings(flags, args.config, args.env_file)
-    secrets = [s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s]
+    secrets = [
+        s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s
+    ]
     configure_logging(settings.log_level, settings.log_format, secrets)
     return _run_async(execute, settings)
 
@@ -174,7 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     project = "0" * 31 + "1"
     state = EmulatorState()
     ids = state.seed_tasks(project, args.tasks)
-    rng = random.Random(7)  # noqa: S311 - demo data
+    rng = random.Random(7)
     ids += [f"{rng.getrandbits(128):032x}" for _ in range(args.unknown)]
     rng.shuffle(ids)
     state.set_faults(
@@ -217,8 +221,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             journal=out / "journal.sqlite",
             report=out / "report.json",
             outcomes=out / "outcomes.jsonl",
-            ak=DEMO_AK,
-            sk=DEMO_SK,
+            ak=SecretStr(DEMO_AK),
+            sk=SecretStr(DEMO_SK),
             log_format=args.log_format,
             _env_file=None,  # type: ignore[call-arg]
         )
@@ -262,7 +266,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     )
-    creds = "CLOUD_SDK_AK/CLOUD_SDK_SK from the environment" if ak and sk else f"AK {DEMO_AK} and the demo SK"
+    creds = (
+        "CLOUD_SDK_AK/CLOUD_SDK_SK from the environment"
+        if ak and sk
+        else f"AK {DEMO_AK} and the demo SK"
+    )
     print(
         f"emulator: http://{args.host}:{args.port} project {args.project_id}, {args.tasks} tasks, "
         f"signatures {'off' if args.no_verify else 'checked with ' + creds}",
@@ -270,10 +278,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         flush=True,
     )
     del DEMO_SK
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(state, args.host, args.port))
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
@@ -302,7 +308,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     failures = stats.outcomes["rejected"] + stats.outcomes["failed"]
     unfinished = stats.outcomes["not_attempted"]
     code = 1 if failures else (4 if unfinished else 0)
-    report = stats.build_report(run_id="journal", settings={"journal": str(args.journal)}, exit_code=code, stop_reason=None)
+    report = stats.build_report(
+        run_id="journal", settings={"journal": str(args.journal)}, exit_code=code, stop_reason=None
+    )
     if args.report:
         write_report(args.report, report)
     else:

@@ -8,9 +8,9 @@ followed (a signed request must not be replayed to another host).
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
+import math
 import re
 import time
 from types import TracebackType
@@ -76,7 +76,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return max(0.0, seconds)
 
@@ -138,9 +138,7 @@ class DcsClient:
             "DELETE", f"/v2/{project_id}/tasks/{task_id}", project_id, (), body
         )
 
-    async def list_tasks(
-        self, project_id: str, offset: int = 0, limit: int = 1
-    ) -> ApiResponse:
+    async def list_tasks(self, project_id: str, offset: int = 0, limit: int = 1) -> ApiResponse:
         """GET /v2/{project_id}/tasks (ListCenterTask); the dry run uses it as a signed probe."""
         query = (("limit", str(limit)), ("offset", str(offset)))
         return await self._request("GET", f"/v2/{project_id}/tasks", project_id, query, b"")
@@ -155,8 +153,7 @@ class DcsClient:
     ) -> ApiResponse:
         session = self._session
         if session is None:
-            msg = "DcsClient used outside 'async with'"
-            raise RuntimeError(msg)
+            raise RuntimeError("DcsClient used outside 'async with'")
         qs = canonical_query(query)
         headers = self._signer.sign(
             method,
@@ -166,9 +163,7 @@ class DcsClient:
             {"Content-Type": CONTENT_TYPE, "X-Project-Id": project_id},
             body,
         )
-        url = URL(
-            self._origin + wire_path(path) + ("?" + qs if qs else ""), encoded=True
-        )
+        url = URL(self._origin + wire_path(path) + ("?" + qs if qs else ""), encoded=True)
         started = time.perf_counter()
         try:
             async with session.request(
@@ -195,7 +190,7 @@ class DcsClient:
                     retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                     elapsed_ms=(time.perf_counter() - started) * 1000.0,
                 )
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise RequestTimeoutError("timeout", f"no full answer within {self._timeout}s") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(type(exc).__name__, str(exc)[:300]) from exc

@@ -146,11 +146,14 @@ class Journal:
         """
         rows = self._db.execute(
             "SELECT task_id, project_id, source, line FROM tasks "
-            "WHERE outcome IN ('failed', 'not_attempted', 'pending') AND (project_id, task_id) > (?, ?) "
+            "WHERE outcome IN ('failed', 'not_attempted', 'pending') "
+            "AND (project_id, task_id) > (?, ?) "
             "ORDER BY project_id, task_id LIMIT ?",
             (*after, limit),
         ).fetchall()
-        return [TaskRef(task_id, project_id, source, line) for task_id, project_id, source, line in rows]
+        return [
+            TaskRef(task_id, project_id, source, line) for task_id, project_id, source, line in rows
+        ]
 
     def results(self) -> Iterator[TaskResult]:
         """Every task's latest record, for re-rendering a report."""

@@ -10,11 +10,16 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 class SecretMasker:
@@ -29,10 +34,10 @@ class SecretMasker:
         if self._secrets:
             for key, value in event.items():
                 if isinstance(value, str):
+                    masked = value
                     for secret in self._secrets:
-                        if secret in value:
-                            value = value.replace(secret, "***")
-                    event[key] = value
+                        masked = masked.replace(secret, "***")
+                    event[key] = masked
         return event
 
 
@@ -46,7 +51,7 @@ def configure_logging(
     level: str = "info",
     fmt: str = "auto",
     secrets: Iterable[str] = (),
-    stream: IO[str] | None = None,
+    stream: TextIO | None = None,
 ) -> None:
     """Configure structlog for the process (idempotent; the last call wins)."""
     out = stream or sys.stdout

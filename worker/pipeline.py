@@ -137,9 +137,9 @@ class Pipeline:
         self._journal = journal
         self._stats = stats
         self._limiter = limiter
-        self._budget = budget
-        self._breaker = breaker
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+        self.budget = budget
+        self.breaker = breaker
+        self._rng = rng or random.Random()
         self._db_lock = anyio.CapacityLimiter(1)
         self._sink = Sink(journal, outcomes, stats, source, self._db_lock, on_batch)
         self._stop_event = anyio.Event()
@@ -341,12 +341,14 @@ class Pipeline:
             self._feed_breaker(last)
             if decision.abort is not None:
                 self._abort(decision.abort, _describe(last))
-                return self._result(ref, decision.outcome or Outcome.NOT_ATTEMPTED, last, attempts, started)
+                return self._result(
+                    ref, decision.outcome or Outcome.NOT_ATTEMPTED, last, attempts, started
+                )
             if decision.outcome is not None:
                 if decision.outcome.is_success:
-                    self._budget.on_success()
+                    self.budget.on_success()
                 return self._result(ref, decision.outcome, last, attempts, started)
-            if not self._budget.try_spend(last):
+            if not self.budget.try_spend(last):
                 return self._result(
                     ref, Outcome.FAILED, last, attempts, started, note="retry budget exhausted"
                 )
@@ -368,10 +370,11 @@ class Pipeline:
             failed = answer.status >= 500
         else:
             failed = True
-        if self._breaker.record(failed) and self.stop_reason is None:
+        if self.breaker.record(failed) and self.stop_reason is None:
             self._abort(
                 "circuit_open",
-                f"{self._breaker.failure_ratio:.0%} of the last {self._breaker.window} answers failed",
+                f"{self.breaker.failure_ratio:.0%} of the last "
+                f"{self.breaker.window} answers failed",
             )
 
     def _abort(self, reason: str, detail: str) -> None:
@@ -428,7 +431,13 @@ class Pipeline:
                 request_id=request_id,
             )
         else:
-            log.debug("cleanup.task_done", task_id=ref.task_id, outcome=outcome.value, status=status, attempts=attempts)
+            log.debug(
+                "cleanup.task_done",
+                task_id=ref.task_id,
+                outcome=outcome.value,
+                status=status,
+                attempts=attempts,
+            )
         return result
 
     def _unsent(self, ref: TaskRef) -> TaskResult:

@@ -23,7 +23,7 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """``outcome`` is final; ``None`` means retry after ``delay`` seconds. ``abort`` stops the run."""
+    """``outcome`` is final; None means retry after ``delay`` s. ``abort`` stops the run."""
 
     outcome: Outcome | None
     delay: float = 0.0
@@ -79,7 +79,9 @@ class RateLimiter:
     order with no polling. ``rate`` 0 means unlimited. The rate can change while running.
     """
 
-    def __init__(self, rate: float, burst: int, clock: collections.abc.Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, rate: float, burst: int, clock: collections.abc.Callable[[], float] = time.monotonic
+    ) -> None:
         self._clock = clock
         self._tat = 0.0
         self.burst = max(1, burst)
@@ -139,7 +141,7 @@ class RetryBudget:
 
 
 class CircuitBreaker:
-    """Opens when transient failures (5xx, network) pass ``threshold`` of the last ``window`` answers.
+    """Opens when transient failures (5xx, network) reach ``threshold`` of the last ``window``.
 
     Throttling (429) is not counted: it calls for slowing down, not for stopping.
     """

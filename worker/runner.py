@@ -41,7 +41,10 @@ def new_run_id() -> str:
 
 def credentials_from(settings: Settings) -> Credentials:
     if settings.ak is None or settings.sk is None:
-        msg = "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK (and CLOUD_SDK_SECURITY_TOKEN for temporary credentials)"
+        msg = (
+            "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK "
+            "(and CLOUD_SDK_SECURITY_TOKEN for temporary credentials)"
+        )
         raise ConfigError(msg)
     token = settings.security_token.get_secret_value() if settings.security_token else None
     return Credentials(settings.ak.get_secret_value(), settings.sk.get_secret_value(), token)
@@ -74,7 +77,9 @@ class JournalSource:
 class Progress:
     """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
 
-    def __init__(self, mode: str, interval: float, stats: RunStats, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, mode: str, interval: float, stats: RunStats, stream: IO[str] | None = None
+    ) -> None:
         self._stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if self._stream.isatty() else "log"
@@ -148,7 +153,11 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
         log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(exc))
         return EXIT_USAGE
     if answer.status == 401:
-        log.error("cleanup.credentials_refused", error_code=answer.error_code, request_id=answer.request_id)
+        log.error(
+            "cleanup.credentials_refused",
+            error_code=answer.error_code,
+            request_id=answer.request_id,
+        )
         return EXIT_ABORTED
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
     return None
@@ -164,13 +173,7 @@ async def execute(
     on_pipeline: Callable[[Pipeline], None] | None = None,
 ) -> int:
     """Run the cleanup described by ``settings``; return the exit code."""
-    if source is None and settings.input is None and settings.queue is None and not settings.retry_failed:
-        msg = "nothing to read: give --input PATH (or - for stdin), --queue URL, or --retry-failed with --journal"
-        raise ConfigError(msg)
-    if settings.retry_failed and settings.journal is None:
-        raise ConfigError("--retry-failed needs --journal")
-    if settings.max_attempts and settings.backoff_cap < settings.backoff_base:
-        raise ConfigError("backoff_cap must be at least backoff_base")
+    _check_request(settings, source)
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id()
@@ -234,44 +237,73 @@ async def execute(
             end = await pipeline.run()
             tg.cancel_scope.cancel()
         progress.close()
-        report = stats.build_report(
-            run_id=run_id,
-            settings=settings.public_view(),
-            exit_code=end.exit_code,
-            stop_reason=end.stop_reason,
-            extra={
-                "input_fully_read": pipeline.input_fully_read,
-                "retry_budget": {
-                    "capacity": pipeline._budget.capacity,  # noqa: SLF001
-                    "remaining": round(pipeline._budget.tokens, 2),  # noqa: SLF001
-                    "denied": pipeline._budget.denied,  # noqa: SLF001
-                },
-                "breaker": {
-                    "window": settings.breaker_window,
-                    "threshold": settings.breaker_threshold,
-                    "opened": pipeline._breaker.opened,  # noqa: SLF001
-                },
-                "journal": str(settings.journal) if settings.journal else None,
-            },
-        )
+        report = _build_report(settings, stats, pipeline, end, run_id)
         if settings.report is not None:
             write_report(settings.report, report)
         try:
             journal.finish_run(end.exit_code, json.dumps(report))
         except JournalError as exc:
             log.error("cleanup.journal_error", error=str(exc))
-        log.info(
-            "cleanup.run_finished",
-            run_id=run_id,
-            exit_code=end.exit_code,
-            stop_reason=end.stop_reason,
-            outcomes={k: v for k, v in report["outcomes"].items() if v},
-            requests=stats.requests,
-            duration_s=report["duration_s"],
-        )
-        print(summary_table(report), file=summary_stream or sys.stderr)
+        _announce_end(report, summary_stream)
         return end.exit_code
     return EXIT_ABORTED  # pragma: no cover - the stack above always returns
+
+
+def _announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
+    log.info(
+        "cleanup.run_finished",
+        run_id=report["run_id"],
+        exit_code=report["exit_code"],
+        stop_reason=report["stop_reason"],
+        outcomes={k: v for k, v in report["outcomes"].items() if v},
+        requests=report["requests"],
+        duration_s=report["duration_s"],
+    )
+    print(summary_table(report), file=stream or sys.stderr)
+
+
+def _check_request(settings: Settings, source: TaskSource | None) -> None:
+    if (
+        source is None
+        and settings.input is None
+        and settings.queue is None
+        and not settings.retry_failed
+    ):
+        msg = (
+            "nothing to read: give --input PATH (or - for stdin), --queue URL, "
+            "or --retry-failed with --journal"
+        )
+        raise ConfigError(msg)
+    if settings.retry_failed and settings.journal is None:
+        raise ConfigError("--retry-failed needs --journal")
+    if settings.max_attempts and settings.backoff_cap < settings.backoff_base:
+        raise ConfigError("backoff_cap must be at least backoff_base")
+
+
+def _build_report(
+    settings: Settings, stats: RunStats, pipeline: Pipeline, end: RunEnd, run_id: str
+) -> dict[str, Any]:
+    budget, breaker = pipeline.budget, pipeline.breaker
+    return stats.build_report(
+        run_id=run_id,
+        settings=settings.public_view(),
+        exit_code=end.exit_code,
+        stop_reason=end.stop_reason,
+        extra={
+            "input_fully_read": pipeline.input_fully_read,
+            "retry_budget": {
+                "capacity": budget.capacity,
+                "remaining": round(budget.tokens, 2),
+                "denied": budget.denied,
+            },
+            "breaker": {
+                "window": breaker.window,
+                "threshold": breaker.threshold,
+                "opened": breaker.opened,
+            },
+            "journal": str(settings.journal) if settings.journal else None,
+        },
+    )
 
 
 def _make_source(settings: Settings, journal: Journal) -> TaskSource:

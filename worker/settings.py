@@ -183,7 +183,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         del file_secret_settings  # secrets come from the environment (a Kubernetes Secret)
-        return (init_settings, env_settings, dotenv_settings, TomlConfigSettingsSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+        )
 
     def base_url(self) -> str:
         """The API endpoint: ``--endpoint`` if set, else ``https://dcs.{region}.myhuaweicloud.com``."""

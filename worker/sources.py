@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Protocol, cast
 
 import anyio.to_thread
 
@@ -58,7 +58,10 @@ class IdValidator:
     def problem(self, task_id: str) -> str | None:
         """Why ``task_id`` must not be sent, or None when it may be."""
         if _NEVER_IN_ID.search(task_id):
-            return "contains a path separator, %, ?, #, whitespace, a control character or bytes that are not UTF-8"
+            return (
+                "contains a path separator, %, ?, #, whitespace, a control character "
+                "or bytes that are not UTF-8"
+            )
         if task_id in (".", ".."):
             return "is a relative path segment"
         if not self._pattern.fullmatch(task_id):
@@ -102,16 +105,16 @@ class FileSource:
 
     def _open(self) -> IO[str]:
         try:
-            raw: IO[bytes]
-            if self.path == "-":
-                raw = sys.stdin.buffer
+            # Closed in aclose(); stdin is left open for the process.
+            raw = (
+                cast("io.BufferedReader", sys.stdin.buffer)
+                if self.path == "-"
+                else Path(self.path).open("rb")  # noqa: SIM115
+            )
+            if raw.peek(2)[:2] == _GZIP_MAGIC:
+                binary = cast("io.BufferedReader", gzip.GzipFile(fileobj=raw))
             else:
-                raw = Path(self.path).open("rb")  # noqa: SIM115 - closed in aclose()
-            buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
-            if buffered.peek(2)[:2] == _GZIP_MAGIC:
-                binary: IO[bytes] = gzip.GzipFile(fileobj=buffered)
-            else:
-                binary = buffered
+                binary = raw
             return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
         except OSError as exc:
             msg = f"input {self.name}: cannot open it: {exc.strerror or exc}"
@@ -200,9 +203,7 @@ class FileSource:
         except ValueError:
             return skipped(text[:64], "", self.name, lineno, "bad_line", "not valid JSON")
         if not isinstance(obj, dict) or not isinstance(obj.get("task_id"), str):
-            return skipped(
-                text[:64], "", self.name, lineno, "bad_line", "no string task_id field"
-            )
+            return skipped(text[:64], "", self.name, lineno, "bad_line", "no string task_id field")
         project = obj.get("project_id")
         message = obj.get("message")
         return self._check(

@@ -29,6 +29,13 @@ from worker import signer as sig
 DEMO_AK = "DEMOACCESSKEY0000000"
 DEMO_SK = "demo-secret-key-not-a-real-one-0000000000"
 SKEW_LIMIT_S = 15 * 60
+HTML_502 = (
+    "<html><head><title>502 Bad Gateway</title></head>"
+    "<body><center><h1>502 Bad Gateway</h1></center></body></html>"
+)
+THROTTLED = (
+    "The throttling threshold has been reached: policy user over ratelimit,limit:{},time:1 minute"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +86,14 @@ class EmulatorState:
 
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
-        self._rng = random.Random(faults.seed)  # noqa: S311 - fault injection, not crypto
+        self._rng = random.Random(faults.seed)
         self._bucket = (float(faults.quota_burst), time.monotonic())
 
-    def seed_tasks(self, project_id: str, count: int, rng: random.Random | None = None) -> list[str]:
+    def seed_tasks(
+        self, project_id: str, count: int, rng: random.Random | None = None
+    ) -> list[str]:
         """Create ``count`` tasks with 32-hex IDs like DCS's; return their IDs."""
-        rng = rng or random.Random(count)  # noqa: S311 - test data
+        rng = rng or random.Random(count)
         names = ("EXTEND", "BindEip", "AddWhitelist", "modify", "masterStandbySwapJob")
         store = self.tasks.setdefault(project_id, {})
         ids = []
@@ -139,24 +148,46 @@ def _error(status: int, code: str, msg: str, *, gateway: bool = False) -> web.Re
     return web.json_response(body, status=status, headers={"X-Request-Id": request_id})
 
 
-async def _verify(request: web.Request, state: EmulatorState, body: bytes) -> web.Response | None:
+async def _verify(  # noqa: PLR0911 - one early answer per way a signature can be wrong
+    request: web.Request, state: EmulatorState, body: bytes
+) -> web.Response | None:
     """None when the signature is right, else the API gateway's 401 answer."""
     if not state.verify_signatures:
         return None
     parsed = sig.parse_authorization(request.headers.get("Authorization", ""))
     if parsed is None:
-        return _error(401, "APIGW.0301", "Incorrect IAM authentication information: no signature", gateway=True)
+        return _error(
+            401,
+            "APIGW.0301",
+            "Incorrect IAM authentication information: no signature",
+            gateway=True,
+        )
     access, signed, given = parsed
     secret = state.credentials.get(access)
     sdk_date = request.headers.get("X-Sdk-Date", "")
     try:
         when = datetime.strptime(sdk_date, sig.DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        return _error(401, "APIGW.0303", "Incorrect IAM authentication information: bad x-sdk-date", gateway=True)
+        return _error(
+            401,
+            "APIGW.0303",
+            "Incorrect IAM authentication information: bad x-sdk-date",
+            gateway=True,
+        )
     if abs(when.timestamp() - time.time()) > SKEW_LIMIT_S:
-        return _error(401, "APIGW.0303", "Incorrect IAM authentication information: request expired", gateway=True)
+        return _error(
+            401,
+            "APIGW.0303",
+            "Incorrect IAM authentication information: request expired",
+            gateway=True,
+        )
     if secret is None or any(name not in {h.lower() for h in request.headers} for name in signed):
-        return _error(401, "APIGW.0301", "Incorrect IAM authentication information: verify aksk signature fail", gateway=True)
+        return _error(
+            401,
+            "APIGW.0301",
+            "Incorrect IAM authentication information: verify aksk signature fail",
+            gateway=True,
+        )
     raw_path, _, raw_query = request.raw_path.partition("?")
     path = "/".join(unquote(segment) for segment in raw_path.split("/"))
     query = sig.canonical_query(parse_qsl(raw_query, keep_blank_values=True))
@@ -164,7 +195,12 @@ async def _verify(request: web.Request, state: EmulatorState, body: bytes) -> we
     canonical = sig.canonical_request(request.method, path, query, headers, signed, body)
     expected = sig.signature(secret, sig.string_to_sign(canonical, sdk_date))
     if not _equal(expected, given):
-        return _error(401, "APIGW.0301", "Incorrect IAM authentication information: verify aksk signature fail", gateway=True)
+        return _error(
+            401,
+            "APIGW.0301",
+            "Incorrect IAM authentication information: verify aksk signature fail",
+            gateway=True,
+        )
     return None
 
 
@@ -185,15 +221,20 @@ def _reset(request: web.Request) -> None:
     transport.close()
 
 
-async def _faulty(request: web.Request, state: EmulatorState, task_id: str) -> web.StreamResponse | None:
+async def _faulty(
+    request: web.Request, state: EmulatorState, task_id: str
+) -> web.StreamResponse | None:
     """The injected fault for this request, if any (after auth and quota)."""
     faults = state.faults
-    rng = state._rng  # noqa: SLF001 - the state owns its generator
+    rng = state._rng
     if faults.reset_rate and rng.random() < faults.reset_rate:
         _reset(request)
         raise asyncio.CancelledError
     if faults.drip_seconds:
-        resp = web.StreamResponse(status=500, headers={"Content-Type": "application/json", "X-Request-Id": uuid.uuid4().hex})
+        resp = web.StreamResponse(
+            status=500,
+            headers={"Content-Type": "application/json", "X-Request-Id": uuid.uuid4().hex},
+        )
         await resp.prepare(request)
         deadline = time.monotonic() + faults.drip_seconds
         while time.monotonic() < deadline:
@@ -202,7 +243,9 @@ async def _faulty(request: web.Request, state: EmulatorState, task_id: str) -> w
         await resp.write(b'{"error_code":"DCS.5000","error_msg":"slow"}')
         return resp
     if faults.big_body_bytes:
-        resp = web.StreamResponse(status=500, headers={"Content-Type": "text/plain", "X-Request-Id": uuid.uuid4().hex})
+        resp = web.StreamResponse(
+            status=500, headers={"Content-Type": "text/plain", "X-Request-Id": uuid.uuid4().hex}
+        )
         resp.content_length = faults.big_body_bytes
         await resp.prepare(request)
         chunk = b"x" * 65536
@@ -218,18 +261,18 @@ async def _faulty(request: web.Request, state: EmulatorState, task_id: str) -> w
     if faults.html_502_rate and rng.random() < faults.html_502_rate:
         return web.Response(
             status=502,
-            text="<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>",
+            text=HTML_502,
             content_type="text/html",
         )
-    if faults.fail_first and zlib.crc32(task_id.encode()) % 10_000 < faults.fail_first_share * 10_000:
-        if state.delete_calls[task_id] <= faults.fail_first:
-            return _error(500, "DCS.5000", "Internal service error.")
+    affected = zlib.crc32(task_id.encode()) % 10_000 < faults.fail_first_share * 10_000
+    if faults.fail_first and affected and state.delete_calls[task_id] <= faults.fail_first:
+        return _error(500, "DCS.5000", "Internal service error.")
     if faults.error_rate and rng.random() < faults.error_rate:
         return _error(500, "DCS.5000", "Internal service error.")
     return None
 
 
-def make_app(state: EmulatorState) -> web.Application:
+def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes share state
     """The emulator as an aiohttp application (the caller decides where it listens)."""
     app = web.Application(client_max_size=1024 * 1024)
 
@@ -246,7 +289,7 @@ def make_app(state: EmulatorState) -> web.Application:
     async def gate(request: web.Request, body: bytes, task_id: str) -> web.StreamResponse | None:
         faults = state.faults
         if faults.latency_ms or faults.latency_jitter_ms:
-            jitter = state._rng.uniform(0, faults.latency_jitter_ms)  # noqa: SLF001
+            jitter = state._rng.uniform(0, faults.latency_jitter_ms)
             await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
         refused = await _verify(request, state, body)
         if refused is not None:
@@ -255,7 +298,7 @@ def make_app(state: EmulatorState) -> web.Application:
             resp = _error(
                 429,
                 "APIGW.0308",
-                f"The throttling threshold has been reached: policy user over ratelimit,limit:{int(faults.quota_rate * 60)},time:1 minute",
+                THROTTLED.format(int(faults.quota_rate * 60)),
                 gateway=True,
             )
             if faults.retry_after is not None:

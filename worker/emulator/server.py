@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from aiohttp import web
 
@@ -16,7 +16,9 @@ from worker.settings import is_loopback
 class EmulatorServer:
     """``with EmulatorServer(state) as emu: emu.url`` — serves until the block ends."""
 
-    def __init__(self, state: EmulatorState | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, state: EmulatorState | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         if not is_loopback(host):
             msg = f"the emulator listens on loopback addresses only, not {host!r}"
             raise ValueError(msg)
@@ -63,7 +65,8 @@ class EmulatorServer:
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port, backlog=1024)
             await site.start()
-            server = site._server  # noqa: SLF001 - the only way to learn the port bound to 0
+            # The only way to learn the port bound to 0.
+            server = cast("asyncio.Server | None", site._server)
             if server is not None and server.sockets:
                 self.port = server.sockets[0].getsockname()[1]
         except OSError as exc:
