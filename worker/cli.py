@@ -47,6 +47,7 @@ HELP = {
     "deadline": "stop by then: seconds from start, or an ISO-8601 timestamp",
     "max_deletes": "safety guard: abort (exit 3) before deleting more than this many tasks",
     "retry_budget": "retries the whole run may spend beyond first attempts (refilled by successes)",
+    "retry_refund": "retry tokens each success adds back to the budget",
     "breaker_window": "answers the circuit breaker looks back over",
     "breaker_threshold": "share of failed answers in the window that opens the breaker",
     "retry_failed": "re-attempt the journal's failed/not_attempted tasks (no input needed)",

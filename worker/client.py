@@ -117,6 +117,11 @@ class DcsClient:
             auto_decompress=False,
             raise_for_status=False,
         )
+        # aiohttp silently resends an idempotent request once when a pooled connection was
+        # reset. A DELETE resent that way skips the rate limiter, the retry budget and the
+        # outcome's attempt count, so every resend here goes through the retry policy instead.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
         return self
 
     async def __aexit__(

@@ -118,11 +118,12 @@ class RetryBudget:
 
     It starts with ``capacity`` tokens; a retry spends one (a timeout two, as it held a slot the
     longest); each success refunds ``refund``, up to ``capacity``. When a retry cannot be paid the
-    task ends ``failed``. So however long an outage lasts, it adds at most ``capacity`` requests to
-    one per task.
+    task ends ``failed``. Bound: requests <= tasks + capacity + refund x successes, so with the
+    default refund of 1 retries can at most double the load of a half-healthy API, and in a full
+    outage (no successes) they add at most ``capacity`` requests however long it lasts.
     """
 
-    def __init__(self, capacity: float, refund: float = 0.1) -> None:
+    def __init__(self, capacity: float, refund: float = 1.0) -> None:
         self.capacity = capacity
         self.tokens = capacity
         self.refund = refund

@@ -220,7 +220,7 @@ async def execute(
             outcomes,
             stats,
             limiter=RateLimiter(settings.rate, settings.burst),
-            budget=RetryBudget(settings.retry_budget),
+            budget=RetryBudget(settings.retry_budget, settings.retry_refund),
             breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
             on_batch=progress.on_batch,
         )

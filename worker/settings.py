@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     deadline: str | None = None
     max_deletes: int | None = Field(default=None, ge=0)
     retry_budget: float = Field(default=200.0, ge=0)
+    retry_refund: float = Field(default=1.0, ge=0)
     breaker_window: int = Field(default=200, ge=10)
     breaker_threshold: float = Field(default=0.8, gt=0, le=1)
     retry_failed: bool = False

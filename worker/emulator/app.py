@@ -54,6 +54,7 @@ class Faults:
     latency_jitter_ms: float = 0.0
     drip_seconds: float = 0.0
     big_body_bytes: int = 0
+    reject_share: float = 0.0
     seed: int = 0
 
 
@@ -80,6 +81,7 @@ class EmulatorState:
     deleted: collections.Counter[str] = field(default_factory=collections.Counter)
     paths: collections.Counter[str] = field(default_factory=collections.Counter)
     arrivals: list[float] = field(default_factory=list)
+    resets: int = 0
     record_arrivals: bool = True
     _rng: random.Random = field(default_factory=random.Random)
     _bucket: tuple[float, float] = (0.0, 0.0)
@@ -221,13 +223,14 @@ def _reset(request: web.Request) -> None:
     transport.close()
 
 
-async def _faulty(
+async def _faulty(  # noqa: PLR0911 - one early answer per fault
     request: web.Request, state: EmulatorState, task_id: str
 ) -> web.StreamResponse | None:
     """The injected fault for this request, if any (after auth and quota)."""
     faults = state.faults
     rng = state._rng
     if faults.reset_rate and rng.random() < faults.reset_rate:
+        state.resets += 1
         _reset(request)
         raise asyncio.CancelledError
     if faults.drip_seconds:
@@ -264,6 +267,11 @@ async def _faulty(
             text=HTML_502,
             content_type="text/html",
         )
+    if (
+        faults.reject_share
+        and zlib.adler32(task_id.encode()) % 10_000 < faults.reject_share * 10_000
+    ):
+        return _error(403, "DCS.4403", "Request rejected: the task is protected.")
     affected = zlib.crc32(task_id.encode()) % 10_000 < faults.fail_first_share * 10_000
     if faults.fail_first and affected and state.delete_calls[task_id] <= faults.fail_first:
         return _error(500, "DCS.5000", "Internal service error.")

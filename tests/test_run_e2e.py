@@ -1,0 +1,175 @@
+"""The whole run against the emulator (a real aiohttp server) with signatures checked."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, outcomes, report, run, seed, unknown_ids, write_ids
+from worker.emulator import EmulatorServer, Faults
+
+
+def test_existing_and_unknown_ids_end_deleted_and_absent(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """2,000 existing + 200 unknown IDs, shuffled, concurrency 32: 2,000 deleted, 200 absent."""
+    existing = seed(emulator, 2000)
+    missing = unknown_ids(200)
+    ids = existing + missing
+    random.Random(1).shuffle(ids)
+    code = run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--concurrency", "32")
+    assert code == 0
+    rows = outcomes(tmp_path)
+    by_outcome = Counter(row["outcome"] for row in rows)
+    assert by_outcome == {"deleted": 2000, "absent": 200}
+    assert {r["task_id"] for r in rows if r["outcome"] == "deleted"} == set(existing)
+    assert {r["task_id"] for r in rows if r["outcome"] == "absent"} == set(missing)
+    state = emulator.state
+    assert state.remaining() == 0
+    assert set(state.deleted) == set(existing)
+    assert max(state.deleted.values()) == 1
+    assert state.by_status[401] == 0
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == 2000
+    assert rep["outcomes"]["absent"] == 200
+    assert rep["http_status"] == {"200": 2000, "404": 200}
+    assert rep["exit_code"] == 0
+
+
+def test_every_outcome_line_has_the_contract_fields(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Each outcome line carries task_id, project_id, outcome, status, attempts, error fields,
+    request_id and elapsed_ms; a 404 keeps the service's error code and request id."""
+    ids = seed(emulator, 5) + unknown_ids(1)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 0
+    rows = {row["task_id"]: row for row in outcomes(tmp_path)}
+    required = {
+        "task_id", "project_id", "outcome", "status", "attempts",
+        "error_code", "error_msg", "request_id", "elapsed_ms",
+    }  # fmt: skip
+    for row in rows.values():
+        assert required <= row.keys()
+        assert row["project_id"] == PROJECT
+        assert row["request_id"]
+    absent = rows[ids[-1]]
+    assert absent["outcome"] == "absent"
+    assert absent["status"] == 404
+    assert absent["error_code"] == "DCS.4133"
+
+
+def test_transient_faults_are_retried_to_success(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """30% of tasks fail twice with 500, 3% HTML 502s, 2% resets: --max-attempts 6 deletes all."""
+    ids = seed(
+        emulator,
+        1000,
+        Faults(fail_first=2, fail_first_share=0.30, html_502_rate=0.03, reset_rate=0.02, seed=5),
+    )
+    code = run(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
+        "--max-attempts", "6", "--concurrency", "32",
+    )  # fmt: skip
+    assert code == 0
+    assert Counter(row["outcome"] for row in outcomes(tmp_path)) == {"deleted": 1000}
+    state = emulator.state
+    assert state.remaining() == 0
+    assert state.by_status[500] >= 2 * 250  # the faults really happened
+    assert state.by_status[502] > 0
+    rep = report(tmp_path)
+    assert rep["retries"] > 600
+    assert rep["http_status"]["network"] == state.resets > 0
+
+
+def test_hostile_ids_are_skipped_and_never_sent(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """Path tricks, escapes, query/fragment, whitespace, overlong, backslash, NUL: skipped with
+    their line; no request for them; the valid IDs in the same file are deleted."""
+    good = seed(emulator, 3)
+    hostile = [
+        "../instances/x", "a/b", "%2e%2e%2f", "x y", "..", "abc?x=1", "abc#f",
+        "a" * 80, "ta%2Fsk", "back\\slash", "nul\x00byte",
+    ]  # fmt: skip
+    lines = [good[0], *hostile[:6], good[1], *hostile[6:], good[2]]
+    path = tmp_path / "ids.txt"
+    path.write_bytes(("\n".join(lines) + "\n").encode())
+    assert run(emulator, tmp_path, path) == 0
+    rows = outcomes(tmp_path)
+    skipped = {r["line"]: r for r in rows if r["outcome"] == "skipped"}
+    hostile_lines = [i + 1 for i, line in enumerate(lines) if line in hostile]
+    assert sorted(skipped) == hostile_lines
+    for line, row in skipped.items():
+        assert row["error_code"] == "invalid_id"
+        assert row["error_msg"].startswith(f"{path}:{line}: ")
+        assert row["attempts"] == 0
+    assert {r["task_id"] for r in rows if r["outcome"] == "deleted"} == set(good)
+    paths = set(emulator.state.paths)
+    assert paths == {f"/v2/{PROJECT}/tasks/{task_id}" for task_id in good}
+    assert emulator.state.requests == 3
+
+
+def test_wrong_secret_key_stops_at_once(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused signature (401): exit 3, no more requests than the concurrency."""
+    monkeypatch.setenv("CLOUD_SDK_SK", "not-the-right-secret")
+    ids = seed(emulator, 500)
+    code = run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--concurrency", "8")
+    assert code == 3
+    assert 1 <= emulator.state.requests <= 8
+    assert emulator.state.remaining() == 500
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "credentials_refused"
+    assert rep["outcomes"]["not_attempted"] == 500
+    assert rep["outcomes"]["deleted"] == 0
+
+
+def test_rejected_tasks_exit_1_and_do_not_stop_the_rest(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """403s are rejected after one attempt (never retried), the others deleted; exit 1."""
+    ids = seed(emulator, 400, Faults(reject_share=0.1))
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 1
+    rows = outcomes(tmp_path)
+    rejected = [r for r in rows if r["outcome"] == "rejected"]
+    assert len(rejected) == emulator.state.by_status[403] > 0
+    assert all(r["attempts"] == 1 and r["error_code"] == "DCS.4403" for r in rejected)
+    assert len(rejected) + sum(r["outcome"] == "deleted" for r in rows) == 400
+    assert report(tmp_path)["outcomes"]["rejected"] == len(rejected)
+
+
+def test_exhausted_attempts_end_failed_with_exit_1(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Every answer 500 with --max-attempts 2: each task failed after exactly 2 attempts."""
+    ids = seed(emulator, 20, Faults(error_rate=1.0))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--max-attempts", "2") == 1
+    rows = outcomes(tmp_path)
+    assert all(r["outcome"] == "failed" and r["attempts"] == 2 for r in rows)
+    assert all(r["status"] == 500 and r["error_code"] == "DCS.5000" for r in rows)
+    assert emulator.state.deletes_received == 40
+
+
+def test_dry_run_sends_no_delete(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--dry-run checks credentials and endpoint with one signed GET and sends no DELETE."""
+    ids = seed(emulator, 50)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--dry-run") == 0
+    assert emulator.state.deletes_received == 0
+    assert emulator.state.requests == 1
+    assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"would_delete": 50}
+
+
+def test_rerun_with_journal_sends_nothing_for_finished_tasks(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A second run with the same journal skips what the first deleted: zero new requests."""
+    ids = seed(emulator, 300)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = str(tmp_path / "journal.sqlite")
+    assert run(emulator, tmp_path, path, "--journal", journal) == 0
+    before = emulator.state.requests
+    assert run(emulator, tmp_path, path, "--journal", journal) == 0
+    assert emulator.state.requests == before
+    assert report(tmp_path)["skipped_reasons"] == {"already_done": 300}
