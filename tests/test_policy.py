@@ -1,0 +1,149 @@
+"""The retry decision, backoff, Retry-After parsing and error-body parsing: pure functions."""
+
+from __future__ import annotations
+
+import random
+import time
+from email.utils import formatdate
+
+import pytest
+
+from worker.client import parse_error_body, parse_retry_after
+from worker.errors import RequestTimeoutError, TransportError
+from worker.models import ApiResponse, Outcome
+from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide, full_jitter_backoff
+
+
+def answer(status: int, retry_after: float | None = None) -> ApiResponse:
+    return ApiResponse(status, None, None, None, retry_after, 1.0)
+
+
+def verdict(ans: ApiResponse | TransportError, attempt: int = 1, max_attempts: int = 5):  # type: ignore[no-untyped-def]
+    return decide(
+        ans, attempt, max_attempts, base=1.0, cap=8.0, max_retry_after=60.0, rng=random.Random(0)
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [(200, Outcome.DELETED), (204, Outcome.DELETED), (404, Outcome.ABSENT), (400, Outcome.REJECTED),
+     (403, Outcome.REJECTED), (409, Outcome.REJECTED), (501, Outcome.REJECTED)],
+)  # fmt: skip
+def test_final_answers(status: int, outcome: Outcome) -> None:
+    """2xx deleted, 404 absent, other 4xx (and 501) rejected without retry."""
+    assert verdict(answer(status)).outcome is outcome
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_transient_answers_retry_then_fail(status: int) -> None:
+    """5xx and 429 retry until the last attempt, which ends failed."""
+    assert verdict(answer(status), attempt=1).outcome is None
+    assert verdict(answer(status), attempt=5).outcome is Outcome.FAILED
+
+
+def test_network_errors_and_timeouts_retry() -> None:
+    """No answer at all is retried with backoff."""
+    assert verdict(TransportError("ServerDisconnectedError", "x")).outcome is None
+    assert verdict(RequestTimeoutError("timeout", "x"), attempt=5).outcome is Outcome.FAILED
+
+
+def test_401_aborts() -> None:
+    """A refused signature stops the whole run."""
+    assert verdict(answer(401)).abort == "credentials_refused"
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    """Retry-After sets the wait exactly, up to --max-retry-after."""
+    assert verdict(answer(503, retry_after=7.0)).delay == 7.0
+    assert verdict(answer(429, retry_after=600.0)).delay == 60.0
+
+
+def test_throttle_without_retry_after_waits_2_to_5_s() -> None:
+    """Huawei's FAQ advice for 429s without Retry-After."""
+    delays = [verdict(answer(429)).delay for _ in range(20)]
+    assert all(2.0 <= d <= 5.0 for d in delays)
+
+
+def test_full_jitter_backoff_is_capped() -> None:
+    """uniform(0, min(cap, base*2^(n-1)))."""
+    rng = random.Random(1)
+    assert all(0 <= full_jitter_backoff(1, 0.5, 30, rng) <= 0.5 for _ in range(100))
+    assert all(0 <= full_jitter_backoff(20, 0.5, 30, rng) <= 30 for _ in range(100))
+    assert max(full_jitter_backoff(20, 0.5, 30, rng) for _ in range(200)) > 20
+
+
+def test_retry_after_http_date_and_seconds() -> None:
+    """Delta-seconds and HTTP-date forms; garbage is ignored."""
+    now = time.time()
+    assert parse_retry_after("3") == 3.0
+    date = formatdate(now + 10, usegmt=True)
+    parsed = parse_retry_after(date, now=now)
+    assert parsed is not None
+    assert 9 <= parsed <= 11
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("-4") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"error_code": "DCS.4133", "error_msg": "gone", "error_ext_msg": null}',
+            ("DCS.4133", "gone"),
+        ),
+        (
+            b'{"error_code": "APIGW.0308", "error_msg": "throttled", "request_id": "r"}',
+            ("APIGW.0308", "throttled"),
+        ),
+        (b'{"errorCode": "X.1", "errorMsg": "camel"}', ("X.1", "camel")),
+        (b'{"code": "Y.2", "message": "plain"}', ("Y.2", "plain")),
+        (b'{"error": {"code": "Z.3", "message": "nested"}}', ("Z.3", "nested")),
+        (b"", (None, None)),
+    ],
+)
+def test_error_body_shapes(body: bytes, expected: tuple[str | None, str | None]) -> None:
+    """Every error body shape of API_FACTS.md."""
+    assert parse_error_body(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"<html><h1>502 Bad Gateway</h1></html>", b'{"error_code": "DCS', b"\xff\xfe", b"[1,2]"],
+)
+def test_unparseable_bodies_never_raise(body: bytes) -> None:
+    """HTML, truncated JSON, binary: no code, a short snippet, no exception."""
+    code, msg = parse_error_body(body)
+    assert code is None
+    assert msg is None or len(msg) < 250
+
+
+def test_rate_limiter_spaces_slots() -> None:
+    """GCRA: a burst of `burst` at once, then one slot per 1/rate."""
+    now = [0.0]
+    limiter = RateLimiter(10.0, 3, clock=lambda: now[0])
+    waits = [limiter.reserve() for _ in range(6)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3:] == pytest.approx([0.1, 0.2, 0.3])
+    assert RateLimiter(0, 1).reserve() == 0.0
+
+
+def test_retry_budget_bounds_retries_without_successes() -> None:
+    """With no successes only `capacity` retries are paid; successes refund."""
+    budget = RetryBudget(10, refund=1.0)
+    err = TransportError("x", "y")
+    assert sum(budget.try_spend(err) for _ in range(100)) == 10
+    budget.on_success()
+    assert budget.try_spend(err)
+    assert budget.denied == 90
+
+
+def test_breaker_opens_on_failure_ratio() -> None:
+    """Opens once the window is full and the failure share reaches the threshold."""
+    breaker = CircuitBreaker(window=10, threshold=0.8)
+    for _ in range(3):
+        assert not breaker.record(False)
+    for _ in range(7):
+        assert not breaker.record(True)
+    assert not breaker.opened  # 7 of 10
+    assert breaker.record(True)  # the oldest success leaves the window: 8 of 10

@@ -1,0 +1,104 @@
+"""Settings: precedence flag > env > .env > config file > default, and exit 2 on bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, seed, write_ids
+from worker.cli import main
+from worker.emulator import EmulatorServer
+from worker.settings import load_settings
+
+
+def test_precedence_flag_env_dotenv_file_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each source wins over the ones below it, field by field."""
+    config = tmp_path / "cleanup.toml"
+    config.write_text("concurrency = 5\nrate = 7.0\nburst = 3\nmax_attempts = 9\n")
+    (tmp_path / ".env").write_text("DCS_CLEANUP_RATE=8\nDCS_CLEANUP_BURST=4\n")
+    monkeypatch.setenv("DCS_CLEANUP_BURST", "6")
+    settings = load_settings({"max_attempts": "2"}, config)
+    assert settings.max_attempts == 2  # flag
+    assert settings.burst == 6  # environment over .env and file
+    assert settings.rate == 8.0  # .env over file
+    assert settings.concurrency == 5  # file over default
+    assert settings.timeout == 30.0  # default
+
+
+def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLOUD_SDK_AK / CLOUD_SDK_SK / CLOUD_SDK_SECURITY_TOKEN are read and never shown."""
+    monkeypatch.setenv("CLOUD_SDK_SECURITY_TOKEN", "tok-SECRET-123")
+    settings = load_settings({})
+    assert settings.security_token is not None
+    assert settings.security_token.get_secret_value() == "tok-SECRET-123"
+    assert "tok-SECRET-123" not in repr(settings)
+    assert "tok-SECRET-123" not in str(settings.public_view())
+    assert settings.public_view()["credentials"]["security_token"] == "set"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["--concurrency", "0"], {}, "concurrency (--concurrency / DCS_CLEANUP_CONCURRENCY)"),
+        ([], {"DCS_CLEANUP_MAX_ATTEMPTS": "many"}, "max_attempts"),
+        (["--endpoint", "http://example.com"], {}, "loopback hosts only"),
+        (["--region", "Not A Region"], {}, "region"),
+        (["--id-pattern", "(["], {}, "id_pattern"),
+        (["--deadline", "tomorrow"], {}, "deadline"),
+        (["--rate", "-1"], {}, "rate"),
+    ],
+)
+def test_bad_value_exits_2_naming_it(
+    args: list[str],
+    env: dict[str, str],
+    needle: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A bad flag or environment value: exit 2, a message naming the setting and the rule."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    code = main(
+        ["run", "--input", str(ids), "--project-id", PROJECT, "--region", "cn-north-4", *args]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err
+
+
+def test_bad_config_file_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt key in the TOML file is named, not silently ignored."""
+    config = tmp_path / "c.toml"
+    config.write_text("concurrenccy = 4\n")
+    assert main(["run", "--config", str(config), "--input", "x"]) == 2
+    assert "unknown setting(s) concurrenccy" in capsys.readouterr().err
+
+
+def test_missing_credentials_exit_2_and_send_nothing(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No CLOUD_SDK_SK: exit 2 before any request."""
+    monkeypatch.delenv("CLOUD_SDK_SK")
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    code = main(["run", "--input", str(ids), "--project-id", PROJECT, "--endpoint", emulator.url])
+    assert code == 2
+    assert "CLOUD_SDK_SK" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
+def test_secret_value_not_echoed_in_config_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Even a credential that fails validation is not printed."""
+    monkeypatch.setenv("CLOUD_SDK_SK", "s" * 10)
+    monkeypatch.setenv("DCS_CLEANUP_TIMEOUT", "-5")
+    assert main(["run", "--input", "x", "--region", "cn-north-4"]) == 2
+    assert "s" * 10 not in capsys.readouterr().err

@@ -1,0 +1,137 @@
+"""Input sources: one contract, every format; bad lines become skipped outcomes with line numbers."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from worker.errors import InputError
+from worker.models import Outcome, TaskRef, TaskResult
+from worker.sources import FileSource, IdValidator, SourceItem
+from worker.settings import DEFAULT_ID_PATTERN
+
+P = "p" * 32
+
+
+async def collect(source: FileSource) -> list[SourceItem]:
+    out: list[SourceItem] = []
+    async for batch in source.batches():
+        out.extend(batch)
+    await source.aclose()
+    return out
+
+
+def make(path: Path | str, fmt: str = "auto") -> FileSource:
+    return FileSource(str(path), P, IdValidator(DEFAULT_ID_PATTERN), fmt)
+
+
+FORMATS = {
+    "ids.txt": "# a comment\n\nt1\n  t2  \nbad/id\nt3\n",
+    "ids.csv": "task_id,project_id\nt1,\nt2,\nbad/id,\nt3,\n",
+    "ids.jsonl": '{"task_id": "t1"}\n\n{"task_id": "t2"}\n{"task_id": "bad/id"}\n{"task_id": "t3"}\n',
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_every_format_yields_the_same_tasks(
+    name: str, compressed: bool, tmp_path: Path
+) -> None:
+    """Text, CSV and JSON Lines, plain or gzipped: the same IDs, the bad one skipped with its line."""
+    path = tmp_path / (name + (".gz" if compressed else ""))
+    data = FORMATS[name].encode()
+    path.write_bytes(gzip.compress(data) if compressed else data)
+    items = await collect(make(path))
+    refs = [i for i in items if isinstance(i, TaskRef)]
+    assert [r.task_id for r in refs] == ["t1", "t2", "t3"]
+    assert all(r.project_id == P for r in refs)
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert len(bad) == 1
+    assert bad[0].outcome is Outcome.SKIPPED
+    expected_line = {"ids.txt": 5, "ids.csv": 4, "ids.jsonl": 4}[name]
+    assert bad[0].line == expected_line
+    assert bad[0].error_msg is not None
+    assert f":{expected_line}: " in bad[0].error_msg
+
+
+@pytest.mark.anyio
+async def test_per_line_project_id_overrides_default(tmp_path: Path) -> None:
+    """A project_id column or field wins over --project-id for that line."""
+    path = tmp_path / "ids.csv"
+    path.write_text("task_id,project_id\nt1,other\nt2,\n")
+    refs = [i for i in await collect(make(path)) if isinstance(i, TaskRef)]
+    assert [(r.task_id, r.project_id) for r in refs] == [("t1", "other"), ("t2", P)]
+
+
+@pytest.mark.anyio
+async def test_bad_json_and_missing_field_are_skipped_not_fatal(tmp_path: Path) -> None:
+    """Broken JSON Lines are skipped with their line; the good ones still come through."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text('{"task_id": "t1"}\n{oops\n{"id": "x"}\n{"task_id": "t2"}\n')
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
+    assert [(i.line, i.error_code) for i in items if isinstance(i, TaskResult)] == [
+        (2, "bad_line"),
+        (3, "bad_line"),
+    ]
+
+
+@pytest.mark.anyio
+async def test_invalid_utf8_line_is_skipped(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 never become an ID."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"t1\nab\xff\xfe\nt2\n")
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
+    assert [i.line for i in items if isinstance(i, TaskResult)] == [2]
+
+
+@pytest.mark.anyio
+async def test_csv_without_task_id_column_is_an_input_error(tmp_path: Path) -> None:
+    """A CSV whose header lacks task_id cannot be read at all: InputError naming the file."""
+    path = tmp_path / "ids.csv"
+    path.write_text("id,name\n1,x\n")
+    with pytest.raises(InputError, match=r"ids.csv: line 1: CSV header has no task_id"):
+        await collect(make(path))
+
+
+@pytest.mark.anyio
+async def test_stdin_is_read_gzip_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """'-' reads stdin, gzip recognised by its magic bytes."""
+    raw = io.BufferedReader(io.BytesIO(gzip.compress(b"t1\nt2\n")))  # type: ignore[arg-type]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
+    items = await collect(make("-"))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
+    assert all(i.source == "stdin" for i in items if isinstance(i, TaskRef))
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    ["../x", "a/b", "%2e", "x y", "..", ".", "a?b", "a#b", "a" * 65, "a\\b", "a\x00b", "\t", "ä"],
+)
+def test_validator_refuses_whatever_the_pattern(task_id: str) -> None:
+    """Even a pattern that allows anything cannot let a path or query character through."""
+    assert IdValidator(DEFAULT_ID_PATTERN).problem(task_id) is not None
+    if len(task_id) <= 64 and task_id != "ä":
+        assert IdValidator(r".*").problem(task_id) is not None
+
+
+def test_large_file_is_streamed_in_batches(tmp_path: Path) -> None:
+    """A big file arrives in bounded batches (it is never read whole)."""
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(f"t{i}\n" for i in range(5000)))
+    sizes: list[int] = []
+
+    async def go() -> None:
+        async for batch in make(path).batches():
+            sizes.append(len(batch))
+
+    anyio.run(go)
+    assert sum(sizes) == 5000
+    assert max(sizes) <= 512
