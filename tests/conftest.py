@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,33 +54,40 @@ def unknown_ids(count: int, seed_value: int = 99) -> list[str]:
     return [f"{rng.getrandbits(128):032x}" for _ in range(count)]
 
 
+def run_args(emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str) -> list[str]:
+    """``run`` flags against the emulator, writing report.json and outcomes.jsonl in tmp."""
+    return [
+        "run",
+        "--input", str(input_file),
+        "--endpoint", emu.url,
+        "--project-id", PROJECT,
+        "--report", str(tmp / "report.json"),
+        "--outcomes", str(tmp / "outcomes.jsonl"),
+        "--rate", "0",
+        "--backoff-base", "0.01",
+        "--backoff-cap", "0.05",
+        "--log-format", "json",
+        "--progress", "off",
+        *extra,
+    ]  # fmt: skip
+
+
 def run(emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str) -> int:
-    """``dcs-cleanup run`` against the emulator, writing report.json and outcomes.jsonl in tmp."""
-    return main(
-        [
-            "run",
-            "--input",
-            str(input_file),
-            "--endpoint",
-            emu.url,
-            "--project-id",
-            PROJECT,
-            "--report",
-            str(tmp / "report.json"),
-            "--outcomes",
-            str(tmp / "outcomes.jsonl"),
-            "--rate",
-            "0",
-            "--backoff-base",
-            "0.01",
-            "--backoff-cap",
-            "0.05",
-            "--log-format",
-            "json",
-            "--progress",
-            "off",
-            *extra,
-        ]
+    """``dcs-cleanup run`` in this process; returns its exit code."""
+    return main(run_args(emu, tmp, input_file, *extra))
+
+
+def spawn(
+    emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str, log: str = "worker.log"
+) -> subprocess.Popen[bytes]:
+    """``python -m worker run`` as a child process (for signals and kill -9)."""
+    out = (tmp / log).open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *run_args(emu, tmp, input_file, *extra)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        cwd=tmp,
     )
 
 

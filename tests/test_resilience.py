@@ -1,0 +1,238 @@
+"""Never lose work: kill -9 and resume, SIGTERM, deadlines, outages, hostile servers."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from worker.emulator import EmulatorServer, Faults
+
+
+def journal_outcomes(path: Path) -> Counter[str]:
+    with sqlite3.connect(path) as db:
+        return Counter(row[0] for row in db.execute("SELECT outcome FROM tasks"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trial", range(3))
+def test_kill_9_then_resume_finishes_everything(
+    trial: int, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """SIGKILL at a random point of a 3,000-task run; the resumed run ends every task deleted or
+    absent, and the emulator received at most tasks + concurrency DELETEs in all."""
+    rng = random.Random(trial)
+    tasks, concurrency = 3000, 16
+    ids = seed(emulator, tasks, Faults(latency_ms=2, latency_jitter_ms=6, seed=trial))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    extra = ("--journal", str(journal), "--concurrency", str(concurrency))
+    child = spawn(emulator, tmp_path, path, *extra)
+    deadline = time.monotonic() + 60
+    target = rng.uniform(0.15, 0.85) * tasks
+    while emulator.state.deletes_received < target and child.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    killed_at = emulator.state.deletes_received
+    assert 0 < emulator.state.remaining() < tasks, "the kill landed mid-run"
+    assert run(emulator, tmp_path, path, *extra) == 0
+    assert emulator.state.remaining() == 0
+    assert journal_outcomes(journal).keys() <= {"deleted", "absent"}
+    assert emulator.state.deletes_received <= tasks + concurrency, (
+        killed_at,
+        emulator.state.stats(),
+    )
+    assert max(emulator.state.deleted.values()) == 1
+
+
+@pytest.mark.slow
+def test_sigterm_on_slow_server_exits_4_within_grace(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """SIGTERM mid-run: exit 4 within the grace period, report written, outcomes' deleted count
+    equals what the emulator deleted; a resumed run finishes the rest."""
+    ids = seed(emulator, 400, Faults(latency_ms=300))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    grace = 5.0
+    child = spawn(
+        emulator,
+        tmp_path,
+        path,
+        "--journal",
+        str(journal),
+        "--concurrency",
+        "8",
+        "--grace",
+        str(grace),
+    )
+    while emulator.state.deletes_received < 30:
+        time.sleep(0.01)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=grace + 10) == 4
+    assert time.monotonic() - sent < grace + 2
+    rep = report(tmp_path)
+    assert rep["exit_code"] == 4
+    assert rep["stop_reason"] == "signal"
+    rows = outcomes(tmp_path)
+    deleted = sum(r["outcome"] == "deleted" for r in rows)
+    assert deleted == len(emulator.state.deleted) > 0
+    assert rep["outcomes"]["not_attempted"] == 400 - deleted
+    assert rep["input_fully_read"] is True
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["skipped_reasons"] == {"already_done": deleted}
+
+
+@pytest.mark.slow
+def test_second_signal_stops_at_once(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A second SIGTERM cancels in-flight requests instead of waiting out the grace period."""
+    ids = seed(emulator, 50, Faults(latency_ms=20_000))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(
+        emulator, tmp_path, path, "--concurrency", "4", "--grace", "60", "--timeout", "120"
+    )
+    while emulator.state.deletes_received < 4:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=10) == 4
+    rep = report(tmp_path)
+    assert rep["outcomes"]["not_attempted"] == 50
+
+
+def test_deadline_stops_like_sigterm(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--deadline: stop intake when it passes, exit 4, the rest not_attempted."""
+    ids = seed(emulator, 300, Faults(latency_ms=100))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    code = run(emulator, tmp_path, path, "--deadline", "0.5", "--concurrency", "4", "--grace", "5")
+    assert code == 4
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "deadline"
+    assert rep["outcomes"]["deleted"] == len(emulator.state.deleted)
+    assert rep["outcomes"]["deleted"] + rep["outcomes"]["not_attempted"] == 300
+
+
+@pytest.mark.slow
+def test_full_outage_is_bounded_and_resumable(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """Every answer 500 on a 10,000-task run: requests stay under both bounds, the breaker opens,
+    exit 3; after the outage the same journal lets a run finish everything."""
+    tasks, concurrency, budget, window = 10_000, 32, 200, 200
+    ids = seed(emulator, tasks, Faults(error_rate=1.0))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    code = run(
+        emulator, tmp_path, path, "--journal", str(journal),
+        "--concurrency", str(concurrency), "--retry-budget", str(budget),
+        "--breaker-window", str(window),
+    )  # fmt: skip
+    assert code == 3
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "circuit_open"
+    assert rep["breaker"]["opened"] is True
+    received = emulator.state.deletes_received
+    # The breaker opens at the window-th failed answer; only requests already in flight follow.
+    assert received <= window + concurrency
+    # Whatever the breaker does, the budget bounds retries: requests <= tasks + budget.
+    assert rep["requests"] - rep["retries"] <= tasks
+    assert rep["retries"] <= budget
+    assert rep["outcomes"]["not_attempted"] + rep["outcomes"]["failed"] == tasks
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_retry_failed_takes_its_tasks_from_the_journal(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--retry-failed re-attempts failed tasks from the journal alone, no input needed."""
+    ids = seed(emulator, 60, Faults(error_rate=1.0))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    assert (
+        run(
+            emulator,
+            tmp_path,
+            path,
+            "--journal",
+            str(journal),
+            "--max-attempts",
+            "1",
+            "--breaker-threshold",
+            "1",
+        )
+        == 1
+    )
+    emulator.state.set_faults(Faults())
+    from worker.cli import main
+
+    code = main(
+        ["run", "--retry-failed", "--journal", str(journal), "--endpoint", emulator.url,
+         "--report", str(tmp_path / "report.json"), "--rate", "0", "--progress", "off"]
+    )  # fmt: skip
+    assert code == 0
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 60
+
+
+def test_max_deletes_guard_never_exceeds(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--max-deletes 30 of 100: exit 3 and exactly 30 deleted, never more."""
+    ids = seed(emulator, 100)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--max-deletes", "30", "--concurrency", "16") == 3
+    assert len(emulator.state.deleted) == 30
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "max_deletes"
+    assert rep["outcomes"]["deleted"] == 30
+
+
+def test_slow_drip_server_cannot_hold_a_slot(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A server dribbling its answer for 60 s: each attempt ends at --timeout; the run ends."""
+    ids = seed(emulator, 4, Faults(drip_seconds=60))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    started = time.monotonic()
+    code = run(emulator, tmp_path, path, "--timeout", "1", "--max-attempts", "2")
+    assert time.monotonic() - started < 10
+    assert code == 1
+    rows = outcomes(tmp_path)
+    assert all(r["outcome"] == "failed" and r["error_code"] == "timeout" for r in rows)
+    assert all(r["attempts"] == 2 for r in rows)
+
+
+@pytest.mark.slow
+def test_50mb_error_body_is_not_buffered(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A 50 MB error body: read capped, connection dropped; the worker's peak RSS stays small."""
+    ids = seed(emulator, 6, Faults(big_body_bytes=50 * 1024 * 1024))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(emulator, tmp_path, path, "--max-attempts", "2", "--concurrency", "3")
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 1
+    assert usage.ru_maxrss < 120 * 1024  # KiB: far below one 50 MB body per slot
+    rows = outcomes(tmp_path)
+    assert all(r["outcome"] == "failed" and r["status"] == 500 for r in rows)
+    assert all(r["error_msg"].startswith("unparsed body: xxxx") for r in rows)
+
+
+def test_unknown_ids_after_timeouts_count_as_absent(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A 404 that follows failed attempts of the same task is absent, not rejected."""
+    ids = unknown_ids(20)
+    emulator.state.set_faults(Faults(fail_first=1, fail_first_share=1.0))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path) == 0
+    rows = outcomes(tmp_path)
+    assert all(r["outcome"] == "absent" and r["attempts"] == 2 for r in rows)
