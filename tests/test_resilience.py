@@ -236,3 +236,15 @@ def test_unknown_ids_after_timeouts_count_as_absent(
     assert run(emulator, tmp_path, path) == 0
     rows = outcomes(tmp_path)
     assert all(r["outcome"] == "absent" and r["attempts"] == 2 for r in rows)
+
+
+def test_redirects_are_never_followed(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A 307 to another host: the signed DELETE is not replayed there; the task is rejected."""
+    with EmulatorServer() as elsewhere:
+        ids = seed(emulator, 5, Faults(redirect_to=elsewhere.url))
+        path = write_ids(tmp_path / "ids.txt", ids)
+        assert run(emulator, tmp_path, path) == 1
+        assert elsewhere.state.requests == 0
+    rows = outcomes(tmp_path)
+    assert all(r["outcome"] == "rejected" and r["status"] == 307 for r in rows)
+    assert all(r["error_code"] == "REDIRECT" and "not followed" in r["error_msg"] for r in rows)

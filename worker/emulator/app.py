@@ -55,6 +55,7 @@ class Faults:
     drip_seconds: float = 0.0
     big_body_bytes: int = 0
     reject_share: float = 0.0
+    redirect_to: str | None = None
     seed: int = 0
 
 
@@ -240,10 +241,13 @@ async def _faulty(  # noqa: PLR0911 - one early answer per fault
         )
         await resp.prepare(request)
         deadline = time.monotonic() + faults.drip_seconds
-        while time.monotonic() < deadline:
-            await resp.write(b" ")
-            await asyncio.sleep(0.5)
-        await resp.write(b'{"error_code":"DCS.5000","error_msg":"slow"}')
+        try:
+            while time.monotonic() < deadline:
+                await resp.write(b" ")
+                await asyncio.sleep(0.5)
+            await resp.write(b'{"error_code":"DCS.5000","error_msg":"slow"}')
+        except ConnectionResetError:
+            pass  # the client gave up, as it should
         return resp
     if faults.big_body_bytes:
         resp = web.StreamResponse(
@@ -261,6 +265,8 @@ async def _faulty(  # noqa: PLR0911 - one early answer per fault
         except (ConnectionResetError, RuntimeError):
             pass
         return resp
+    if faults.redirect_to:
+        raise web.HTTPTemporaryRedirect(faults.redirect_to + request.raw_path)
     if faults.html_502_rate and rng.random() < faults.html_502_rate:
         return web.Response(
             status=502,

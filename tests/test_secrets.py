@@ -1,0 +1,133 @@
+"""Credentials never appear in logs (any level), outcomes, report, journal, errors or reprs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, seed, spawn, unknown_ids, write_ids
+from worker.cli import main
+from worker.emulator import EmulatorServer, Faults
+from worker.settings import load_settings
+
+AK = "AKSCAN7Q2W9E4R1T6Y3U"
+SK = "SKSCAN-n0t-for-y0ur-eyes-8f3a9c2e71b4d605"
+TOKEN = "TOKSCAN-temporary-session-token-5e2d1c"
+SECRETS = (AK, SK, TOKEN)
+
+
+def scan(folder: Path) -> list[str]:
+    """Every file under folder (logs, outcomes, report, journal and its WAL) that holds a secret."""
+    leaks = []
+    for path in folder.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaks += [f"{path.name}: {s[:6]}..." for s in SECRETS if s.encode() in data]
+    return leaks
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_output_under_every_fault(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debug logging, 500s, HTML 502s, resets, 429s with Retry-After, timeouts, a 401, a dry run,
+    bad input and a config error: no output of any of them contains AK, SK or token."""
+    monkeypatch.setenv("CLOUD_SDK_AK", AK)
+    monkeypatch.setenv("CLOUD_SDK_SK", SK)
+    monkeypatch.setenv("CLOUD_SDK_SECURITY_TOKEN", TOKEN)
+    emulator.state.credentials = {AK: SK}
+    ids = seed(
+        emulator,
+        300,
+        Faults(
+            error_rate=0.1, html_502_rate=0.05, reset_rate=0.05, fail_first=1,
+            fail_first_share=0.2, quota_rate=400, quota_burst=20, retry_after=0.1, seed=3,
+        ),
+    )  # fmt: skip
+    lines = [*ids, *unknown_ids(20), "../etc/passwd", "dup", "dup"]
+    path = write_ids(tmp_path / "ids.txt", lines)
+    journal = tmp_path / "journal.sqlite"
+    debug = ("--log-level", "debug", "--journal", str(journal), "--max-attempts", "10")
+
+    child = spawn(emulator, tmp_path, path, *debug, "--rate", "480", log="faults.log")
+    assert child.wait(timeout=120) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.resets > 0
+    assert emulator.state.by_status[429] > 0
+
+    emulator.state.set_faults(Faults(drip_seconds=5))
+    more = write_ids(tmp_path / "more.txt", unknown_ids(3, 5))
+    child = spawn(
+        emulator,
+        tmp_path,
+        more,
+        *debug,
+        "--timeout",
+        "0.5",
+        "--max-attempts",
+        "2",
+        log="timeouts.log",
+    )
+    assert child.wait(timeout=60) == 1
+
+    emulator.state.set_faults(Faults())
+    child = spawn(emulator, tmp_path, more, *debug, "--dry-run", log="dry.log")
+    assert child.wait(timeout=60) == 0
+
+    emulator.state.credentials = {AK: "a-different-secret"}
+    child = spawn(emulator, tmp_path, more, "--log-level", "debug", log="refused.log")
+    assert child.wait(timeout=60) == 3
+
+    monkeypatch.setenv("DCS_CLEANUP_CONCURRENCY", "-1")
+    child = spawn(emulator, tmp_path, more, log="config.log")
+    assert child.wait(timeout=60) == 2
+
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert '"event": "cleanup.retry_scheduled"' in logs["faults.log"]
+    assert (
+        "cleanup.credentials_refused" in logs["refused.log"]
+        or "cleanup.aborted" in logs["refused.log"]
+    )
+    assert "concurrency" in logs["config.log"]
+    assert scan(tmp_path) == []
+
+
+def test_reprs_and_errors_hide_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings repr, the public view and validation errors never carry credential values."""
+    monkeypatch.setenv("CLOUD_SDK_AK", AK)
+    monkeypatch.setenv("CLOUD_SDK_SK", SK)
+    monkeypatch.setenv("CLOUD_SDK_SECURITY_TOKEN", TOKEN)
+    settings = load_settings({"project_id": PROJECT})
+    texts = [
+        repr(settings),
+        str(settings),
+        str(settings.public_view()),
+        repr(settings.model_dump()),
+    ]
+    for text in texts:
+        assert all(secret not in text for secret in SECRETS), text
+
+
+def test_no_secret_in_stdout_and_stderr_of_in_process_run(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The summary table and logs printed by an in-process debug run hold no credentials."""
+    monkeypatch.setenv("CLOUD_SDK_AK", AK)
+    monkeypatch.setenv("CLOUD_SDK_SK", SK)
+    emulator.state.credentials = {AK: SK}
+    ids = seed(emulator, 10, Faults(error_rate=0.3, seed=1))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    code = main(
+        ["run", "--input", str(path), "--endpoint", emulator.url, "--project-id", PROJECT,
+         "--log-level", "debug", "--log-format", "json", "--backoff-base", "0.01", "--rate", "0"]
+    )  # fmt: skip
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "cleanup.task_done" in captured.out
+    for secret in SECRETS:
+        assert secret not in captured.out
+        assert secret not in captured.err
