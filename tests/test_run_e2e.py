@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from pathlib import Path
@@ -83,7 +84,9 @@ def test_transient_faults_are_retried_to_success(emulator: EmulatorServer, tmp_p
     assert rep["http_status"]["network"] == state.resets > 0
 
 
-def test_hostile_ids_are_skipped_and_never_sent(emulator: EmulatorServer, tmp_path: Path) -> None:
+def test_hostile_ids_are_skipped_and_never_sent(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Path tricks, escapes, query/fragment, whitespace, overlong, backslash, NUL: skipped with
     their line; no request for them; the valid IDs in the same file are deleted."""
     good = seed(emulator, 3)
@@ -107,6 +110,10 @@ def test_hostile_ids_are_skipped_and_never_sent(emulator: EmulatorServer, tmp_pa
     paths = set(emulator.state.paths)
     assert paths == {f"/v2/{PROJECT}/tasks/{task_id}" for task_id in good}
     assert emulator.state.requests == 3
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    warned = [e for e in events if e["event"] == "cleanup.input_line_skipped"]
+    assert [e["line"] for e in warned] == hostile_lines
+    assert all(e["level"] == "warning" and e["source"] == str(path) for e in warned)
 
 
 def test_wrong_secret_key_stops_at_once(

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
-from typing import IO, Any, TextIO
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import IO, Any, TextIO, cast
 
 import structlog
 
@@ -41,6 +41,40 @@ class SecretMasker:
         return event
 
 
+class _Output:
+    """The logs' stream; while a progress bar is drawn, whole lines go through a hook instead,
+    so a log line never lands in the middle of the bar."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.hook: Callable[[str], None] | None = None
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> int:
+        if self.hook is None:
+            return self.stream.write(text)
+        self._parts.append(text)
+        if text.endswith("\n"):
+            line, self._parts = "".join(self._parts), []
+            self.hook(line.rstrip("\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+
+_output: _Output | None = None
+
+
+def route_lines(hook: Callable[[str], None] | None) -> None:
+    """Send each log line to ``hook`` (None: back to the stream)."""
+    if _output is not None:
+        _output.hook = hook
+
+
 def resolve_format(fmt: str, stream: IO[str]) -> str:
     if fmt != "auto":
         return fmt
@@ -54,7 +88,9 @@ def configure_logging(
     stream: TextIO | None = None,
 ) -> None:
     """Configure structlog for the process (idempotent; the last call wins)."""
+    global _output  # noqa: PLW0603 - structlog's logger factory is process-wide too
     out = stream or sys.stdout
+    _output = _Output(out)
     renderer: structlog.typing.Processor
     if resolve_format(fmt, out) == "json":
         renderer = structlog.processors.JSONRenderer()
@@ -70,7 +106,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _output)),
         cache_logger_on_first_use=False,
     )
 

@@ -151,6 +151,7 @@ class Pipeline:
         self._finished = False
         self._reserved_deletes = 0
         self.inflight = 0
+        self._bad_lines = 0
         self.input_fully_read = False
 
     # -- stopping -------------------------------------------------------------------------
@@ -268,6 +269,8 @@ class Pipeline:
         """Split a batch into tasks to send and already-final results (recorded right away)."""
         refs = [item for item in batch if isinstance(item, TaskRef)]
         final = [item for item in batch if isinstance(item, TaskResult)]
+        for bad in final:
+            self._warn_bad_input(bad)
         if refs:
             verdicts = await anyio.to_thread.run_sync(
                 self._journal.claim, refs, limiter=self._db_lock
@@ -362,6 +365,19 @@ class Pipeline:
             )
             with anyio.move_on_after(decision.delay):
                 await self._stop_event.wait()
+
+    def _warn_bad_input(self, result: TaskResult) -> None:
+        """One warning per bad input line (the first 100; then every 1,000th), naming the line."""
+        self._bad_lines += 1
+        if self._bad_lines <= 100 or self._bad_lines % 1000 == 0:
+            log.warning(
+                "cleanup.input_line_skipped",
+                source=result.source,
+                line=result.line,
+                reason=result.error_code,
+                detail=result.error_msg,
+                skipped_so_far=self._bad_lines,
+            )
 
     def _feed_breaker(self, answer: ApiResponse | TransportError) -> None:
         if isinstance(answer, ApiResponse):

@@ -23,7 +23,7 @@ import anyio.abc
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.journal import Journal
-from worker.logs import get_logger
+from worker.logs import get_logger, route_lines
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, RateLimiter, RetryBudget
@@ -91,6 +91,12 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(unit=" tasks", file=self._stream, dynamic_ncols=True, mininterval=0.2)
+            route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.total = total
+            self._bar.refresh()
 
     def on_batch(self, batch: Sequence[TaskResult]) -> None:
         if self._bar is not None:
@@ -119,6 +125,8 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
+            route_lines(None)
 
 
 async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -134,6 +142,31 @@ async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[N
             else:
                 log.warning("cleanup.signal_received_again", signal=name, action="stop now")
                 pipeline.hard_stop()
+
+
+async def _drive(
+    pipeline: Pipeline, source: TaskSource, progress: Progress, *, handle_signals: bool
+) -> RunEnd:
+    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total."""
+    async with anyio.create_task_group() as tg:
+        if handle_signals:
+            await tg.start(_watch_signals, pipeline)
+        deadline = pipeline.settings.deadline_in()
+        if deadline is not None:
+            tg.start_soon(_watch_deadline, pipeline, deadline)
+        tg.start_soon(progress.run, pipeline)
+        if progress.mode == "bar" and isinstance(source, FileSource) and source.path != "-":
+            tg.start_soon(_count_for_bar, source, progress)
+        end = await pipeline.run()
+        tg.cancel_scope.cancel()
+    return end
+
+
+async def _count_for_bar(source: FileSource, progress: Progress) -> None:
+    """Give the bar a total: count the input's lines in a thread while the run goes on."""
+    total = await anyio.to_thread.run_sync(source.count_lines, abandon_on_cancel=True)
+    if total is not None:
+        progress.set_total(total)
 
 
 async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
@@ -226,16 +259,7 @@ async def execute(
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)
-        end: RunEnd
-        async with anyio.create_task_group() as tg:
-            if handle_signals:
-                await tg.start(_watch_signals, pipeline)
-            deadline = settings.deadline_in()
-            if deadline is not None:
-                tg.start_soon(_watch_deadline, pipeline, deadline)
-            tg.start_soon(progress.run, pipeline)
-            end = await pipeline.run()
-            tg.cancel_scope.cancel()
+        end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
         progress.close()
         report = _build_report(settings, stats, pipeline, end, run_id)
         if settings.report is not None:

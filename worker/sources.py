@@ -15,7 +15,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -229,6 +229,22 @@ class FileSource:
                 continue
             project = (row.get("project_id") or "").strip() or None
             yield self._check(task_id, project, lineno)
+
+    def count_lines(self) -> int | None:
+        """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
+        if self.path == "-":
+            return None
+        try:
+            with Path(self.path).open("rb") as raw:
+                gz = raw.peek(2)[:2] == _GZIP_MAGIC
+                stream: Iterable[bytes] = gzip.GzipFile(fileobj=raw) if gz else raw
+                count = sum(
+                    1 for line in stream if line.strip() and not line.lstrip().startswith(b"#")
+                )
+        except (OSError, EOFError):
+            return None
+        fmt = self._detect("") if self._format == "auto" else self._format
+        return count - 1 if fmt == "csv" else count
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         lines = self._lines()
