@@ -9,11 +9,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio
 
 from worker.errors import InputError
 from worker.models import Outcome, TaskRef, TaskResult
+from worker.queue import RedisStreamSource
 from worker.settings import DEFAULT_ID_PATTERN
-from worker.sources import FileSource, IdValidator, SourceItem
+from worker.sources import FileSource, IdValidator, SourceItem, TaskSource
 
 P = "p" * 32
 
@@ -137,3 +139,51 @@ def test_large_file_is_streamed_in_batches(tmp_path: Path) -> None:
     anyio.run(go)
     assert sum(sizes) == 5000
     assert max(sizes) <= 512
+
+
+CONTRACT_IDS = ["t1", "t2", "bad/id", "t3"]
+
+
+async def make_source(kind: str, tmp: Path, redis_url: str | None) -> TaskSource:
+    """One source of each kind, holding CONTRACT_IDS."""
+    validator = IdValidator(DEFAULT_ID_PATTERN)
+    if kind == "redis":
+        assert redis_url is not None
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        for task_id in CONTRACT_IDS:
+            await client.xadd("contract", {"task_id": task_id})
+        return RedisStreamSource(
+            client, "contract", "g", "c", P, validator, until_empty=True, claim_idle=30
+        )
+    body = {
+        "text": "\n".join(CONTRACT_IDS) + "\n",
+        "csv": "task_id\n" + "\n".join(CONTRACT_IDS) + "\n",
+        "jsonl": "".join(f'{{"task_id": "{t}"}}\n' for t in CONTRACT_IDS),
+    }[kind]
+    path = tmp / f"ids.{kind}.gz"
+    path.write_bytes(gzip.compress(body.encode()))
+    return FileSource(str(path), P, validator)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["text", "csv", "jsonl", "redis"])
+async def test_source_contract(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Every source: valid IDs in order with the default project, the bad one a skipped outcome,
+    the end of input reached, acknowledgement accepted, close clean."""
+    redis_url = request.getfixturevalue("redis_url") if kind == "redis" else None
+    source = await make_source(kind, tmp_path, redis_url)
+    assert source.name
+    items: list[SourceItem] = []
+    with anyio.fail_after(10):
+        async for batch in source.batches():
+            items.extend(batch)
+            refs = [i for i in batch if isinstance(i, TaskRef)]
+            done = [TaskResult(r.task_id, r.project_id, Outcome.DELETED, ack=r.ack) for r in refs]
+            await source.acknowledge(done + [i for i in batch if isinstance(i, TaskResult)])
+    refs = [i for i in items if isinstance(i, TaskRef)]
+    assert [(r.task_id, r.project_id) for r in refs] == [("t1", P), ("t2", P), ("t3", P)]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(b.task_id, b.outcome, b.error_code) for b in bad] == [
+        ("bad/id", Outcome.SKIPPED, "invalid_id")
+    ]
+    await source.aclose()

@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--latency-ms", type=float, default=0.0)
     emu.add_argument("--seed", type=int, default=0)
 
+    enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
+    enq.add_argument("--queue", required=True, help="redis://host:port/db")
+    enq.add_argument(
+        "--input", required=True, help="file of task IDs (any run format); - for stdin"
+    )
+    enq.add_argument("--stream", default="dcs-cleanup:tasks")
+    enq.add_argument("--project-id", default=None, help="project for lines that name none")
+    enq.add_argument("--message", default=None, help="message field for every entry")
+    enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
+
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
     rep.add_argument("--journal", type=Path, required=True)
     rep.add_argument("--report", type=Path)
@@ -284,6 +294,44 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
+    from worker import queue
+    from worker.settings import DEFAULT_ID_PATTERN
+    from worker.sources import FileSource, IdValidator
+
+    settings = load_settings({"queue": args.queue, "project_id": args.project_id})
+    if args.input != "-" and not Path(args.input).exists():
+        raise ConfigError(f"--input {args.input}: no such file")
+    source = FileSource(
+        args.input, settings.project_id, IdValidator(args.id_pattern or DEFAULT_ID_PATTERN)
+    )
+
+    async def go() -> int:
+        client = queue.connect(args.queue)
+        try:
+            added, bad = await queue.enqueue(
+                client, args.stream, source.batches(), message=args.message
+            )
+        finally:
+            await client.aclose()
+            await source.aclose()
+        for result in bad[:100]:
+            print(f"dcs-cleanup: skipped {result.error_msg}", file=sys.stderr)
+        print(
+            f"enqueued {added} task(s) on {args.stream}; {len(bad)} bad line(s) skipped",
+            file=sys.stderr,
+        )
+        return 1 if bad else 0
+
+    from redis.exceptions import RedisError
+
+    try:
+        return _run_async(go)
+    except (OSError, RedisError) as exc:
+        raise ConfigError(f"--queue {args.queue}: {exc}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from worker.journal import Journal
     from worker.report import OutcomeWriter, RunStats, summary_table, write_report
@@ -320,7 +368,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "emulator": cmd_emulator, "report": cmd_report}
+COMMANDS = {
+    "run": cmd_run,
+    "demo": cmd_demo,
+    "emulator": cmd_emulator,
+    "enqueue": cmd_enqueue,
+    "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

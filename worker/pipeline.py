@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -30,7 +30,7 @@ from worker.errors import JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import get_logger
 from worker.models import ApiResponse, Outcome, TaskRef, TaskResult
-from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide
+from worker.policy import CircuitBreaker, Limiter, RetryBudget, decide
 from worker.report import OutcomeWriter, RunStats
 from worker.settings import Settings
 from worker.sources import SourceItem, TaskSource
@@ -125,7 +125,7 @@ class Pipeline:
         outcomes: OutcomeWriter,
         stats: RunStats,
         *,
-        limiter: RateLimiter,
+        limiter: Limiter,
         budget: RetryBudget,
         breaker: CircuitBreaker,
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
@@ -136,7 +136,7 @@ class Pipeline:
         self._source = source
         self._journal = journal
         self._stats = stats
-        self._limiter = limiter
+        self.limiter = limiter
         self.budget = budget
         self.breaker = breaker
         self._rng = rng or random.Random()
@@ -146,6 +146,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self._hard = False
         self._intake_scope: anyio.CancelScope | None = None
+        self._read_scope: anyio.CancelScope | None = None
         self._workers_scope: anyio.CancelScope | None = None
         self._timer_scope: anyio.CancelScope | None = None
         self._finished = False
@@ -164,6 +165,8 @@ class Pipeline:
         self._stop_event.set()
         if self._intake_scope is not None:
             self._intake_scope.cancel()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
 
     def hard_stop(self) -> None:
         """Cancel everything in flight now (a second signal)."""
@@ -243,7 +246,10 @@ class Pipeline:
         batches = self._source.batches()
         try:
             async with work_tx:
-                async for batch in batches:
+                while True:
+                    batch = await self._read(batches)
+                    if batch is None:
+                        break
                     refs = await self._claim(batch)
                     for index, ref in enumerate(refs):
                         if not await self._send(work_tx, ref):
@@ -251,9 +257,9 @@ class Pipeline:
                             break
                     if self.stop_reason is not None:
                         break
-                else:
-                    self.input_fully_read = True
-                    return
+            if self.stop_reason is None:
+                self.input_fully_read = True
+                return
             if self._source.finite and not self._hard:
                 # Account for the rest of a file too (not_attempted), as far as grace allows.
                 with anyio.move_on_after(self.settings.grace):
@@ -264,6 +270,21 @@ class Pipeline:
         finally:
             with anyio.CancelScope(shield=True):
                 await batches.aclose()
+
+    async def _read(
+        self, batches: AsyncGenerator[list[SourceItem], None]
+    ) -> list[SourceItem] | None:
+        """The next batch, or None at the end or on a stop. A queue read (which may wait for
+        new entries for ever) is cancelled by a stop: its entries stay pending in the queue. A
+        file read is never cut short, so no line read goes unaccounted for."""
+        if self._source.finite:
+            return await anext(batches, None)
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            if self.stop_reason is not None:
+                scope.cancel()
+            return await anext(batches, None)
+        return None
 
     async def _claim(self, batch: list[SourceItem]) -> list[TaskRef]:
         """Split a batch into tasks to send and already-final results (recorded right away)."""
@@ -316,7 +337,7 @@ class Pipeline:
             if limit is not None and self._reserved_deletes >= limit:
                 self._abort("max_deletes", f"--max-deletes {limit} reached")
                 continue
-            await self._limiter.acquire()
+            await self.limiter.acquire()
             if self.stop_reason is not None:
                 # Checked again after pacing: no request leaves after a 401 or a stop.
                 continue
@@ -355,7 +376,7 @@ class Pipeline:
                 return self._result(
                     ref, Outcome.FAILED, last, attempts, started, note="retry budget exhausted"
                 )
-            self._stats.retries += 1
+            self._stats.on_retry()
             log.debug(
                 "cleanup.retry_scheduled",
                 task_id=ref.task_id,

@@ -12,6 +12,7 @@ import collections
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
@@ -70,6 +71,14 @@ def decide(
     if attempt >= max_attempts:
         return Decision(Outcome.FAILED)
     return Decision(None, delay)
+
+
+class Limiter(Protocol):
+    """What the workers pace on: ``RateLimiter`` here, ``SharedRateLimiter`` across replicas."""
+
+    rate: float
+
+    async def acquire(self) -> float: ...
 
 
 class RateLimiter:

@@ -10,7 +10,7 @@ import collections
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from worker import __version__
 from worker.errors import RequestTimeoutError, TransportError
+from worker.metrics import Metrics
 from worker.models import ApiResponse, Outcome, TaskResult
 
 _BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
@@ -62,8 +63,11 @@ class RunStats:
     retries: int = 0
     throttled: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    metrics: Metrics | None = None
 
     def on_answer(self, answer: ApiResponse | TransportError) -> None:
+        if self.metrics is not None:
+            self.metrics.on_answer(answer)
         self.requests += 1
         if isinstance(answer, ApiResponse):
             self.http_status[str(answer.status)] += 1
@@ -75,7 +79,14 @@ class RunStats:
         else:
             self.http_status["network"] += 1
 
-    def on_results(self, results: Iterable[TaskResult]) -> None:
+    def on_retry(self) -> None:
+        self.retries += 1
+        if self.metrics is not None:
+            self.metrics.retries.inc()
+
+    def on_results(self, results: Sequence[TaskResult]) -> None:
+        if self.metrics is not None:
+            self.metrics.on_results(results)
         for result in results:
             self.outcomes[result.outcome.value] += 1
             if result.outcome is Outcome.SKIPPED and result.error_code:

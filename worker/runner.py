@@ -7,7 +7,9 @@ PRODUCT.md and never lets a known outcome go unwritten.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -20,17 +22,19 @@ from typing import IO, Any
 import anyio
 import anyio.abc
 
+from worker import queue
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import get_logger, route_lines
+from worker.metrics import Metrics
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
-from worker.policy import CircuitBreaker, RateLimiter, RetryBudget
+from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.settings import Settings
 from worker.signer import Credentials, Signer
-from worker.sources import FileSource, IdValidator, SourceItem, TaskSource
+from worker.sources import FileSource, IdValidator, ShardFilter, SourceItem, TaskSource
 
 log = get_logger()
 
@@ -145,10 +149,18 @@ async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[N
 
 
 async def _drive(
-    pipeline: Pipeline, source: TaskSource, progress: Progress, *, handle_signals: bool
+    pipeline: Pipeline,
+    source: TaskSource,
+    progress: Progress,
+    metrics: Metrics,
+    *,
+    handle_signals: bool,
 ) -> RunEnd:
-    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total."""
+    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total, and for
+    a queue consumer the health and metrics endpoint."""
     async with anyio.create_task_group() as tg:
+        if _consumer_mode(pipeline.settings):
+            await tg.start(_serve_health, pipeline, metrics)
         if handle_signals:
             await tg.start(_watch_signals, pipeline)
         deadline = pipeline.settings.deadline_in()
@@ -160,6 +172,67 @@ async def _drive(
         end = await pipeline.run()
         tg.cancel_scope.cancel()
     return end
+
+
+def _consumer_mode(settings: Settings) -> bool:
+    return settings.queue is not None and not settings.until_empty
+
+
+async def _serve_health(
+    pipeline: Pipeline, metrics: Metrics, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """``/healthz`` (503 once stopping) and ``/metrics`` for a long-running queue consumer."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def healthz(request: web.Request) -> web.Response:
+        del request
+        ok = pipeline.stop_reason is None
+        body = {"status": "ok" if ok else "stopping", "inflight": pipeline.inflight}
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        del request
+        metrics.inflight.set(pipeline.inflight)
+        metrics.rate.set(pipeline.limiter.rate)
+        data = generate_latest(metrics.registry)
+        return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    settings = pipeline.settings
+    site = web.TCPSite(runner, settings.health_host, settings.health_port)
+    await site.start()
+    log.info("cleanup.health_serving", host=settings.health_host, port=settings.health_port)
+    task_status.started()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
+
+
+async def _push(metrics: Metrics, gateway: str) -> None:
+    try:
+        await anyio.to_thread.run_sync(metrics.push, gateway)
+    except OSError as exc:
+        log.warning("cleanup.pushgateway_failed", gateway=gateway, error=str(exc))
+    else:
+        log.info("cleanup.metrics_pushed", gateway=gateway)
+
+
+def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
+    if settings.shared_rate_key is None or settings.rate == 0:
+        return RateLimiter(settings.rate, settings.burst)
+    url = settings.redis or settings.queue
+    if url is None:
+        raise ConfigError("--shared-rate-key needs --redis URL (or --queue URL)")
+    client = queue.connect(url)
+    stack.push_async_callback(client.aclose)
+    return queue.SharedRateLimiter(client, settings.shared_rate_key, settings.rate, settings.burst)
 
 
 async def _count_for_bar(source: FileSource, progress: Progress) -> None:
@@ -210,7 +283,8 @@ async def execute(
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id()
-    stats = RunStats()
+    metrics = Metrics()
+    stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
         tmpdir = None
         if settings.journal is None:
@@ -252,16 +326,18 @@ async def execute(
             journal,
             outcomes,
             stats,
-            limiter=RateLimiter(settings.rate, settings.burst),
+            limiter=_make_limiter(settings, stack),
             budget=RetryBudget(settings.retry_budget, settings.retry_refund),
             breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
             on_batch=progress.on_batch,
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)
-        end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
+        end = await _drive(pipeline, source, progress, metrics, handle_signals=handle_signals)
         progress.close()
-        report = _build_report(settings, stats, pipeline, end, run_id)
+        report = _build_report(settings, stats, pipeline, end, run_id, source)
+        if settings.pushgateway and not _consumer_mode(settings):
+            await _push(metrics, settings.pushgateway)
         if settings.report is not None:
             write_report(settings.report, report)
         try:
@@ -298,6 +374,10 @@ def _check_request(settings: Settings, source: TaskSource | None) -> None:
             "or --retry-failed with --journal"
         )
         raise ConfigError(msg)
+    if settings.queue is not None and settings.input is not None:
+        raise ConfigError("give either --input or --queue, not both")
+    if settings.until_empty and settings.queue is None:
+        raise ConfigError("--until-empty goes with --queue")
     if settings.retry_failed and settings.journal is None:
         raise ConfigError("--retry-failed needs --journal")
     if settings.max_attempts and settings.backoff_cap < settings.backoff_base:
@@ -305,8 +385,30 @@ def _check_request(settings: Settings, source: TaskSource | None) -> None:
 
 
 def _build_report(
-    settings: Settings, stats: RunStats, pipeline: Pipeline, end: RunEnd, run_id: str
+    settings: Settings,
+    stats: RunStats,
+    pipeline: Pipeline,
+    end: RunEnd,
+    run_id: str,
+    source: TaskSource,
 ) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if isinstance(source, ShardFilter):
+        extra["shard"] = {
+            "index": source.index,
+            "count": source.count,
+            "other_shards": source.other_shards,
+        }
+    inner = source.inner if isinstance(source, ShardFilter) else source
+    if isinstance(inner, queue.RedisStreamSource):
+        extra["queue"] = {
+            "stream": inner.stream,
+            "group": inner.group,
+            "consumer": inner.consumer,
+            "acked": inner.acked,
+            "dead_lettered": inner.dead_lettered,
+            "dead_letter_stream": inner.dead_letter,
+        }
     budget, breaker = pipeline.budget, pipeline.breaker
     return stats.build_report(
         run_id=run_id,
@@ -326,22 +428,37 @@ def _build_report(
                 "opened": breaker.opened,
             },
             "journal": str(settings.journal) if settings.journal else None,
+            **extra,
         },
     )
 
 
 def _make_source(settings: Settings, journal: Journal) -> TaskSource:
+    validator = IdValidator(settings.id_pattern)
+    source: TaskSource
     if settings.retry_failed:
-        return JournalSource(journal)
-    if settings.queue is not None:
-        raise ConfigError("--queue is not available in this build yet")
-    assert settings.input is not None  # noqa: S101 - checked by execute()
-    if settings.input != "-" and not Path(settings.input).exists():
-        raise ConfigError(f"input {settings.input}: no such file")
-    return FileSource(
-        settings.input,
-        settings.project_id,
-        IdValidator(settings.id_pattern),
-        settings.input_format,
-        settings.message,
-    )
+        source = JournalSource(journal)
+    elif settings.queue is not None:
+        consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        source = queue.RedisStreamSource(
+            queue.connect(settings.queue),
+            settings.stream,
+            settings.group,
+            consumer,
+            settings.project_id,
+            validator,
+            until_empty=settings.until_empty,
+            claim_idle=settings.claim_idle,
+            message=settings.message,
+        )
+    else:
+        assert settings.input is not None  # noqa: S101 - checked by execute()
+        if settings.input != "-" and not Path(settings.input).exists():
+            raise ConfigError(f"input {settings.input}: no such file")
+        source = FileSource(
+            settings.input, settings.project_id, validator, settings.input_format, settings.message
+        )
+    shard = settings.shard_spec()
+    if shard is not None:
+        source = ShardFilter(source, *shard)
+    return source

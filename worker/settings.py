@@ -8,6 +8,7 @@ held as ``SecretStr`` so no ``repr``, log line or error message shows them.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import tomllib
@@ -52,6 +53,14 @@ class Settings(BaseSettings):
     group: str = "dcs-cleanup"
     consumer: str | None = None
     until_empty: bool = False
+    claim_idle: float = Field(default=30.0, gt=0)
+    shard: str | None = None
+    shard_count: int | None = Field(default=None, ge=1)
+    redis: str | None = None
+    shared_rate_key: str | None = None
+    health_host: str = "0.0.0.0"  # noqa: S104 - Kubernetes probes reach the pod's address
+    health_port: int = Field(default=8081, ge=0, le=65535)
+    pushgateway: str | None = None
     id_pattern: str = DEFAULT_ID_PATTERN
 
     # Where they go.
@@ -140,6 +149,38 @@ class Settings(BaseSettings):
         except ValueError:
             when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
             return when.timestamp() - (time.time() if now is None else now)
+
+    @field_validator("shard")
+    @classmethod
+    def _shard_shape(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = re.fullmatch(r"(\d+)/(\d+)", value)
+            if not match or int(match[2]) < 1 or int(match[1]) >= int(match[2]):
+                msg = "must be INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4"
+                raise ValueError(msg)
+        return value
+
+    @field_validator("queue", "redis")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            msg = "must be a redis://host:port/db (or rediss://) URL"
+            raise ValueError(msg)
+        return value
+
+    def shard_spec(self, environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+        """(index, count) from ``--shard``, else ``JOB_COMPLETION_INDEX`` and ``--shard-count``."""
+        if self.shard is not None:
+            index, count = self.shard.split("/")
+            return int(index), int(count)
+        env = os.environ if environ is None else environ
+        if self.shard_count is not None and self.shard_count > 1:
+            raw = env.get("JOB_COMPLETION_INDEX")
+            if raw is None or not raw.isdigit() or int(raw) >= self.shard_count:
+                msg = "--shard-count needs JOB_COMPLETION_INDEX (0..count-1) or --shard"
+                raise ConfigError(msg)
+            return int(raw), self.shard_count
+        return None
 
     @field_validator("project_id")
     @classmethod

@@ -9,8 +9,10 @@ decoded as a whole raises ``InputError``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -269,6 +271,44 @@ class FileSource:
     async def aclose(self) -> None:
         if self._stream is not None and self.path != "-":
             self._stream.close()
+
+
+def shard_of(project_id: str, task_id: str, count: int) -> int:
+    """The shard a task belongs to: a stable hash, the same on every machine and run."""
+    digest = hashlib.blake2b(f"{project_id}/{task_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
+class ShardFilter:
+    """Keeps this shard's share of another source (Kubernetes Indexed Jobs): a task by the hash
+    of its project and ID, a bad line by its line number, so each is reported by one shard."""
+
+    def __init__(self, inner: TaskSource, index: int, count: int) -> None:
+        self.name = f"{inner.name} (shard {index}/{count})"
+        self.finite = inner.finite
+        self.index = index
+        self.count = count
+        self.other_shards = 0
+        self.inner = inner
+
+    def _mine(self, item: SourceItem) -> bool:
+        if isinstance(item, TaskRef):
+            return shard_of(item.project_id, item.task_id, self.count) == self.index
+        return item.line % self.count == self.index
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        async with contextlib.aclosing(self.inner.batches()) as batches:
+            async for batch in batches:
+                mine = [item for item in batch if self._mine(item)]
+                self.other_shards += len(batch) - len(mine)
+                if mine:
+                    yield mine
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None:
+        await self.inner.acknowledge(results)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 class IterableSource:

@@ -1,0 +1,79 @@
+"""Kubernetes manifests: valid against the API schema, and consistent with the worker's flags."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from worker.cli import build_parser
+from worker.settings import Settings, load_settings
+
+K8S = Path(__file__).resolve().parent.parent / "config" / "k8s"
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((K8S / name).read_text())
+    return data
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc["spec"]
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    pod: dict[str, Any] = spec["template"]["spec"]
+    return pod
+
+
+def settings_of(container: dict[str, Any]) -> Settings:
+    args = build_parser().parse_args(container["args"])
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return load_settings(
+        {**flags, **{k.removeprefix("DCS_CLEANUP_").lower(): v for k, v in env.items()}}
+    )
+
+
+def test_manifests_validate_strictly() -> None:
+    """kubernetes-validate --strict accepts every manifest."""
+    exe = shutil.which("kubernetes-validate")
+    assert exe
+    files = sorted(str(p) for p in K8S.glob("*.yaml"))
+    assert len(files) == 4
+    result = subprocess.run([exe, "--strict", *files], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", ["cronjob.yaml", "indexed-job.yaml", "consumer-deployment.yaml"])
+def test_workloads_are_locked_down_and_match_the_worker(name: str) -> None:
+    """Non-root, read-only root filesystem, credentials from the Secret, valid worker flags, and
+    a termination grace period above --grace so in-flight requests can finish."""
+    doc = load(name)
+    pod = pod_spec(doc)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"secretRef": {"name": "dcs-cleanup-credentials"}} in container["envFrom"]
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+    settings = settings_of(container)
+    assert pod["terminationGracePeriodSeconds"] > settings.grace
+    if doc["kind"] == "CronJob":
+        assert doc["spec"]["concurrencyPolicy"] == "Forbid"
+        job = doc["spec"]["jobTemplate"]["spec"]
+        assert job["backoffLimit"] >= 1
+        assert settings.deadline_in() is not None
+        assert job["activeDeadlineSeconds"] > settings.deadline_in() + settings.grace  # type: ignore[operator]
+    if doc["kind"] == "Job":
+        assert doc["spec"]["completionMode"] == "Indexed"
+        assert settings.shard_count == doc["spec"]["completions"]
+        assert settings.shared_rate_key
+    if doc["kind"] == "Deployment":
+        assert settings.queue
+        assert not settings.until_empty
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["ports"][0]["containerPort"] == settings.health_port

@@ -1,0 +1,316 @@
+"""Queue-fed and scaled out: Redis Streams consumer groups, dead letters, a shared rate limit,
+shards, health and metrics. Against a real redis-server and the emulator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+
+from tests.conftest import PROJECT, free_port, outcomes, report, run, seed, spawn, write_ids
+from worker.cli import main
+from worker.emulator import EmulatorServer, Faults
+
+STREAM = "dcs-cleanup:tasks"
+GROUP = "dcs-cleanup"
+
+
+def enqueue(redis_url: str, path: Path) -> int:
+    return main(["enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT])
+
+
+def consumer_args(emu: EmulatorServer, redis_url: str, name: str, *extra: str) -> list[str]:
+    return [
+        "run", "--queue", redis_url, "--consumer", name, "--endpoint", emu.url,
+        "--rate", "0", "--backoff-base", "0.01", "--log-format", "json", "--progress", "off",
+        *extra,
+    ]  # fmt: skip
+
+
+def holders(client: redis.Redis) -> dict[str, int]:
+    """Entries each consumer holds pending (none before the group exists)."""
+    try:
+        consumers: Any = client.xinfo_consumers(STREAM, GROUP)
+    except redis.ResponseError:
+        return {}
+    return {c["name"]: int(c["pending"]) for c in consumers if int(c["pending"])}
+
+
+def entries(client: redis.Redis, stream: str) -> list[dict[str, str]]:
+    """The fields of every entry of a stream, oldest first."""
+    reply: Any = client.xrange(stream)
+    return [fields for _, fields in reply]
+
+
+def pending(redis_url: str) -> int:
+    info = redis.Redis.from_url(redis_url).xpending(STREAM, GROUP)
+    return int(info["pending"])
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts; killed at the end whatever happened."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_three_consumers_survive_a_kill_9(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """3,000 IDs, three --until-empty consumers, one SIGKILLed after 2 s: the survivors exit 0,
+    every task was deleted exactly once, nothing is left pending."""
+    ids = seed(emulator, 3000, Faults(latency_ms=15, latency_jitter_ms=10))
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    for name in ("c1", "c2", "c3"):
+        folder = tmp_path / name
+        folder.mkdir()
+        args = consumer_args(
+            emulator, redis_url, name, "--until-empty", "--claim-idle", "2", "--concurrency", "4",
+            "--report", str(folder / "report.json"),
+        )  # fmt: skip
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "worker", *args],
+                stdout=(folder / "log").open("wb"),
+                stderr=subprocess.STDOUT,
+                cwd=folder,
+            )
+        )
+    started = time.monotonic()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    # Kill after two seconds, once every consumer demonstrably holds entries.
+    while time.monotonic() - started < 2 or len(holders(client)) < 3:
+        assert time.monotonic() - started < 30
+        time.sleep(0.02)
+    assert holders(client)["c1"] > 0
+    assert emulator.state.remaining() > 0, "the kill must land mid-run"
+    children[0].send_signal(signal.SIGKILL)
+    assert children[0].wait() == -signal.SIGKILL
+    assert [c.wait(timeout=120) for c in children[1:]] == [0, 0]
+    assert emulator.state.remaining() == 0
+    assert len(emulator.state.deleted) == 3000
+    assert max(emulator.state.deleted.values()) == 1
+    assert pending(redis_url) == 0
+    logs = "".join((tmp_path / n / "log").read_text() for n in ("c2", "c3"))
+    assert "cleanup.queue_reclaimed" in logs  # the dead consumer's entries were taken over
+    survivors = [json.loads((tmp_path / n / "report.json").read_text()) for n in ("c2", "c3")]
+    assert all(r["exit_code"] == 0 and r["outcomes"]["failed"] == 0 for r in survivors)
+
+
+def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """rejected tasks and invalid entries land in <stream>:dead with their outcome; all acked."""
+    ids = seed(emulator, 200, Faults(reject_share=0.2))
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.xadd(STREAM, {"task_id": "../instances/x", "project_id": PROJECT})
+    args = consumer_args(
+        emulator, redis_url, "c1", "--until-empty", "--outcomes", str(tmp_path / "o.jsonl")
+    )
+    assert main(args) == 1
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    rejected = {r["task_id"] for r in rows if r["outcome"] == "rejected"}
+    assert rejected
+    assert len(rejected) == emulator.state.by_status[403]
+    dead = entries(client, STREAM + ":dead")
+    assert {d["task_id"] for d in dead if d["outcome"] == "rejected"} == rejected
+    assert all(
+        d["error_code"] == "DCS.4403" and d["status"] == "403"
+        for d in dead
+        if d["outcome"] == "rejected"
+    )
+    invalid = [d for d in dead if d["outcome"] == "skipped"]
+    assert [d["task_id"] for d in invalid] == ["../instances/x"]
+    assert invalid[0]["error_code"] == "invalid_id"
+    assert pending(redis_url) == 0
+    assert emulator.state.remaining() == len(rejected)
+
+
+def test_enqueue_writes_the_documented_entry_format(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """enqueue: task_id/project_id/message fields; a bad line is named and not enqueued."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text(
+        '{"task_id": "t1", "project_id": "p2"}\n{"task_id": "a/b"}\n{"task_id": "t3"}\n'
+    )
+    code = main(
+        [
+            "enqueue",
+            "--queue",
+            redis_url,
+            "--input",
+            str(path),
+            "--project-id",
+            PROJECT,
+            "--message",
+            "bye",
+        ]
+    )
+    assert code == 1
+    assert f"{path}:2:" in capsys.readouterr().err
+    added = entries(redis.Redis.from_url(redis_url, decode_responses=True), STREAM)
+    assert added == [
+        {"task_id": "t1", "project_id": "p2", "message": "bye"},
+        {"task_id": "t3", "project_id": PROJECT, "message": "bye"},
+    ]
+
+
+@pytest.mark.slow
+def test_three_processes_share_one_rate_limit(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """Three processes with --shared-rate-key at 150/s: the emulator measures 150/s within 10%."""
+    ids = seed(emulator, 1500)
+    for i in range(3):
+        folder = tmp_path / f"p{i}"
+        folder.mkdir()
+        path = write_ids(folder / "ids.txt", ids[i * 500 : (i + 1) * 500])
+        children.append(
+            spawn(
+                emulator,
+                folder,
+                path,
+                "--redis",
+                redis_url,
+                "--shared-rate-key",
+                "dcs:rate",
+                "--rate",
+                "150",
+                "--burst",
+                "1",
+                "--concurrency",
+                "8",
+            )
+        )
+    assert [c.wait(timeout=60) for c in children] == [0, 0, 0]
+    arrivals = sorted(emulator.state.arrivals)
+    assert len(arrivals) == 1500
+    # Steady state: drop the first and last second (process start-up and the tail).
+    window = [t for t in arrivals if arrivals[0] + 1 <= t <= arrivals[-1] - 1]
+    rate = (len(window) - 1) / (window[-1] - window[0])
+    assert 135 <= rate <= 165, rate
+
+
+def test_shards_split_an_input_exactly(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--shard i/4 (and JOB_COMPLETION_INDEX + --shard-count): every ID in exactly one shard."""
+    ids = seed(emulator, 1000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    per_shard: list[set[str]] = []
+    for index in range(4):
+        folder = tmp_path / f"s{index}"
+        folder.mkdir()
+        if index == 3:
+            monkeypatch.setenv("JOB_COMPLETION_INDEX", "3")
+            extra = ("--shard-count", "4")
+        else:
+            extra = ("--shard", f"{index}/4")
+        assert run(emulator, folder, path, *extra) == 0
+        per_shard.append({r["task_id"] for r in outcomes(folder) if r["outcome"] == "deleted"})
+        assert report(folder)["shard"]["index"] == index
+    assert sum(len(s) for s in per_shard) == 1000
+    assert set().union(*per_shard) == set(ids)
+    assert all(150 < len(s) < 350 for s in per_shard)
+    assert max(emulator.state.deleted.values()) == 1
+
+
+def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """Without --until-empty: /healthz and /metrics answer; SIGTERM stops it (exit 4)."""
+    ids = seed(emulator, 50)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    port = free_port()
+    args = consumer_args(
+        emulator, redis_url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path)
+    children.append(proc)
+    try:
+        deadline = time.monotonic() + 30
+        while emulator.state.remaining() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert emulator.state.remaining() == 0
+        health = json.loads(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+        )
+        assert health["status"] == "ok"
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'dcs_cleanup_tasks_total{outcome="deleted"} 50.0' in page
+        assert 'dcs_cleanup_responses_total{status="200"} 50.0' in page
+        assert "dcs_cleanup_request_seconds_bucket" in page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 4
+    assert pending(redis_url) == 0
+
+
+def test_batch_run_pushes_metrics_to_a_pushgateway(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--pushgateway URL: at the end the run's metrics are pushed under job dcs-cleanup."""
+    received: list[tuple[str, str, bytes]] = []
+    ready = threading.Event()
+    port = free_port()
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append((request.method, request.path, await request.read()))
+        return web.Response(status=200)
+
+    def serve() -> None:
+        import asyncio
+
+        async def main_() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handler)
+            runner = web.AppRunner(app)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            ready.set()
+            await asyncio.sleep(30)
+
+        asyncio.run(main_())
+
+    threading.Thread(target=serve, daemon=True).start()
+    ready.wait(5)
+    ids = seed(emulator, 20)
+    code = run(
+        emulator,
+        tmp_path,
+        write_ids(tmp_path / "ids.txt", ids),
+        "--pushgateway",
+        f"http://127.0.0.1:{port}",
+    )
+    assert code == 0
+    assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/dcs-cleanup")]
+    assert b'dcs_cleanup_tasks_total{outcome="deleted"} 20.0' in received[0][2]
+    assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 20}

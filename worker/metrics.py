@@ -1,0 +1,60 @@
+"""Prometheus metrics: served on ``/metrics`` by a queue consumer, pushed to a Pushgateway at the
+end of a batch run. Each run has its own registry, so tests and repeated runs never collide."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+
+from worker.errors import RequestTimeoutError, TransportError
+from worker.models import ApiResponse, TaskResult
+
+
+class Metrics:
+    """Counters by outcome and HTTP status, retries, throttles, latency, requests in flight."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.outcomes = Counter(
+            "dcs_cleanup_tasks", "Tasks by final outcome", ["outcome"], registry=self.registry
+        )
+        self.responses = Counter(
+            "dcs_cleanup_responses",
+            "Answers by HTTP status (network/timeout for none)",
+            ["status"],
+            registry=self.registry,
+        )
+        self.retries = Counter("dcs_cleanup_retries", "Retries scheduled", registry=self.registry)
+        self.throttled = Counter(
+            "dcs_cleanup_throttled", "Answers that were HTTP 429", registry=self.registry
+        )
+        self.latency = Histogram(
+            "dcs_cleanup_request_seconds",
+            "Latency of single requests",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.inflight = Gauge("dcs_cleanup_inflight", "Requests in flight", registry=self.registry)
+        self.rate = Gauge(
+            "dcs_cleanup_rate_limit", "Request rate limit now (0 = none)", registry=self.registry
+        )
+
+    def on_answer(self, answer: ApiResponse | TransportError) -> None:
+        if isinstance(answer, ApiResponse):
+            self.responses.labels(str(answer.status)).inc()
+            self.latency.observe(answer.elapsed_ms / 1000.0)
+            if answer.status == 429:
+                self.throttled.inc()
+        elif isinstance(answer, RequestTimeoutError):
+            self.responses.labels("timeout").inc()
+        else:
+            self.responses.labels("network").inc()
+
+    def on_results(self, results: Iterable[TaskResult]) -> None:
+        for result in results:
+            self.outcomes.labels(result.outcome.value).inc()
+
+    def push(self, gateway: str, job: str = "dcs-cleanup") -> None:
+        """Push every metric of this run to a Prometheus Pushgateway (blocking)."""
+        push_to_gateway(gateway, job=job, registry=self.registry, timeout=10)

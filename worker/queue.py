@@ -1,0 +1,301 @@
+"""Redis Streams: the queue source (consumer group), the producer, and the shared rate limiter.
+
+Entry format (upstream systems may ``XADD`` it directly)::
+
+    XADD dcs-cleanup:tasks * task_id <id> [project_id <project>] [message <text>]
+
+A consumer reads through a consumer group and acknowledges an entry only after the task's final
+outcome is in its journal. ``rejected``, ``failed`` and invalid (``skipped``) entries are copied
+to the dead-letter stream (``<stream>:dead``) with their outcome in the same MULTI as the ack;
+``not_attempted`` entries are left pending so another consumer reclaims them (XAUTOCLAIM) once
+they have been idle ``--claim-idle`` seconds, which is also how a dead consumer's work is taken
+over. The shared rate limiter is GCRA in a Lua script on the server's clock, so any number of
+replicas together keep one rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import anyio
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from worker.errors import InputError
+from worker.logs import get_logger
+from worker.models import Outcome, TaskRef, TaskResult
+from worker.sources import IdValidator, SourceItem, skipped
+
+log = get_logger()
+BLOCK_MS = 1000
+_DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
+_INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for ``redis://host:port/db`` (``rediss://`` for TLS)."""
+    try:
+        client: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+    except ValueError as exc:
+        raise InputError(f"--queue {url!r}: {exc}") from None
+    return client
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+class RedisStreamSource:
+    """A ``TaskSource`` over a Redis stream consumer group."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        default_project: str | None,
+        validator: IdValidator,
+        *,
+        until_empty: bool,
+        claim_idle: float,
+        batch: int = 256,
+        message: str | None = None,
+    ) -> None:
+        self.name = f"redis:{stream}"
+        self.finite = False
+        self.stream = stream
+        self.dead_letter = stream + ":dead"
+        self.group = group
+        self.consumer = consumer
+        self._redis = client
+        self._default_project = default_project
+        self._validator = validator
+        self._until_empty = until_empty
+        self._claim_idle_ms = int(claim_idle * 1000)
+        self._batch = batch
+        self._message = message
+        self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
+        self._last_claim = 0.0
+        self.acked = 0
+        self.dead_lettered = 0
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise InputError(f"--queue: cannot create group {self.group!r}: {exc}") from None
+        except RedisError as exc:
+            raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        await self.ensure_group()
+        backoff = 0.5
+        while True:
+            try:
+                entries = await self._reclaim()
+                if not entries:
+                    entries = await self._read_new()
+                drained = not entries and self._until_empty and await self._drained()
+            except RedisError as exc:
+                # Redis restarting or unreachable: nothing is lost (entries stay in the stream).
+                log.warning("cleanup.queue_unavailable", error=str(exc)[:200], retry_in=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            if entries:
+                yield [self._item(entry_id, fields) for entry_id, fields in entries]
+            elif drained:
+                return
+
+    async def _read_new(self) -> list[tuple[str, dict[str, str]]]:
+        reply: Any = await self._redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self._batch, block=BLOCK_MS
+        )
+        entries: list[tuple[str, dict[str, str]]] = []
+        for _stream, items in reply or []:
+            entries.extend((entry_id, fields or {}) for entry_id, fields in items)
+        return entries
+
+    async def _reclaim(self) -> list[tuple[str, dict[str, str]]]:
+        """Take over entries other consumers (alive or dead) left idle past ``--claim-idle``."""
+        now = time.monotonic()
+        if now - self._last_claim < min(5.0, self._claim_idle_ms / 2000):
+            return []
+        self._last_claim = now
+        reply: Any = await self._redis.xautoclaim(
+            self.stream, self.group, self.consumer, self._claim_idle_ms, "0-0", count=self._batch
+        )
+        claimed = [(entry_id, fields) for entry_id, fields in reply[1] if fields is not None]
+        # Our own slow entries may come back too: they are still being worked on here.
+        fresh = [(entry_id, fields) for entry_id, fields in claimed if entry_id not in self._held]
+        if fresh:
+            log.info("cleanup.queue_reclaimed", stream=self.stream, entries=len(fresh))
+        return fresh
+
+    async def _drained(self) -> bool:
+        """True when the group has no undelivered entries and none pending (anyone's)."""
+        for info in await self._redis.xinfo_groups(self.stream):
+            if info.get("name") == self.group:
+                lag = info.get("lag")
+                return int(info.get("pending") or 0) == 0 and (lag is None or int(lag) == 0)
+        return True
+
+    def _item(self, entry_id: str, fields: dict[str, str]) -> SourceItem:
+        self._held.add(entry_id)
+        source = f"{self.stream}/{entry_id}"
+        task_id = _text(fields.get("task_id", ""))
+        project = _text(fields.get("project_id") or "") or self._default_project
+        if not task_id:
+            result = skipped("", project or "", source, 0, "bad_line", "entry has no task_id")
+            return _with_ack(result, entry_id)
+        problem = self._validator.problem(task_id)
+        if problem:
+            msg = f"task_id {task_id[:80]!r} {problem}"
+            result = skipped(task_id, project or "", source, 0, "invalid_id", msg)
+            return _with_ack(result, entry_id)
+        if not project:
+            msg = "no project_id in the entry and no --project-id"
+            result = skipped(task_id, "", source, 0, "missing_project_id", msg)
+            return _with_ack(result, entry_id)
+        if self._validator.problem(project):
+            msg = f"project_id {project[:80]!r} is not a valid project ID"
+            result = skipped(task_id, project, source, 0, "invalid_project_id", msg)
+            return _with_ack(result, entry_id)
+        message = fields.get("message") or self._message
+        return TaskRef(task_id, project, source, 0, message, ack=entry_id)
+
+    async def acknowledge(self, results: Sequence[TaskResult]) -> None:
+        """XACK settled entries; dead-letter the failed and invalid ones in the same MULTI."""
+        settle = [r for r in results if r.ack and r.outcome is not Outcome.NOT_ATTEMPTED]
+        for r in results:
+            if r.ack and r.outcome is Outcome.NOT_ATTEMPTED:
+                self._held.discard(r.ack)  # left pending: another consumer reclaims it
+        if not settle:
+            return
+        try:
+            dead = await self._settle(settle)
+        except RedisError as exc:
+            # Safe to leave: the entries stay pending, are reclaimed and re-sent (404 -> absent).
+            log.warning("cleanup.queue_ack_failed", entries=len(settle), error=str(exc)[:200])
+            return
+        for r in settle:
+            if r.ack:
+                self._held.discard(r.ack)
+        self.acked += len(settle)
+        self.dead_lettered += dead
+
+    async def _settle(self, settle: list[TaskResult]) -> int:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            dead = 0
+            for r in settle:
+                if r.outcome in _DEAD_LETTER and (
+                    r.outcome is not Outcome.SKIPPED or r.error_code in _INVALID_CODES
+                ):
+                    pipe.xadd(self.dead_letter, _dead_letter_fields(r))
+                    dead += 1
+            pipe.xack(self.stream, self.group, *[r.ack for r in settle if r.ack])
+            await pipe.execute()
+        return dead
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def _with_ack(result: TaskResult, entry_id: str) -> TaskResult:
+    from dataclasses import replace
+
+    return replace(result, ack=entry_id)
+
+
+def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
+    return {
+        "task_id": result.task_id,
+        "project_id": result.project_id,
+        "outcome": result.outcome.value,
+        "status": "" if result.status is None else str(result.status),
+        "attempts": str(result.attempts),
+        "error_code": result.error_code or "",
+        "error_msg": (result.error_msg or "")[:500],
+        "request_id": result.request_id or "",
+        "entry_id": result.ack or "",
+        "at": f"{time.time():.3f}",
+    }
+
+
+async def enqueue(
+    client: aioredis.Redis,
+    stream: str,
+    items: AsyncGenerator[list[SourceItem], None],
+    *,
+    message: str | None = None,
+) -> tuple[int, list[TaskResult]]:
+    """XADD every valid task in pipelined batches; return (added, bad lines)."""
+    added = 0
+    bad: list[TaskResult] = []
+    async for batch in items:
+        async with client.pipeline(transaction=False) as pipe:
+            count = 0
+            for item in batch:
+                if isinstance(item, TaskResult):
+                    bad.append(item)
+                    continue
+                fields: dict[Any, Any] = {"task_id": item.task_id, "project_id": item.project_id}
+                text = item.message or message
+                if text:
+                    fields["message"] = text
+                pipe.xadd(stream, fields)
+                count += 1
+            if count:
+                await pipe.execute()
+            added += count
+    return added, bad
+
+
+# GCRA with reservation on the server's clock: returns how long the caller waits for its slot.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + tolerance) + 1000)
+local wait = tat - tolerance - now
+if wait < 0 then wait = 0 end
+return tostring(wait)
+"""
+
+
+class SharedRateLimiter:
+    """The GCRA limiter of ``policy.RateLimiter``, kept in Redis for every replica at once."""
+
+    def __init__(self, client: aioredis.Redis, key: str, rate: float, burst: int) -> None:
+        self._redis = client
+        self._key = key
+        self._script = client.register_script(_GCRA)
+        self.burst = max(1, burst)
+        self.rate = rate
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self._rate = max(0.0, value)
+        self._interval_ms = 1000.0 / self._rate if self._rate > 0 else 0.0
+
+    async def acquire(self) -> float:
+        if self._interval_ms == 0.0:
+            return 0.0
+        tolerance = self._interval_ms * (self.burst - 1)
+        wait_ms = float(await self._script(keys=[self._key], args=[self._interval_ms, tolerance]))
+        if wait_ms > 0:
+            await anyio.sleep(wait_ms / 1000.0)
+        return wait_ms / 1000.0
