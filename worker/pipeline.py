@@ -25,12 +25,13 @@ import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import get_logger
 from worker.models import ApiResponse, Outcome, TaskRef, TaskResult
-from worker.policy import CircuitBreaker, Limiter, RetryBudget, decide
+from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
 from worker.report import OutcomeWriter, RunStats
 from worker.settings import Settings
 from worker.sources import SourceItem, TaskSource
@@ -130,6 +131,7 @@ class Pipeline:
         breaker: CircuitBreaker,
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
         rng: random.Random | None = None,
+        adaptive: AdaptiveRate | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -137,6 +139,7 @@ class Pipeline:
         self._journal = journal
         self._stats = stats
         self.limiter = limiter
+        self.adaptive = adaptive
         self.budget = budget
         self.breaker = breaker
         self._rng = rng or random.Random()
@@ -344,6 +347,7 @@ class Pipeline:
             attempts += 1
             self._reserved_deletes += 1
             self.inflight += 1
+            sent_at = self.adaptive.on_sent() if self.adaptive is not None else 0.0
             try:
                 last = await client.delete_task(ref.project_id, ref.task_id, ref.message)
             except TransportError as exc:
@@ -351,6 +355,7 @@ class Pipeline:
             finally:
                 self.inflight -= 1
             self._stats.on_answer(last)
+            self._pace(last, sent_at)
             decision = decide(
                 last,
                 attempts,
@@ -359,6 +364,7 @@ class Pipeline:
                 cap=settings.backoff_cap,
                 max_retry_after=settings.max_retry_after,
                 rng=self._rng,
+                paced=self.adaptive is not None,
             )
             if decision.outcome is not Outcome.DELETED:
                 self._reserved_deletes -= 1
@@ -386,6 +392,19 @@ class Pipeline:
             )
             with anyio.move_on_after(decision.delay):
                 await self._stop_event.wait()
+
+    def _pace(self, answer: ApiResponse | TransportError, sent_at: float) -> None:
+        """Throttling slows the whole run: the adaptive rate, and a Retry-After pause."""
+        throttled = isinstance(answer, ApiResponse) and answer.status == 429
+        if self.adaptive is not None and isinstance(answer, ApiResponse):
+            self.adaptive.on_answer(throttled, sent_at)
+        if (
+            throttled
+            and isinstance(answer, ApiResponse)
+            and answer.retry_after
+            and isinstance(self.limiter, RateLimiter)
+        ):
+            self.limiter.pause(min(answer.retry_after, self.settings.max_retry_after))
 
     def _warn_bad_input(self, result: TaskResult) -> None:
         """One warning per bad input line (the first 100; then every 1,000th), naming the line."""

@@ -45,8 +45,13 @@ def decide(
     cap: float,
     max_retry_after: float,
     rng: random.Random,
+    paced: bool = False,
 ) -> Decision:
-    """The whole retry decision for one answer to attempt number ``attempt`` (1-based)."""
+    """The whole retry decision for one answer to attempt number ``attempt`` (1-based).
+
+    ``paced``: an adaptive rate already slows the whole run on throttling, so a throttled task
+    backs off like any transient failure instead of holding its slot for 2-5 s.
+    """
     if isinstance(answer, ApiResponse):
         status = answer.status
         if 200 <= status < 300:
@@ -62,8 +67,9 @@ def decide(
         if answer.retry_after is not None:
             delay = min(answer.retry_after, max_retry_after)
         elif status == 429:
-            # Huawei's FAQ: wait 2-5 s after a throttling answer.
-            delay = rng.uniform(2.0, 5.0)
+            # Huawei's FAQ: wait 2-5 s after a throttling answer. Under an adaptive rate the
+            # shared limiter already spaces the retry; holding the slot would only starve it.
+            delay = 0.0 if paced else rng.uniform(2.0, 5.0)
         else:
             delay = full_jitter_backoff(attempt, base, cap, rng)
     else:
@@ -93,6 +99,7 @@ class RateLimiter:
     ) -> None:
         self._clock = clock
         self._tat = 0.0
+        self._paused_until = 0.0
         self.burst = max(1, burst)
         self.rate = rate
 
@@ -106,12 +113,16 @@ class RateLimiter:
         self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
         self._tolerance = self._interval * (self.burst - 1)
 
+    def pause(self, seconds: float) -> None:
+        """Hold every request for ``seconds`` (a throttling answer's ``Retry-After``)."""
+        self._paused_until = max(self._paused_until, self._clock() + seconds)
+
     def reserve(self) -> float:
         """Take the next slot; return how long to wait for it (0 when it is free now)."""
-        if self._interval == 0.0:
-            return 0.0
         now = self._clock()
-        tat = max(self._tat, now)
+        if self._interval == 0.0:
+            return max(0.0, self._paused_until - now)
+        tat = max(self._tat, now, self._paused_until)
         self._tat = tat + self._interval
         return max(0.0, tat - self._tolerance - now)
 

@@ -23,6 +23,7 @@ import anyio
 import anyio.abc
 
 from worker import queue
+from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.journal import Journal
@@ -225,7 +226,7 @@ async def _push(metrics: Metrics, gateway: str) -> None:
 
 
 def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
-    if settings.shared_rate_key is None or settings.rate == 0:
+    if settings.shared_rate_key is None or (settings.rate == 0 and not settings.adaptive_on()):
         return RateLimiter(settings.rate, settings.burst)
     url = settings.redis or settings.queue
     if url is None:
@@ -319,6 +320,7 @@ async def execute(
                 return code
         progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
         stack.callback(progress.close)
+        limiter = _make_limiter(settings, stack)
         pipeline = Pipeline(
             settings,
             client,
@@ -326,7 +328,8 @@ async def execute(
             journal,
             outcomes,
             stats,
-            limiter=_make_limiter(settings, stack),
+            limiter=limiter,
+            adaptive=AdaptiveRate(limiter, settings.rate) if settings.adaptive_on() else None,
             budget=RetryBudget(settings.retry_budget, settings.retry_refund),
             breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
             on_batch=progress.on_batch,
@@ -392,7 +395,11 @@ def _build_report(
     run_id: str,
     source: TaskSource,
 ) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {
+        "rate": pipeline.adaptive.summary()
+        if pipeline.adaptive is not None
+        else {"final": pipeline.limiter.rate, "adaptive": False},
+    }
     if isinstance(source, ShardFilter):
         extra["shard"] = {
             "index": source.index,

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     backoff_base: float = Field(default=0.5, gt=0, le=60)
     backoff_cap: float = Field(default=30.0, gt=0, le=600)
     max_retry_after: float = Field(default=120.0, gt=0)
+    adaptive: bool | None = None
 
     # Stopping, guards and the outage brakes.
     grace: float = Field(default=20.0, ge=0, le=3600)
@@ -231,6 +232,10 @@ class Settings(BaseSettings):
             dotenv_settings,
             TomlConfigSettingsSource(settings_cls),
         )
+
+    def adaptive_on(self) -> bool:
+        """Adapt to throttling: by default when the quota is unknown (``--rate 0``)."""
+        return self.rate == 0 if self.adaptive is None else self.adaptive
 
     def base_url(self) -> str:
         """The API endpoint: ``--endpoint`` if set, else ``https://dcs.{region}.myhuaweicloud.com``."""

@@ -1,0 +1,103 @@
+"""Adaptive rate: throttling cuts the shared rate, growth probes back, the ceiling holds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import outcomes, report, run, seed, write_ids
+from worker.adaptive import CUBIC_BETA, AdaptiveRate
+from worker.emulator import EmulatorServer, Faults
+from worker.policy import RateLimiter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drive(control: AdaptiveRate, clock: Clock, rate: float, seconds: float) -> None:
+    """Send at `rate` for `seconds`, every answer a success."""
+    steps = int(rate * seconds)
+    for _ in range(steps):
+        clock.now += 1 / rate
+        sent = control.on_sent()
+        control.on_answer(throttled=False, sent_at=sent)
+
+
+def test_throttle_cuts_to_beta_of_the_measured_rate() -> None:
+    """The first 429 sets the rate to 0.7 x what was being sent."""
+    clock = Clock()
+    limiter = RateLimiter(0, 10, clock=clock)
+    control = AdaptiveRate(limiter, ceiling=0, clock=clock)
+    drive(control, clock, 200, 5)
+    assert limiter.rate == 0  # no throttle yet: unlimited
+    control.on_answer(throttled=True, sent_at=control.on_sent())
+    assert limiter.rate == pytest.approx(200 * CUBIC_BETA, rel=0.05)
+    assert control.decreases == 1
+
+
+def test_throttles_of_requests_sent_before_the_cut_are_ignored() -> None:
+    """A burst of 429s for requests already in flight causes one decrease, not many."""
+    clock = Clock()
+    limiter = RateLimiter(0, 10, clock=clock)
+    control = AdaptiveRate(limiter, ceiling=0, clock=clock)
+    drive(control, clock, 200, 5)
+    in_flight = [control.on_sent() for _ in range(30)]
+    clock.now += 0.01
+    for sent in in_flight:
+        control.on_answer(throttled=True, sent_at=sent)
+    assert control.decreases == 1
+    clock.now += 0.5
+    control.on_answer(throttled=True, sent_at=control.on_sent())
+    assert control.decreases == 1  # sent before the cut could show
+    clock.now += 1.0
+    control.on_answer(throttled=True, sent_at=control.on_sent())
+    assert control.decreases == 2
+
+
+def test_rate_probes_back_up_and_respects_the_ceiling() -> None:
+    """After a cut the rate grows back past the old maximum, never above --rate."""
+    clock = Clock()
+    limiter = RateLimiter(300, 10, clock=clock)
+    control = AdaptiveRate(limiter, ceiling=300, clock=clock)
+    drive(control, clock, 200, 3)
+    control.on_answer(throttled=True, sent_at=control.on_sent())
+    low = limiter.rate
+    drive(control, clock, low, 2)
+    mid = limiter.rate
+    assert low < mid < 200
+    for _ in range(20):
+        drive(control, clock, limiter.rate, 1)
+    assert limiter.rate == 300
+
+
+def test_retry_after_pauses_everyone() -> None:
+    """Limiter.pause holds every slot, even with no rate set."""
+    clock = Clock()
+    limiter = RateLimiter(0, 1, clock=clock)
+    limiter.pause(2.0)
+    assert limiter.reserve() == pytest.approx(2.0)
+    clock.now += 2.5
+    assert limiter.reserve() == 0.0
+
+
+@pytest.mark.slow
+def test_unknown_quota_is_found(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--rate 0 against a 150/s quota: the run slows down to it; few 429s; all deleted."""
+    ids = seed(emulator, 900, Faults(quota_rate=150, quota_burst=15))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert (
+        run(emulator, tmp_path, path, "--rate", "0", "--concurrency", "32", "--max-attempts", "10")
+        == 0
+    )
+    assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 900}
+    rep = report(tmp_path)
+    assert rep["rate"]["decreases"] >= 1
+    assert 40 < rep["rate"]["final"] < 400
+    assert rep["throttled"] / rep["requests"] < 0.2
