@@ -114,6 +114,8 @@ class DcsClient:
             timeout=aiohttp.ClientTimeout(total=self._timeout),
             headers={"User-Agent": f"dcs-task-cleanup/{__version__}"},
             skip_auto_headers=("Accept-Encoding",),
+            # No cookies in this API: skip the jar's per-request filtering.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             raise_for_status=False,
         )

@@ -34,7 +34,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     updated_at REAL NOT NULL,
     PRIMARY KEY (project_id, task_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tasks_by_outcome ON tasks (outcome);
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
     started_at  REAL NOT NULL,
@@ -45,14 +44,13 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 PENDING = "pending"
 _DONE = (Outcome.DELETED.value, Outcome.ABSENT.value)
-_CLAIM = """
+_INSERT = """
 INSERT INTO tasks (project_id, task_id, outcome, run_id, source, line, updated_at)
 VALUES (?, ?, 'pending', ?, ?, ?, ?)
-ON CONFLICT (project_id, task_id) DO UPDATE SET
-    outcome = 'pending', run_id = excluded.run_id, source = excluded.source,
-    line = excluded.line, updated_at = excluded.updated_at
-WHERE tasks.run_id != excluded.run_id AND tasks.outcome NOT IN ('deleted', 'absent')
-RETURNING 1
+"""
+_RECLAIM = """
+UPDATE tasks SET outcome = 'pending', run_id = ?, source = ?, line = ?, updated_at = ?
+WHERE project_id = ? AND task_id = ?
 """
 _RECORD = """
 UPDATE tasks SET outcome = ?, status = ?, attempts = ?, error_code = ?, error_msg = ?,
@@ -93,25 +91,51 @@ class Journal:
         ``deleted`` or ``absent``. Anything else a previous run left is claimed again.
         """
         now = time.time()
-        out: list[str | None] = []
+        keys = [(ref.project_id, ref.task_id) for ref in refs]
         try:
+            known = self._known(list(set(keys)))
+            out: list[str | None] = []
+            inserts, reclaims = [], []
+            seen: set[tuple[str, str]] = set()
+            for ref, key in zip(refs, keys, strict=True):
+                prev = known.get(key)
+                if key in seen or (prev is not None and prev[1] == self.run_id):
+                    out.append("duplicate")
+                elif prev is not None and prev[0] in _DONE:
+                    out.append("already_done")
+                else:
+                    row = (self.run_id, ref.source, ref.line, now)
+                    if prev is None:
+                        inserts.append((ref.project_id, ref.task_id, *row))
+                    else:
+                        reclaims.append((*row, ref.project_id, ref.task_id))
+                    out.append(None)
+                seen.add(key)
             with self._tx():
-                for ref in refs:
-                    row = self._db.execute(
-                        _CLAIM,
-                        (ref.project_id, ref.task_id, self.run_id, ref.source, ref.line, now),
-                    ).fetchone()
-                    if row is not None:
-                        out.append(None)
-                        continue
-                    prev = self._db.execute(
-                        "SELECT outcome, run_id FROM tasks WHERE project_id = ? AND task_id = ?",
-                        (ref.project_id, ref.task_id),
-                    ).fetchone()
-                    out.append("already_done" if prev[1] != self.run_id else "duplicate")
+                self._db.executemany(_INSERT, inserts)
+                self._db.executemany(_RECLAIM, reclaims)
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
         return out
+
+    def _known(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
+        """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
+        by_project: dict[str, list[str]] = {}
+        for project_id, task_id in keys:
+            by_project.setdefault(project_id, []).append(task_id)
+        found: dict[tuple[str, str], tuple[str, str]] = {}
+        for project_id, task_ids in by_project.items():
+            for start in range(0, len(task_ids), 500):
+                chunk = task_ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT task_id, outcome, run_id FROM tasks "  # noqa: S608 - marks only
+                    f"WHERE project_id = ? AND task_id IN ({marks})",
+                    [project_id, *chunk],
+                )
+                for task_id, outcome, run_id in rows:
+                    found[(project_id, task_id)] = (outcome, run_id)
+        return found
 
     def record(self, results: Sequence[TaskResult]) -> None:
         """Write final outcomes of claimed tasks and commit (skipped lines are not stored)."""

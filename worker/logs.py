@@ -67,6 +67,12 @@ class _Output:
 
 
 _output: _Output | None = None
+_debug = False
+
+
+def debug_enabled() -> bool:
+    """Whether debug events are emitted; hot paths check it before building an event."""
+    return _debug
 
 
 def route_lines(hook: Callable[[str], None] | None) -> None:
@@ -88,7 +94,8 @@ def configure_logging(
     stream: TextIO | None = None,
 ) -> None:
     """Configure structlog for the process (idempotent; the last call wins)."""
-    global _output  # noqa: PLW0603 - structlog's logger factory is process-wide too
+    global _output, _debug  # noqa: PLW0603 - structlog's configuration is process-wide too
+    _debug = level == "debug"
     out = stream or sys.stdout
     _output = _Output(out)
     renderer: structlog.typing.Processor

@@ -16,6 +16,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[int | str, Counter] = {}
         self.outcomes = Counter(
             "dcs_cleanup_tasks", "Tasks by final outcome", ["outcome"], registry=self.registry
         )
@@ -40,20 +41,30 @@ class Metrics:
             "dcs_cleanup_rate_limit", "Request rate limit now (0 = none)", registry=self.registry
         )
 
+    def _status(self, key: int | str) -> Counter:
+        # labels() takes a lock and builds a key on every call; the children are few and fixed.
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.responses.labels(str(key))
+        return child
+
     def on_answer(self, answer: ApiResponse | TransportError) -> None:
         if isinstance(answer, ApiResponse):
-            self.responses.labels(str(answer.status)).inc()
+            self._status(answer.status).inc()
             self.latency.observe(answer.elapsed_ms / 1000.0)
             if answer.status == 429:
                 self.throttled.inc()
         elif isinstance(answer, RequestTimeoutError):
-            self.responses.labels("timeout").inc()
+            self._status("timeout").inc()
         else:
-            self.responses.labels("network").inc()
+            self._status("network").inc()
 
     def on_results(self, results: Iterable[TaskResult]) -> None:
+        counts: dict[str, int] = {}
         for result in results:
-            self.outcomes.labels(result.outcome.value).inc()
+            counts[result.outcome.value] = counts.get(result.outcome.value, 0) + 1
+        for outcome, count in counts.items():
+            self.outcomes.labels(outcome).inc(count)
 
     def push(self, gateway: str, job: str = "dcs-cleanup") -> None:
         """Push every metric of this run to a Prometheus Pushgateway (blocking)."""

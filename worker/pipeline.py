@@ -29,7 +29,7 @@ from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import JournalError, TransportError
 from worker.journal import Journal
-from worker.logs import get_logger
+from worker.logs import debug_enabled, get_logger
 from worker.models import ApiResponse, Outcome, TaskRef, TaskResult
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
 from worker.report import OutcomeWriter, RunStats
@@ -73,17 +73,19 @@ class Sink:
         self.error: JournalError | None = None
 
     async def record(self, results: Sequence[TaskResult]) -> None:
-        """Hand over final outcomes and wait until they are durable. Shielded from cancellation:
-        an outcome that is known is never dropped."""
-        with anyio.CancelScope(shield=True):
-            if self.error is not None:
-                raise self.error
-            self._pending.extend(results)
-            done = self._done
-            self._wakeup.set()
-            await done.wait()
-            if self.error is not None:
-                raise self.error
+        """Hand over final outcomes and wait until they are durable.
+
+        The results are queued before the first await, so a caller cancelled while waiting
+        (a hard stop) still has them written: an outcome that is known is never dropped.
+        """
+        if self.error is not None:
+            raise self.error
+        self._pending.extend(results)
+        done = self._done
+        self._wakeup.set()
+        await done.wait()
+        if self.error is not None:
+            raise self.error
 
     async def run(self) -> None:
         while True:
@@ -235,15 +237,17 @@ class Pipeline:
             return False
         return True
 
-    async def _send(self, work_tx: MemoryObjectSendStream[TaskRef], ref: TaskRef) -> bool:
-        """Hand a task to the workers; False if a stop came first (the task was not handed)."""
+    async def _send(self, work_tx: MemoryObjectSendStream[TaskRef], refs: list[TaskRef]) -> int:
+        """Hand tasks to the workers; return how many were handed before a stop (if any)."""
+        sent = 0
         with anyio.CancelScope() as scope:
             self._intake_scope = scope
             if self.stop_reason is not None:
                 scope.cancel()
-            await work_tx.send(ref)
-            return True
-        return False
+            for ref in refs:
+                await work_tx.send(ref)
+                sent += 1
+        return sent
 
     async def _intake(self, work_tx: MemoryObjectSendStream[TaskRef]) -> None:
         batches = self._source.batches()
@@ -254,10 +258,9 @@ class Pipeline:
                     if batch is None:
                         break
                     refs = await self._claim(batch)
-                    for index, ref in enumerate(refs):
-                        if not await self._send(work_tx, ref):
-                            await self._record([self._unsent(r) for r in refs[index:]])
-                            break
+                    sent = await self._send(work_tx, refs)
+                    if sent < len(refs):
+                        await self._record([self._unsent(r) for r in refs[sent:]])
                     if self.stop_reason is not None:
                         break
             if self.stop_reason is None:
@@ -383,13 +386,7 @@ class Pipeline:
                     ref, Outcome.FAILED, last, attempts, started, note="retry budget exhausted"
                 )
             self._stats.on_retry()
-            log.debug(
-                "cleanup.retry_scheduled",
-                task_id=ref.task_id,
-                attempt=attempts,
-                wait_for=round(decision.delay, 3),
-                cause=_describe(last),
-            )
+            _log_retry(ref, attempts, decision.delay, last)
             with anyio.move_on_after(decision.delay):
                 await self._stop_event.wait()
 
@@ -486,7 +483,7 @@ class Pipeline:
                 error_msg=msg,
                 request_id=request_id,
             )
-        else:
+        elif debug_enabled():
             log.debug(
                 "cleanup.task_done",
                 task_id=ref.task_id,
@@ -523,6 +520,18 @@ class Pipeline:
             line=ref.line,
             ack=ref.ack,
         )
+
+
+def _log_retry(
+    ref: TaskRef, attempt: int, delay: float, last: ApiResponse | TransportError
+) -> None:
+    log.debug(
+        "cleanup.retry_scheduled",
+        task_id=ref.task_id,
+        attempt=attempt,
+        wait_for=round(delay, 3),
+        cause=_describe(last),
+    )
 
 
 def _drain(rx: MemoryObjectReceiveStream[TaskRef]) -> list[TaskRef]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from urllib.parse import quote
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 EMPTY_BODY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +41,21 @@ class Credentials:
 
 def encode(value: str) -> str:
     """Percent-encode everything but ``A-Za-z0-9-_.~``, with uppercase hex (RFC 3986)."""
-    if all(ch in _UNRESERVED for ch in value):
+    if _UNRESERVED.fullmatch(value):
         return value
     return quote(value, safe="~")
 
 
 def canonical_uri(path: str) -> str:
     """The signed form of a raw (unencoded) path: segments encoded, a trailing ``/`` added."""
-    uri = "/".join(encode(segment) for segment in path.split("/"))
+    uri = wire_path(path)
     return uri if uri.endswith("/") else uri + "/"
 
 
 def wire_path(path: str) -> str:
     """The form of a raw path that is sent: segments encoded, no trailing ``/`` added."""
+    if _UNRESERVED_PATH.fullmatch(path):
+        return path  # the usual case: validated IDs need no encoding
     return "/".join(encode(segment) for segment in path.split("/"))
 
 

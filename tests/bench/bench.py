@@ -1,0 +1,210 @@
+"""The benchmark: throughput, CPU per task, memory and quota-finding, as a table.
+
+Not part of the test run (figures on a shared 2-core machine are noisy; the ratios, taken from
+cases run in turns in one invocation, are what to compare). Usage, from the project root:
+
+    uv run python tests/bench/bench.py            # the full set (about 5 minutes)
+    uv run python tests/bench/bench.py --quick    # a smoke run with small counts
+
+Needs Debian's nginx (``apt-get install nginx-light``) as the fast loopback server.
+
+Cases: (a) a bare aiohttp gather script with a semaphore (default asyncio loop, and with uvloop),
+(b) the official huaweicloudsdkdcs client in a sequential loop, (c) this worker with journal,
+outcomes and report on — all against nginx answering 200; then the worker against the emulator's
+200/s quota (burst 20) with ``--rate 0`` (unknown quota) and ``--rate 200``; then peak RSS for
+30,000 and 300,000 tasks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PROJECT = "0" * 31 + "1"
+AK, SK = "DEMOACCESSKEY0000000", "demo-secret-key-not-a-real-one-0000000000"
+
+
+@dataclass
+class Run:
+    name: str
+    tasks: int
+    wall: float
+    cpu: float
+    rss_mb: float
+    extra: dict[str, float]
+
+    @property
+    def per_s(self) -> float:
+        return self.tasks / self.wall
+
+    @property
+    def cpu_per_1000(self) -> float:
+        return self.cpu / self.tasks * 1000
+
+
+def measure(name: str, tasks: int, cmd: list[str], env: dict[str, str] | None = None) -> Run:
+    """Run cmd as a child; wall time, its CPU (user+sys) and peak RSS from wait4."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if code != 0:
+        raise SystemExit(f"{name}: exit {code}\n{err[-2000:]}")
+    return Run(name, tasks, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, {})
+
+
+def start_nginx(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(exe).exists():
+        raise SystemExit("nginx is needed: apt-get install nginx-light")
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1; daemon off; pid {folder}/nginx.pid; error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 10000000;
+  client_body_temp_path {folder}/b; proxy_temp_path {folder}/p; fastcgi_temp_path {folder}/f;
+  uwsgi_temp_path {folder}/u; scgi_temp_path {folder}/s;
+  server {{ listen 127.0.0.1:{port}; location / {{ add_header X-Request-Id bench; return 200; }} }}
+}}
+"""
+    )
+    proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(folder)], stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc
+
+
+def ids_file(folder: Path, count: int) -> Path:
+    path = folder / f"ids-{count}.txt"
+    if not path.exists():
+        path.write_text("".join(f"task{n:010d}\n" for n in range(count)))
+    return path
+
+
+def worker_cmd(url: str, ids: Path, folder: Path, *extra: str) -> list[str]:
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "o.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+    return [
+        sys.executable, "-m", "worker", "run", "--input", str(ids), "--endpoint", url,
+        "--project-id", PROJECT, "--concurrency", "64", "--rate", "0", "--max-attempts", "10",
+        "--journal", str(folder / "journal.sqlite"), "--outcomes", str(folder / "o.jsonl"),
+        "--report", str(folder / "report.json"), "--log-format", "json", "--progress", "off",
+        *extra,
+    ]  # fmt: skip
+
+
+def quota_case(folder: Path, tasks: int, rate: str) -> Run:
+    """The worker against the emulator (own process) with a 200/s quota, burst 20."""
+    port = 18090
+    ids = folder / "quota-ids.txt"
+    emu = subprocess.Popen(
+        [sys.executable, "-m", "worker", "emulator", "--port", str(port), "--tasks", str(tasks),
+         "--ids-out", str(ids), "--quota-rate", "200", "--quota-burst", "20", "--no-verify"],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        run = measure(
+            f"worker, --rate {rate}, quota 200/s",
+            tasks,
+            worker_cmd(f"http://127.0.0.1:{port}", ids, folder, "--rate", rate),
+            {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
+        )
+    finally:
+        emu.terminate()
+        emu.wait()
+    report = json.loads((folder / "report.json").read_text())
+    run.extra = {
+        "goodput_ratio": report["outcomes"]["deleted"] / report["duration_s"] / 200,
+        "share_429": report["throttled"] / report["requests"],
+    }
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args()
+    n, n_sdk, n_quota = (4000, 300, 800) if args.quick else (40_000, 2000, 6000)
+    mem_small, mem_big = (3000, 30_000) if args.quick else (30_000, 300_000)
+    folder = Path(tempfile.mkdtemp(prefix="dcs-bench-"))
+    port = 18080
+    url = f"http://127.0.0.1:{port}"
+    creds = {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK}
+    nginx = start_nginx(folder, port)
+    rows: list[Run] = []
+    try:
+        ids = ids_file(folder, n)
+        bare = [sys.executable, str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]
+        uvloop_bare = [sys.executable, "-c",
+            "import runpy,sys,uvloop; uvloop.install(); sys.argv=sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')",
+            str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]  # fmt: skip
+        sdk_ids = ids_file(folder, n_sdk)
+        sdk = [sys.executable, str(HERE / "official_sdk.py"), url, PROJECT, str(sdk_ids)]
+        # In turns: baseline, worker, baseline, worker; the best of each is kept.
+        runs: dict[str, list[Run]] = {"bare": [], "bare_uvloop": [], "worker": [], "sdk": []}
+        for _ in range(2):
+            runs["bare"].append(measure("(a) bare aiohttp, asyncio loop", n, bare))
+            runs["bare_uvloop"].append(measure("(a') bare aiohttp, uvloop", n, uvloop_bare))
+            runs["worker"].append(
+                measure(
+                    "(c) worker: signed, journal, outcomes, report",
+                    n,
+                    worker_cmd(url, ids, folder),
+                    creds,
+                )
+            )
+        runs["sdk"].append(measure("(b) official SDK, sequential", n_sdk, sdk))
+        best = {k: max(v, key=lambda r: r.per_s) for k, v in runs.items()}
+        rows += [best["bare"], best["bare_uvloop"], best["sdk"], best["worker"]]
+        unknown = quota_case(folder, n_quota, "0")
+        known = quota_case(folder, n_quota, "200")
+        rows += [unknown, known]
+        small = measure(f"worker RSS, {mem_small:,} tasks", mem_small,
+                        worker_cmd(url, ids_file(folder, mem_small), folder), creds)  # fmt: skip
+        big = measure(f"worker RSS, {mem_big:,} tasks", mem_big,
+                      worker_cmd(url, ids_file(folder, mem_big), folder), creds)  # fmt: skip
+        rows += [small, big]
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    print(f"\n{'case':<48} {'tasks':>8} {'tasks/s':>9} {'CPU s/1k':>9} {'peak RSS MB':>12}")
+    for r in rows:
+        print(f"{r.name:<48} {r.tasks:>8} {r.per_s:>9.0f} {r.cpu_per_1000:>9.3f} {r.rss_mb:>12.1f}")
+    bare_best = max(best["bare"], best["bare_uvloop"], key=lambda r: r.per_s)
+    print("\nratio                                                        measured   target")
+    w, b, sdk_best = best["worker"], best["bare"], best["sdk"]
+    unk, kn = unknown.extra, known.extra
+    lines = [
+        ("tasks/s, worker / bare aiohttp (asyncio loop)", w.per_s / b.per_s, ">= 0.9"),
+        ("tasks/s, worker / bare aiohttp (faster loop)", w.per_s / bare_best.per_s, ">= 0.9"),
+        ("tasks/s, worker / official SDK sequential", w.per_s / sdk_best.per_s, ">= 8"),
+        ("CPU per task, worker / bare aiohttp", w.cpu_per_1000 / b.cpu_per_1000, "lower: better"),
+        ("--rate 0 vs unknown 200/s quota: goodput / quota", unk["goodput_ratio"], ">= 0.9"),
+        ("--rate 0: share of requests answered 429", unk["share_429"], "<= 0.05"),
+        ("--rate 200 vs 200/s quota: goodput / quota", kn["goodput_ratio"], ">= 0.97"),
+        ("--rate 200: share of requests answered 429", kn["share_429"], "<= 0.01"),
+        (f"peak RSS {mem_big:,} tasks, MB", big.rss_mb, "< 150"),
+        (f"peak RSS {mem_big:,} / {mem_small:,} tasks", big.rss_mb / small.rss_mb, "<= 1.3"),
+    ]  # fmt: skip
+    for label, value, target in lines:
+        print(f"{label:<60} {value:>8.3f}   {target}")
+
+
+if __name__ == "__main__":
+    main()
