@@ -147,3 +147,15 @@ def test_breaker_opens_on_failure_ratio() -> None:
         assert not breaker.record(True)
     assert not breaker.opened  # 7 of 10
     assert breaker.record(True)  # the oldest success leaves the window: 8 of 10
+
+
+def test_paced_throttle_backs_off_briefly_never_instantly() -> None:
+    """Under an adaptive rate a 429 waits full jitter on a 0.25 s floor, not 2-5 s, not zero."""
+    rng = random.Random(3)
+    delays = [
+        decide(answer(429), 3, 10, base=0.01, cap=30, max_retry_after=60, rng=rng, paced=True).delay
+        for _ in range(200)
+    ]
+    assert max(delays) <= 1.0  # 0.25 * 2**2
+    assert max(delays) > 0.5
+    assert sum(delays) / len(delays) > 0.3

@@ -20,6 +20,7 @@ from worker.errors import RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+PACED_THROTTLE_BASE = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ def decide(
     """The whole retry decision for one answer to attempt number ``attempt`` (1-based).
 
     ``paced``: an adaptive rate already slows the whole run on throttling, so a throttled task
-    backs off like any transient failure instead of holding its slot for 2-5 s.
+    backs off briefly (full jitter, base at least 0.25 s) instead of holding its slot 2-5 s.
     """
     if isinstance(answer, ApiResponse):
         status = answer.status
@@ -66,10 +67,14 @@ def decide(
             return Decision(Outcome.REJECTED)
         if answer.retry_after is not None:
             delay = min(answer.retry_after, max_retry_after)
+        elif status == 429 and paced:
+            # The adaptive limiter slows the whole run; the task itself backs off only briefly
+            # (holding its slot for 2-5 s would starve the limiter), but enough that a cut
+            # still settling cannot burn all its attempts in a burst.
+            delay = full_jitter_backoff(attempt, max(base, PACED_THROTTLE_BASE), cap, rng)
         elif status == 429:
-            # Huawei's FAQ: wait 2-5 s after a throttling answer. Under an adaptive rate the
-            # shared limiter already spaces the retry; holding the slot would only starve it.
-            delay = 0.0 if paced else rng.uniform(2.0, 5.0)
+            # Huawei's FAQ: wait 2-5 s after a throttling answer.
+            delay = rng.uniform(2.0, 5.0)
         else:
             delay = full_jitter_backoff(attempt, base, cap, rng)
     else:
@@ -87,7 +92,26 @@ class Limiter(Protocol):
     async def acquire(self) -> float: ...
 
 
-class RateLimiter:
+class GcraRate:
+    """A rate and burst, and the GCRA emission interval and tolerance they give (seconds).
+    Shared by the local limiter and the Redis one, so both pace by the same formula."""
+
+    burst: int
+    _interval: float = 0.0
+    _tolerance: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    @rate.setter
+    def rate(self, value: float) -> None:
+        self._rate = max(0.0, value)
+        self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
+        self._tolerance = self._interval * (self.burst - 1)
+
+
+class RateLimiter(GcraRate):
     """A GCRA (virtual-scheduling) limiter: ``rate`` per second with bursts of ``burst``.
 
     Each ``acquire`` reserves the next free slot and sleeps until it, so waiters are served in
@@ -102,16 +126,6 @@ class RateLimiter:
         self._paused_until = 0.0
         self.burst = max(1, burst)
         self.rate = rate
-
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @rate.setter
-    def rate(self, value: float) -> None:
-        self._rate = max(0.0, value)
-        self._interval = 1.0 / self._rate if self._rate > 0 else 0.0
-        self._tolerance = self._interval * (self.burst - 1)
 
     def pause(self, seconds: float) -> None:
         """Hold every request for ``seconds`` (a throttling answer's ``Retry-After``)."""

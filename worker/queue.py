@@ -26,6 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskRef, TaskResult
+from worker.policy import GcraRate
 from worker.sources import IdValidator, SourceItem, skipped
 
 log = get_logger()
@@ -272,7 +273,7 @@ return tostring(wait)
 """
 
 
-class SharedRateLimiter:
+class SharedRateLimiter(GcraRate):
     """The GCRA limiter of ``policy.RateLimiter``, kept in Redis for every replica at once."""
 
     def __init__(self, client: aioredis.Redis, key: str, rate: float, burst: int) -> None:
@@ -282,20 +283,11 @@ class SharedRateLimiter:
         self.burst = max(1, burst)
         self.rate = rate
 
-    @property
-    def rate(self) -> float:
-        return self._rate
-
-    @rate.setter
-    def rate(self, value: float) -> None:
-        self._rate = max(0.0, value)
-        self._interval_ms = 1000.0 / self._rate if self._rate > 0 else 0.0
-
     async def acquire(self) -> float:
-        if self._interval_ms == 0.0:
+        if self._interval == 0.0:
             return 0.0
-        tolerance = self._interval_ms * (self.burst - 1)
-        wait_ms = float(await self._script(keys=[self._key], args=[self._interval_ms, tolerance]))
+        args = [self._interval * 1000.0, self._tolerance * 1000.0]
+        wait_ms = float(await self._script(keys=[self._key], args=args))
         if wait_ms > 0:
             await anyio.sleep(wait_ms / 1000.0)
         return wait_ms / 1000.0
