@@ -153,7 +153,9 @@ def test_paced_throttle_backs_off_briefly_never_instantly() -> None:
     """Under an adaptive rate a 429 waits full jitter on a 0.25 s floor, not 2-5 s, not zero."""
     rng = random.Random(3)
     delays = [
-        decide(answer(429), 3, 10, base=0.01, cap=30, max_retry_after=60, rng=rng, paced=True).delay
+        decide(
+            answer(429), 3, 10, base=0.01, cap=0.05, max_retry_after=60, rng=rng, paced=True
+        ).delay
         for _ in range(200)
     ]
     assert max(delays) <= 1.0  # 0.25 * 2**2

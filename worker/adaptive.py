@@ -115,7 +115,7 @@ class AdaptiveRate:
         self._prune(now)
         total = len(self._answers)
         throttled = sum(1 for _, was_429 in self._answers if was_429)
-        if total < 20 or throttled < 0.02 * total:
+        if total < 10 or throttled < 0.02 * total:
             return math.inf
         span = max(now - self._answers[0][0], 0.1)
         return (total - throttled) / span

@@ -20,7 +20,10 @@ from worker.errors import RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# Under an adaptive rate a throttled task backs off on at least this scale, whatever
+# --backoff-base/--backoff-cap say for errors, so a cut still settling cannot use up its attempts.
 PACED_THROTTLE_BASE = 0.25
+PACED_THROTTLE_CAP = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +54,7 @@ def decide(
     """The whole retry decision for one answer to attempt number ``attempt`` (1-based).
 
     ``paced``: an adaptive rate already slows the whole run on throttling, so a throttled task
-    backs off briefly (full jitter, base at least 0.25 s) instead of holding its slot 2-5 s.
+    backs off briefly (full jitter, base >= 0.25 s, cap >= 4 s) instead of holding its slot 2-5 s.
     """
     if isinstance(answer, ApiResponse):
         status = answer.status
@@ -71,7 +74,9 @@ def decide(
             # The adaptive limiter slows the whole run; the task itself backs off only briefly
             # (holding its slot for 2-5 s would starve the limiter), but enough that a cut
             # still settling cannot burn all its attempts in a burst.
-            delay = full_jitter_backoff(attempt, max(base, PACED_THROTTLE_BASE), cap, rng)
+            delay = full_jitter_backoff(
+                attempt, max(base, PACED_THROTTLE_BASE), max(cap, PACED_THROTTLE_CAP), rng
+            )
         elif status == 429:
             # Huawei's FAQ: wait 2-5 s after a throttling answer.
             delay = rng.uniform(2.0, 5.0)

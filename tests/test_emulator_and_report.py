@@ -1,0 +1,73 @@
+"""The emulator's own API (ListCenterTask, stats) and re-rendering a report from a journal."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import PROJECT, outcomes, report, run, seed, unknown_ids, write_ids
+from worker.cli import main
+from worker.client import DcsClient
+from worker.emulator import EmulatorServer, Faults
+from worker.emulator.app import DEMO_AK, DEMO_SK
+from worker.signer import Credentials, Signer
+
+
+def test_list_center_task_pages_with_signed_get(emulator: EmulatorServer) -> None:
+    """GET /v2/{project}/tasks: task_count is a string, pages by offset/limit, limit 1..1000."""
+    seed(emulator, 25)
+
+    async def go() -> tuple[int, int]:
+        signer = Signer(Credentials(DEMO_AK, DEMO_SK))
+        async with DcsClient(emulator.url, signer, concurrency=2, timeout=5) as client:
+            page = await client.list_tasks(PROJECT, offset=20, limit=10)
+            bad = await client.list_tasks(PROJECT, offset=0, limit=1001)
+        return page.status, bad.status
+
+    ok, bad = anyio.run(go)
+    assert ok == 200
+    assert bad == 400
+    url = f"{emulator.url}/_emulator/stats"
+    stats = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    assert stats["by_status"] == {"200": 1, "400": 1}
+    assert stats["remaining"] == 25
+
+
+def test_stats_endpoint_tells_what_was_received(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """/_emulator/stats counts requests, statuses and deletions as a test or operator sees them."""
+    ids = seed(emulator, 30) + unknown_ids(5)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 0
+    stats = json.loads(urllib.request.urlopen(f"{emulator.url}/_emulator/stats", timeout=5).read())
+    assert stats["deleted"] == 30
+    assert stats["deleted_twice"] == 0
+    assert stats["by_status"] == {"200": 30, "404": 5}
+    assert stats["remaining"] == 0
+
+
+def test_report_command_rerenders_from_the_journal(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report --journal: the final state of every task across runs, as report and outcomes."""
+    ids = seed(emulator, 40, Faults(reject_share=0.25))
+    journal = tmp_path / "journal.sqlite"
+    path = write_ids(tmp_path / "ids.txt", [*ids, *unknown_ids(4)])
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 1
+    first = Counter(r["outcome"] for r in outcomes(tmp_path))
+    out_dir = tmp_path / "rerender"
+    out_dir.mkdir()
+    code = main(
+        ["report", "--journal", str(journal), "--report", str(out_dir / "report.json"),
+         "--outcomes", str(out_dir / "outcomes.jsonl")]
+    )  # fmt: skip
+    assert code == 0
+    again = Counter(r["outcome"] for r in outcomes(out_dir))
+    assert again == first
+    rep = report(out_dir)
+    assert rep["outcomes"]["rejected"] == first["rejected"] > 0
+    assert rep["exit_code"] == 1
+    assert "rejected" in capsys.readouterr().err
