@@ -157,24 +157,17 @@ def test_full_outage_is_bounded_and_resumable(emulator: EmulatorServer, tmp_path
 def test_retry_failed_takes_its_tasks_from_the_journal(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
-    """--retry-failed re-attempts failed tasks from the journal alone, no input needed."""
-    ids = seed(emulator, 60, Faults(error_rate=1.0))
+    """--retry-failed re-attempts failed tasks from the journal alone, no input needed; three
+    pages of them, so paging the journal overlaps the sink's writes to it."""
+    ids = seed(emulator, 1500, Faults(error_rate=1.0))
     path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
-    assert (
-        run(
-            emulator,
-            tmp_path,
-            path,
-            "--journal",
-            str(journal),
-            "--max-attempts",
-            "1",
-            "--breaker-threshold",
-            "1",
-        )
-        == 1
-    )
+    first = run(
+        emulator, tmp_path, path, "--journal", str(journal), "--max-attempts", "1",
+        "--breaker-window", "100000",
+    )  # fmt: skip
+    assert first == 1
+    assert journal_outcomes(journal) == {"failed": 1500}
     emulator.state.set_faults(Faults())
     from worker.cli import main
 
@@ -184,7 +177,9 @@ def test_retry_failed_takes_its_tasks_from_the_journal(
     )  # fmt: skip
     assert code == 0
     assert emulator.state.remaining() == 0
-    assert report(tmp_path)["outcomes"]["deleted"] == 60
+    assert max(emulator.state.deleted.values()) == 1
+    assert report(tmp_path)["outcomes"]["deleted"] == 1500
+    assert journal_outcomes(journal) == {"deleted": 1500}
 
 
 def test_max_deletes_guard_never_exceeds(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import os
 import random
 import sys
 import tempfile
-import types
 import typing
 from collections.abc import Sequence
 from pathlib import Path
@@ -249,7 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_emulator(args: argparse.Namespace) -> int:
     from worker.emulator import EmulatorState, Faults
-    from worker.emulator.app import DEMO_AK, DEMO_SK
+    from worker.emulator.app import DEMO_AK
     from worker.emulator.server import serve_forever
     from worker.settings import is_loopback
 
@@ -288,7 +287,6 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    del DEMO_SK
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(state, args.host, args.port))
     return 0
@@ -396,4 +394,4 @@ def entrypoint() -> None:
     sys.exit(main())
 
 
-__all__ = ["main", "types"]
+__all__ = ["entrypoint", "main"]

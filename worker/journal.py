@@ -4,12 +4,14 @@ A task is *claimed* (a ``pending`` row, committed) before its request is sent, a
 is written (committed) before its worker slot takes the next task, so a crash loses at most the
 answers of the requests in flight. The same table is the duplicate check: memory stays flat however
 many IDs stream through. Without ``--journal`` the run uses a temporary journal that is deleted at
-the end. All calls are synchronous and short; the pipeline runs them in one worker thread.
+the end. All calls are synchronous and short, run from worker threads; one lock per journal
+serialises them, as the one SQLite connection must not be used by two threads at once.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -60,11 +62,12 @@ WHERE project_id = ? AND task_id = ?
 
 
 class Journal:
-    """One journal file. Not thread-safe: the pipeline serialises calls through one thread."""
+    """One journal file. Every public method holds the journal's lock while it runs."""
 
     def __init__(self, path: Path, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
+        self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -85,6 +88,10 @@ class Journal:
         return f"Journal({str(self.path)!r}, run_id={self.run_id!r})"
 
     def claim(self, refs: Sequence[TaskRef]) -> list[str | None]:
+        with self._lock:
+            return self._claim(refs)
+
+    def _claim(self, refs: Sequence[TaskRef]) -> list[str | None]:
         """Mark each task pending for this run; per task None (send it) or why it is skipped.
 
         ``duplicate``: already claimed by this run. ``already_done``: a previous run ended it
@@ -139,6 +146,10 @@ class Journal:
 
     def record(self, results: Sequence[TaskResult]) -> None:
         """Write final outcomes of claimed tasks and commit (skipped lines are not stored)."""
+        with self._lock:
+            self._record(results)
+
+    def _record(self, results: Sequence[TaskResult]) -> None:
         now = time.time()
         rows = [
             (
@@ -168,13 +179,14 @@ class Journal:
         """Up to ``limit`` tasks after key ``after`` that a run left ``failed``, ``not_attempted``
         or ``pending`` (for ``--retry-failed``), in key order so claiming them while paging is safe.
         """
-        rows = self._db.execute(
-            "SELECT task_id, project_id, source, line FROM tasks "
-            "WHERE outcome IN ('failed', 'not_attempted', 'pending') "
-            "AND (project_id, task_id) > (?, ?) "
-            "ORDER BY project_id, task_id LIMIT ?",
-            (*after, limit),
-        ).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT task_id, project_id, source, line FROM tasks "
+                "WHERE outcome IN ('failed', 'not_attempted', 'pending') "
+                "AND (project_id, task_id) > (?, ?) "
+                "ORDER BY project_id, task_id LIMIT ?",
+                (*after, limit),
+            ).fetchall()
         return [
             TaskRef(task_id, project_id, source, line) for task_id, project_id, source, line in rows
         ]
@@ -203,10 +215,11 @@ class Journal:
 
     def finish_run(self, exit_code: int, report_json: str) -> None:
         try:
-            self._db.execute(
-                "UPDATE runs SET finished_at = ?, exit_code = ?, report = ? WHERE run_id = ?",
-                (time.time(), exit_code, report_json, self.run_id),
-            )
+            with self._lock:
+                self._db.execute(
+                    "UPDATE runs SET finished_at = ?, exit_code = ?, report = ? WHERE run_id = ?",
+                    (time.time(), exit_code, report_json, self.run_id),
+                )
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: write failed: {exc}") from None
 

@@ -58,7 +58,7 @@ def credentials_from(settings: Settings) -> Credentials:
 class JournalSource:
     """``--retry-failed``: the tasks a journal holds as failed, not_attempted or pending."""
 
-    def __init__(self, journal: Journal, db_lock: anyio.CapacityLimiter | None = None) -> None:
+    def __init__(self, journal: Journal) -> None:
         self.name = f"journal:{journal.path}"
         self.finite = True
         self._journal = journal
