@@ -15,7 +15,7 @@ from worker.errors import InputError
 from worker.models import Outcome, TaskRef, TaskResult
 from worker.queue import RedisStreamSource
 from worker.settings import DEFAULT_ID_PATTERN
-from worker.sources import FileSource, IdValidator, SourceItem, TaskSource
+from worker.sources import FileSource, IdValidator, SourceItem, TaskSource, check_task
 
 P = "p" * 32
 
@@ -187,3 +187,14 @@ async def test_source_contract(kind: str, tmp_path: Path, request: pytest.Fixtur
         ("bad/id", Outcome.SKIPPED, "invalid_id")
     ]
     await source.aclose()
+
+
+def test_project_id_allow_list_holds_whatever_the_id_pattern() -> None:
+    """Every source checks project IDs against the project allow-list, not --id-pattern."""
+    wide = IdValidator(r".{1,200}")
+    long_project = "p" * 100
+    item = check_task(wide, "t" * 100, long_project, "redis:s/1-0", 0, ack="1-0")
+    assert isinstance(item, TaskResult)
+    assert (item.error_code, item.ack) == ("invalid_project_id", "1-0")
+    ok = check_task(wide, "t" * 100, P, "f.txt", 3)
+    assert isinstance(ok, TaskRef)

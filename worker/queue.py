@@ -25,9 +25,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import InputError
 from worker.logs import get_logger
-from worker.models import Outcome, TaskRef, TaskResult
+from worker.models import Outcome, TaskResult
 from worker.policy import GcraRate
-from worker.sources import IdValidator, SourceItem, skipped
+from worker.sources import IdValidator, SourceItem, check_task, skipped
 
 log = get_logger()
 BLOCK_MS = 1000
@@ -152,23 +152,10 @@ class RedisStreamSource:
         task_id = _text(fields.get("task_id", ""))
         project = _text(fields.get("project_id") or "") or self._default_project
         if not task_id:
-            result = skipped("", project or "", source, 0, "bad_line", "entry has no task_id")
-            return _with_ack(result, entry_id)
-        problem = self._validator.problem(task_id)
-        if problem:
-            msg = f"task_id {task_id[:80]!r} {problem}"
-            result = skipped(task_id, project or "", source, 0, "invalid_id", msg)
-            return _with_ack(result, entry_id)
-        if not project:
-            msg = "no project_id in the entry and no --project-id"
-            result = skipped(task_id, "", source, 0, "missing_project_id", msg)
-            return _with_ack(result, entry_id)
-        if self._validator.problem(project):
-            msg = f"project_id {project[:80]!r} is not a valid project ID"
-            result = skipped(task_id, project, source, 0, "invalid_project_id", msg)
-            return _with_ack(result, entry_id)
+            msg = "entry has no task_id"
+            return skipped("", project or "", source, 0, "bad_line", msg, entry_id)
         message = fields.get("message") or self._message
-        return TaskRef(task_id, project, source, 0, message, ack=entry_id)
+        return check_task(self._validator, task_id, project, source, 0, message, entry_id)
 
     async def acknowledge(self, results: Sequence[TaskResult]) -> None:
         """XACK settled entries; dead-letter the failed and invalid ones in the same MULTI."""
@@ -205,12 +192,6 @@ class RedisStreamSource:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
-
-
-def _with_ack(result: TaskResult, entry_id: str) -> TaskResult:
-    from dataclasses import replace
-
-    return replace(result, ack=entry_id)
 
 
 def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:

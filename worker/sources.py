@@ -72,7 +72,13 @@ class IdValidator:
 
 
 def skipped(
-    task_id: str, project_id: str, source: str, line: int, code: str, msg: str
+    task_id: str,
+    project_id: str,
+    source: str,
+    line: int,
+    code: str,
+    msg: str,
+    ack: str | None = None,
 ) -> TaskResult:
     return TaskResult(
         task_id=task_id[:128],
@@ -82,7 +88,32 @@ def skipped(
         error_msg=f"{source}:{line}: {msg}",
         source=source,
         line=line,
+        ack=ack,
     )
+
+
+def check_task(
+    validator: IdValidator,
+    task_id: str,
+    project_id: str | None,
+    source: str,
+    line: int,
+    message: str | None = None,
+    ack: str | None = None,
+) -> SourceItem:
+    """A task to send, or why it is skipped: the one check every source applies to an entry
+    (``project_id`` is the entry's own or the default, already chosen by the caller)."""
+    problem = validator.problem(task_id)
+    if problem:
+        msg = f"task_id {task_id[:80]!r} {problem}"
+        return skipped(task_id, project_id or "", source, line, "invalid_id", msg, ack)
+    if not project_id:
+        msg = "no project_id for this task and no --project-id"
+        return skipped(task_id, "", source, line, "missing_project_id", msg, ack)
+    if not _PROJECT_ID.fullmatch(project_id):
+        msg = f"project_id {project_id[:80]!r} is not a valid project ID"
+        return skipped(task_id, project_id, source, line, "invalid_project_id", msg, ack)
+    return TaskRef(task_id, project_id, source, line, message, ack)
 
 
 class FileSource:
@@ -163,31 +194,14 @@ class FileSource:
     def _check(
         self, task_id: str, project_id: str | None, lineno: int, message: str | None = None
     ) -> SourceItem:
-        problem = self._validator.problem(task_id)
-        if problem:
-            return skipped(
-                task_id,
-                project_id or "",
-                self.name,
-                lineno,
-                "invalid_id",
-                f"task_id {task_id[:80]!r} {problem}",
-            )
-        project = project_id or self._default_project
-        if not project:
-            return skipped(
-                task_id, "", self.name, lineno, "missing_project_id", "no project_id for this task"
-            )
-        if not _PROJECT_ID.fullmatch(project):
-            return skipped(
-                task_id,
-                project,
-                self.name,
-                lineno,
-                "invalid_project_id",
-                f"project_id {project[:80]!r} is not a valid project ID",
-            )
-        return TaskRef(task_id, project, self.name, lineno, message or self._message)
+        return check_task(
+            self._validator,
+            task_id,
+            project_id or self._default_project,
+            self.name,
+            lineno,
+            message or self._message,
+        )
 
     def _text_line(self, line: str, lineno: int) -> SourceItem | None:
         # Only the line break and surrounding spaces are trimmed; anything else is the ID.
