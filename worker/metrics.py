@@ -7,8 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
 
-from worker.errors import RequestTimeoutError, TransportError
-from worker.models import ApiResponse, TaskResult
+from worker.models import TaskResult
 
 
 class Metrics:
@@ -16,7 +15,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._children: dict[int | str, Counter] = {}
+        self._children: dict[str, Counter] = {}
         self.outcomes = Counter(
             "dcs_cleanup_tasks", "Tasks by final outcome", ["outcome"], registry=self.registry
         )
@@ -41,23 +40,17 @@ class Metrics:
             "dcs_cleanup_rate_limit", "Request rate limit now (0 = none)", registry=self.registry
         )
 
-    def _status(self, key: int | str) -> Counter:
+    def on_answer(self, status: str, elapsed_ms: float | None, *, throttled: bool) -> None:
+        """One answer, as ``RunStats`` classified it (``status`` may be timeout/network)."""
         # labels() takes a lock and builds a key on every call; the children are few and fixed.
-        child = self._children.get(key)
+        child = self._children.get(status)
         if child is None:
-            child = self._children[key] = self.responses.labels(str(key))
-        return child
-
-    def on_answer(self, answer: ApiResponse | TransportError) -> None:
-        if isinstance(answer, ApiResponse):
-            self._status(answer.status).inc()
-            self.latency.observe(answer.elapsed_ms / 1000.0)
-            if answer.status == 429:
-                self.throttled.inc()
-        elif isinstance(answer, RequestTimeoutError):
-            self._status("timeout").inc()
-        else:
-            self._status("network").inc()
+            child = self._children[status] = self.responses.labels(status)
+        child.inc()
+        if elapsed_ms is not None:
+            self.latency.observe(elapsed_ms / 1000.0)
+        if throttled:
+            self.throttled.inc()
 
     def on_results(self, results: Iterable[TaskResult]) -> None:
         counts: dict[str, int] = {}

@@ -66,18 +66,21 @@ class RunStats:
     metrics: Metrics | None = None
 
     def on_answer(self, answer: ApiResponse | TransportError) -> None:
-        if self.metrics is not None:
-            self.metrics.on_answer(answer)
+        """Count one answer: by HTTP status, or ``timeout``/``network`` when there was none."""
         self.requests += 1
+        elapsed_ms: float | None = None
+        throttled = False
         if isinstance(answer, ApiResponse):
-            self.http_status[str(answer.status)] += 1
-            self.latency.add(answer.elapsed_ms)
-            if answer.status == 429:
-                self.throttled += 1
-        elif isinstance(answer, RequestTimeoutError):
-            self.http_status["timeout"] += 1
+            key = str(answer.status)
+            elapsed_ms = answer.elapsed_ms
+            throttled = answer.status == 429
+            self.latency.add(elapsed_ms)
+            self.throttled += throttled
         else:
-            self.http_status["network"] += 1
+            key = "timeout" if isinstance(answer, RequestTimeoutError) else "network"
+        self.http_status[key] += 1
+        if self.metrics is not None:
+            self.metrics.on_answer(key, elapsed_ms, throttled=throttled)
 
     def on_retry(self) -> None:
         self.retries += 1
