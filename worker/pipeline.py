@@ -57,14 +57,12 @@ class Sink:
         outcomes: OutcomeWriter,
         stats: RunStats,
         source: TaskSource,
-        db_lock: anyio.CapacityLimiter,
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
     ) -> None:
         self._journal = journal
         self._outcomes = outcomes
         self._stats = stats
         self._source = source
-        self._db_lock = db_lock
         self._on_batch = on_batch
         self._pending: list[TaskResult] = []
         self._done = anyio.Event()
@@ -95,7 +93,7 @@ class Sink:
             done, self._done = self._done, anyio.Event()
             if batch:
                 try:
-                    await anyio.to_thread.run_sync(self._write, batch, limiter=self._db_lock)
+                    await anyio.to_thread.run_sync(self._write, batch)
                 except JournalError as exc:
                     self.error = exc
                 self._stats.on_results(batch)
@@ -145,8 +143,7 @@ class Pipeline:
         self.budget = budget
         self.breaker = breaker
         self._rng = rng or random.Random()
-        self._db_lock = anyio.CapacityLimiter(1)
-        self._sink = Sink(journal, outcomes, stats, source, self._db_lock, on_batch)
+        self._sink = Sink(journal, outcomes, stats, source, on_batch)
         self._stop_event = anyio.Event()
         self.stop_reason: str | None = None
         self._hard = False
@@ -299,9 +296,8 @@ class Pipeline:
         for bad in final:
             self._warn_bad_input(bad)
         if refs:
-            verdicts = await anyio.to_thread.run_sync(
-                self._journal.claim, refs, limiter=self._db_lock
-            )
+            # The journal serialises its own calls (claims and the sink's writes).
+            verdicts = await anyio.to_thread.run_sync(self._journal.claim, refs)
             go: list[TaskRef] = []
             for ref, verdict in zip(refs, verdicts, strict=True):
                 if verdict is None:
@@ -392,15 +388,12 @@ class Pipeline:
 
     def _pace(self, answer: ApiResponse | TransportError, sent_at: float) -> None:
         """Throttling slows the whole run: the adaptive rate, and a Retry-After pause."""
-        throttled = isinstance(answer, ApiResponse) and answer.status == 429
-        if self.adaptive is not None and isinstance(answer, ApiResponse):
+        if not isinstance(answer, ApiResponse):
+            return
+        throttled = answer.status == 429
+        if self.adaptive is not None:
             self.adaptive.on_answer(throttled, sent_at)
-        if (
-            throttled
-            and isinstance(answer, ApiResponse)
-            and answer.retry_after
-            and isinstance(self.limiter, RateLimiter)
-        ):
+        if throttled and answer.retry_after and isinstance(self.limiter, RateLimiter):
             self.limiter.pause(min(answer.retry_after, self.settings.max_retry_after))
 
     def _warn_bad_input(self, result: TaskResult) -> None:

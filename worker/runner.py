@@ -383,7 +383,7 @@ def _check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError("--until-empty goes with --queue")
     if settings.retry_failed and settings.journal is None:
         raise ConfigError("--retry-failed needs --journal")
-    if settings.max_attempts and settings.backoff_cap < settings.backoff_base:
+    if settings.backoff_cap < settings.backoff_base:
         raise ConfigError("backoff_cap must be at least backoff_base")
 
 

@@ -17,7 +17,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import AsyncGenerator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Protocol, cast
 
@@ -144,10 +144,7 @@ class FileSource:
                 if self.path == "-"
                 else Path(self.path).open("rb")  # noqa: SIM115
             )
-            if raw.peek(2)[:2] == _GZIP_MAGIC:
-                binary = cast("io.BufferedReader", gzip.GzipFile(fileobj=raw))
-            else:
-                binary = raw
+            binary = _decompressed(raw)
             return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
         except OSError as exc:
             msg = f"input {self.name}: cannot open it: {exc.strerror or exc}"
@@ -252,8 +249,7 @@ class FileSource:
             return None
         try:
             with Path(self.path).open("rb") as raw:
-                gz = raw.peek(2)[:2] == _GZIP_MAGIC
-                stream: Iterable[bytes] = gzip.GzipFile(fileobj=raw) if gz else raw
+                stream = _decompressed(raw)
                 count = sum(
                     1 for line in stream if line.strip() and not line.lstrip().startswith(b"#")
                 )
@@ -285,6 +281,13 @@ class FileSource:
     async def aclose(self) -> None:
         if self._stream is not None and self.path != "-":
             self._stream.close()
+
+
+def _decompressed(raw: io.BufferedReader) -> io.BufferedReader:
+    """``raw``, or a gzip reader over it when it starts with gzip's magic bytes."""
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        return cast("io.BufferedReader", gzip.GzipFile(fileobj=raw))
+    return raw
 
 
 def shard_of(project_id: str, task_id: str, count: int) -> int:
