@@ -242,7 +242,12 @@ class Pipeline:
             if self.stop_reason is not None:
                 scope.cancel()
             for ref in refs:
-                await work_tx.send(ref)
+                try:
+                    # Without awaiting while a worker is free or the buffer has room:
+                    # anyio's send() would pass through the event loop for every task.
+                    work_tx.send_nowait(ref)
+                except anyio.WouldBlock:
+                    await work_tx.send(ref)
                 sent += 1
         return sent
 
@@ -311,7 +316,16 @@ class Pipeline:
 
     async def _worker(self, rx: MemoryObjectReceiveStream[TaskRef]) -> None:
         async with rx:
-            async for ref in rx:
+            while True:
+                try:
+                    ref = rx.receive_nowait()
+                except anyio.WouldBlock:
+                    try:
+                        ref = await rx.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self.stop_reason is not None:
                     result = self._unsent(ref)
                 else:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import collections
 import random
 import time
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 
@@ -26,13 +25,20 @@ PACED_THROTTLE_BASE = 0.25
 PACED_THROTTLE_CAP = 4.0
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """``outcome`` is final; None means retry after ``delay`` s. ``abort`` stops the run."""
 
     outcome: Outcome | None
     delay: float = 0.0
     abort: str | None = None
+
+
+_DELETED, _ABSENT, _REJECTED, _FAILED = (
+    Decision(Outcome.DELETED),
+    Decision(Outcome.ABSENT),
+    Decision(Outcome.REJECTED),
+    Decision(Outcome.FAILED),
+)
 
 
 def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -59,15 +65,15 @@ def decide(
     if isinstance(answer, ApiResponse):
         status = answer.status
         if 200 <= status < 300:
-            return Decision(Outcome.DELETED)
+            return _DELETED
         if status == 404:
             # Also right after an earlier attempt timed out: that attempt may have deleted it.
-            return Decision(Outcome.ABSENT)
+            return _ABSENT
         if status == 401:
             # Huawei locks an AK/SK after repeated signature failures: never send another.
             return Decision(Outcome.NOT_ATTEMPTED, abort="credentials_refused")
         if status not in RETRYABLE_STATUS:
-            return Decision(Outcome.REJECTED)
+            return _REJECTED
         if answer.retry_after is not None:
             delay = min(answer.retry_after, max_retry_after)
         elif status == 429 and paced:
@@ -85,7 +91,7 @@ def decide(
     else:
         delay = full_jitter_backoff(attempt, base, cap, rng)
     if attempt >= max_attempts:
-        return Decision(Outcome.FAILED)
+        return _FAILED
     return Decision(None, delay)
 
 

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from worker import __version__
 from worker.errors import RequestTimeoutError, TransportError
-from worker.metrics import Metrics
 from worker.models import ApiResponse, Outcome, TaskResult
+
+if TYPE_CHECKING:
+    from worker.metrics import Metrics
 
 _BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
 

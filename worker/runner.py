@@ -17,18 +17,16 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
-from worker import queue
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import get_logger, route_lines
-from worker.metrics import Metrics
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
@@ -36,6 +34,9 @@ from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.settings import Settings
 from worker.signer import Credentials, Signer
 from worker.sources import FileSource, IdValidator, ShardFilter, SourceItem, TaskSource
+
+if TYPE_CHECKING:
+    from worker.metrics import Metrics
 
 log = get_logger()
 
@@ -153,14 +154,14 @@ async def _drive(
     pipeline: Pipeline,
     source: TaskSource,
     progress: Progress,
-    metrics: Metrics,
+    metrics: Metrics | None,
     *,
     handle_signals: bool,
 ) -> RunEnd:
     """Run the pipeline with its watchers: signals, deadline, progress, the bar's total, and for
     a queue consumer the health and metrics endpoint."""
     async with anyio.create_task_group() as tg:
-        if _consumer_mode(pipeline.settings):
+        if metrics is not None and _consumer_mode(pipeline.settings):
             await tg.start(_serve_health, pipeline, metrics)
         if handle_signals:
             await tg.start(_watch_signals, pipeline)
@@ -173,6 +174,15 @@ async def _drive(
         end = await pipeline.run()
         tg.cancel_scope.cancel()
     return end
+
+
+def _metrics_for(settings: Settings) -> Metrics | None:
+    """Prometheus metrics when something reads them: a consumer's ``/metrics`` or a push."""
+    if not (_consumer_mode(settings) or settings.pushgateway):
+        return None
+    from worker.metrics import Metrics  # prometheus_client only for runs that use it
+
+    return Metrics()
 
 
 def _consumer_mode(settings: Settings) -> bool:
@@ -231,6 +241,8 @@ def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     url = settings.redis or settings.queue
     if url is None:
         raise ConfigError("--shared-rate-key needs --redis URL (or --queue URL)")
+    from worker import queue  # redis is imported only by runs that use it
+
     client = queue.connect(url)
     stack.push_async_callback(client.aclose)
     return queue.SharedRateLimiter(client, settings.shared_rate_key, settings.rate, settings.burst)
@@ -284,7 +296,7 @@ async def execute(
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id()
-    metrics = Metrics()
+    metrics = _metrics_for(settings)
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
         tmpdir = None
@@ -339,7 +351,7 @@ async def execute(
         end = await _drive(pipeline, source, progress, metrics, handle_signals=handle_signals)
         progress.close()
         report = _build_report(settings, stats, pipeline, end, run_id, source)
-        if settings.pushgateway and not _consumer_mode(settings):
+        if metrics is not None and settings.pushgateway and not _consumer_mode(settings):
             await _push(metrics, settings.pushgateway)
         if settings.report is not None:
             write_report(settings.report, report)
@@ -407,7 +419,8 @@ def _build_report(
             "other_shards": source.other_shards,
         }
     inner = source.inner if isinstance(source, ShardFilter) else source
-    if isinstance(inner, queue.RedisStreamSource):
+    queue = sys.modules.get("worker.queue")  # loaded only if a run used Redis
+    if queue is not None and isinstance(inner, queue.RedisStreamSource):
         extra["queue"] = {
             "stream": inner.stream,
             "group": inner.group,
@@ -446,6 +459,8 @@ def _make_source(settings: Settings, journal: Journal) -> TaskSource:
     if settings.retry_failed:
         source = JournalSource(journal)
     elif settings.queue is not None:
+        from worker import queue  # redis is imported only by runs that use it
+
         consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
         source = queue.RedisStreamSource(
             queue.connect(settings.queue),
