@@ -23,11 +23,15 @@ class Outcome(enum.StrEnum):
 
     @property
     def is_success(self) -> bool:
-        return self in (Outcome.DELETED, Outcome.ABSENT)
+        return self in SUCCESSES
 
     @property
     def is_failure(self) -> bool:
-        return self in (Outcome.REJECTED, Outcome.FAILED)
+        return self in FAILURES
+
+
+SUCCESSES = frozenset({Outcome.DELETED, Outcome.ABSENT})
+FAILURES = frozenset({Outcome.REJECTED, Outcome.FAILED})
 
 
 class TaskRef(NamedTuple):

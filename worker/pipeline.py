@@ -30,7 +30,7 @@ from worker.client import DcsClient
 from worker.errors import JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import debug_enabled, get_logger
-from worker.models import ApiResponse, Outcome, TaskRef, TaskResult
+from worker.models import FAILURES, SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
 from worker.report import OutcomeWriter, RunStats
 from worker.settings import Settings
@@ -388,7 +388,7 @@ class Pipeline:
                     ref, decision.outcome or Outcome.NOT_ATTEMPTED, last, attempts, started
                 )
             if decision.outcome is not None:
-                if decision.outcome.is_success:
+                if decision.outcome in SUCCESSES:
                     self.budget.on_success()
                 return self._result(ref, decision.outcome, last, attempts, started)
             if not self.budget.try_spend(last):
@@ -479,7 +479,7 @@ class Pipeline:
             line=ref.line,
             ack=ref.ack,
         )
-        if outcome.is_failure:
+        if outcome in FAILURES:
             log.warning(
                 "cleanup.task_" + outcome.value,
                 task_id=ref.task_id,

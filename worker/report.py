@@ -9,12 +9,15 @@ from __future__ import annotations
 import collections
 import json
 import math
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from worker import __version__
 from worker.errors import RequestTimeoutError, TransportError
@@ -24,20 +27,31 @@ if TYPE_CHECKING:
     from worker.metrics import Metrics
 
 _BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
+_PER_LOG = 1.0 / _BUCKET_GROWTH
+_FLOOR_MS = 0.001
 
 
 class LatencyHistogram:
     """Log-bucketed latency histogram: bounded memory, percentiles within 2%."""
 
     def __init__(self) -> None:
-        self._buckets: collections.Counter[int] = collections.Counter()
+        self._buckets: dict[int, int] = {}
         self.count = 0
         self.max = 0.0
 
     def add(self, ms: float) -> None:
-        self._buckets[int(math.log(max(ms, 0.001)) / _BUCKET_GROWTH)] += 1
+        bucket = int(math.log(ms if ms > _FLOOR_MS else _FLOOR_MS) * _PER_LOG)
+        buckets = self._buckets
+        buckets[bucket] = buckets.get(bucket, 0) + 1
         self.count += 1
         self.max = max(self.max, ms)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add another histogram's counts (the runs of several worker processes)."""
+        for bucket, n in other._buckets.items():
+            self._buckets[bucket] = self._buckets.get(bucket, 0) + n
+        self.count += other.count
+        self.max = max(self.max, other.max)
 
     def percentile(self, q: float) -> float | None:
         if not self.count:
@@ -92,10 +106,11 @@ class RunStats:
     def on_results(self, results: Sequence[TaskResult]) -> None:
         if self.metrics is not None:
             self.metrics.on_results(results)
-        for result in results:
-            self.outcomes[result.outcome.value] += 1
-            if result.outcome is Outcome.SKIPPED and result.error_code:
-                self.skipped_reasons[result.error_code] += 1
+        # Counted in C; Outcome is a StrEnum, so its members count under their string values.
+        self.outcomes.update([r.outcome for r in results])
+        skipped = [r.error_code for r in results if r.outcome is Outcome.SKIPPED and r.error_code]
+        if skipped:
+            self.skipped_reasons.update(skipped)
 
     @property
     def total(self) -> int:
@@ -153,25 +168,37 @@ def _round(value: float | None) -> float | None:
 
 
 class OutcomeWriter:
-    """Appends one JSON line per task; each batch is flushed so a crash keeps what was written."""
+    """Appends one JSON line per task. Each batch goes to the file in one unbuffered append
+    ``write``: a crash keeps every batch written, and several worker processes appending to
+    one file never interleave inside a line. orjson encodes about ten times as fast as ``json``.
+    """
 
     def __init__(self, path: Path | None) -> None:
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = path.open("a", encoding="utf-8")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, results: Sequence[TaskResult]) -> None:
-        if self._file is None:
+        if self._fd is None or not results:
             return
-        self._file.write(
-            "".join(json.dumps(r.as_record(), ensure_ascii=False) + "\n" for r in results)
-        )
-        self._file.flush()
+        data = memoryview(b"".join([_line(r) for r in results]))
+        while data:
+            data = data[os.write(self._fd, data) :]
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _line(result: TaskResult) -> bytes:
+    record = result.as_record()
+    try:
+        return orjson.dumps(record) + b"\n"
+    except orjson.JSONEncodeError:
+        # A string orjson refuses (a lone surrogate, e.g. from an undecodable file name).
+        return json.dumps(record).encode() + b"\n"
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
