@@ -11,7 +11,13 @@ from huaweicloudsdkcore.signer.signer import Signer as SdkSigner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.signer import Credentials, Signer, canonical_query, parse_authorization
+from worker.signer import (
+    JSON_CONTENT_TYPE,
+    Credentials,
+    Signer,
+    canonical_query,
+    parse_authorization,
+)
 
 
 def test_vector_my_ak() -> None:
@@ -121,3 +127,68 @@ def test_matches_official_sdk_signer(
         body,
     )
     assert ours["Authorization"] == expected
+
+
+_id = st.text(alphabet=string.ascii_letters + string.digits + "_.-", min_size=1, max_size=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "DELETE"]),
+    project=_id,
+    task=_id,
+    query=st.lists(st.tuples(_text, _text), max_size=3),
+    body=st.binary(max_size=64),
+    sk=st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=40),
+)
+def test_json_fast_path_matches_official_sdk_signer(
+    method: str, project: str, task: str, query: list[tuple[str, str]], body: bytes, sk: str
+) -> None:
+    """The client's hot path (``sign_json``) signs exactly as huaweicloudsdkcore does."""
+    date = "20261127T010203Z"
+    path = f"/v2/{project}/tasks/{task}"
+    sdk_request = SdkRequest(
+        method=method,
+        schema="https",
+        host="dcs.ap-southeast-1.myhuaweicloud.com",
+        resource_path=path,
+        query_params=list(query),
+        header_params={
+            "X-Sdk-Date": date,
+            "Content-Type": JSON_CONTENT_TYPE,
+            "X-Project-Id": project,
+        },
+        body=body,
+    )
+    expected = SdkSigner(BasicCredentials("AKAK", sk)).sign(sdk_request).header_params
+    ours = Signer(Credentials("AKAK", sk)).sign_json(
+        method,
+        "dcs.ap-southeast-1.myhuaweicloud.com",
+        path,
+        canonical_query(query),
+        project,
+        body,
+        sdk_date=date,
+    )
+    assert ours["Authorization"] == expected["Authorization"]
+    assert ours["X-Project-Id"] == project
+    assert ours["Content-Type"] == JSON_CONTENT_TYPE
+
+
+@settings(max_examples=100, deadline=None)
+@given(project=_id, task=_id, token=st.none() | _id, body=st.binary(max_size=32))
+def test_json_fast_path_equals_the_general_signer(
+    project: str, task: str, token: str | None, body: bytes
+) -> None:
+    """Same headers, in the same order, as ``sign()`` given the two JSON-API headers —
+    with and without a security token."""
+    signer = Signer(Credentials("AKAK", "secret-key", token))
+    args = ("DELETE", "127.0.0.1:8080", f"/v2/{project}/tasks/{task}", "")
+    general = signer.sign(
+        *args,
+        {"Content-Type": JSON_CONTENT_TYPE, "X-Project-Id": project},
+        body,
+        sdk_date="20261127T010203Z",
+    )
+    fast = signer.sign_json(*args, project, body, sdk_date="20261127T010203Z")
+    assert list(fast.items()) == list(general.items())

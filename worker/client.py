@@ -24,7 +24,6 @@ from worker.errors import RequestTimeoutError, TransportError
 from worker.models import ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
-CONTENT_TYPE = "application/json;charset=UTF-8"
 MAX_ERROR_BODY = 64 * 1024
 _TAGS = re.compile(r"<[^>]*>|\s+")
 
@@ -112,8 +111,13 @@ class DcsClient:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
-            headers={"User-Agent": f"dcs-task-cleanup/{__version__}"},
-            skip_auto_headers=("Accept-Encoding",),
+            # Accept-Encoding: identity (no compressed error bodies) set here rather than
+            # through skip_auto_headers, which costs aiohttp a header-map copy per request.
+            headers={
+                "User-Agent": f"dcs-task-cleanup/{__version__}",
+                "Accept": "application/json",
+                "Accept-Encoding": "identity",
+            },
             # No cookies in this API: skip the jar's per-request filtering.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -162,14 +166,7 @@ class DcsClient:
         if session is None:
             raise RuntimeError("DcsClient used outside 'async with'")
         qs = canonical_query(query)
-        headers = self._signer.sign(
-            method,
-            self._host,
-            path,
-            qs,
-            {"Content-Type": CONTENT_TYPE, "X-Project-Id": project_id},
-            body,
-        )
+        headers = self._signer.sign_json(method, self._host, path, qs, project_id, body)
         url = URL(self._origin + wire_path(path) + ("?" + qs if qs else ""), encoded=True)
         started = time.perf_counter()
         try:

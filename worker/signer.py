@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 ALGORITHM = "SDK-HMAC-SHA256"
 DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 EMPTY_BODY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 _UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
 _UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
@@ -118,11 +119,26 @@ def parse_authorization(value: str) -> tuple[str, list[str], str] | None:
 class Signer:
     """Signs requests with one set of credentials. Holds the secret; ``repr`` hides it."""
 
-    __slots__ = ("_credentials", "_date_cache")
+    __slots__ = (
+        "_auth_prefix",
+        "_credentials",
+        "_date_cache",
+        "_json_names",
+        "_mac",
+        "_token_line",
+    )
 
     def __init__(self, credentials: Credentials) -> None:
         self._credentials = credentials
         self._date_cache: tuple[int, str] = (-1, "")
+        # The key's HMAC state, copied per request: half the cost of a one-shot hmac.digest().
+        self._mac = hmac.new(credentials.sk.encode(), digestmod=hashlib.sha256)
+        self._auth_prefix = f"{ALGORITHM} Access={credentials.ak}, SignedHeaders="
+        token = credentials.security_token
+        self._token_line = f"x-security-token:{token.strip()}\n" if token else ""
+        self._json_names = "content-type;host;x-project-id;x-sdk-date" + (
+            ";x-security-token" if token else ""
+        )
 
     def __repr__(self) -> str:
         return f"Signer({self._credentials!r})"
@@ -163,6 +179,40 @@ class Signer:
             f"{ALGORITHM} Access={self._credentials.ak}, "
             f"SignedHeaders={';'.join(signed)}, Signature={sig}"
         )
+        return out
+
+    def sign_json(
+        self,
+        method: str,
+        host: str,
+        path: str,
+        query: str,
+        project_id: str,
+        body: bytes = b"",
+        sdk_date: str | None = None,
+    ) -> dict[str, str]:
+        """The hot path of this API's requests: exactly ``sign()`` with the headers
+        ``Content-Type: application/json;charset=UTF-8`` and ``X-Project-Id`` (a test holds the
+        two equal), with the canonical request built in one step instead of generically."""
+        date = sdk_date or self.sdk_date()
+        body_hash = hashlib.sha256(body).hexdigest() if body else EMPTY_BODY_SHA256
+        names = self._json_names
+        canonical = (
+            f"{method.upper()}\n{canonical_uri(path)}\n{query}\n"
+            f"content-type:{JSON_CONTENT_TYPE}\nhost:{host.strip()}\n"
+            f"x-project-id:{project_id.strip()}\nx-sdk-date:{date.strip()}\n{self._token_line}\n"
+            f"{names}\n{body_hash}"
+        )
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        mac = self._mac.copy()
+        mac.update(f"{ALGORITHM}\n{date}\n{digest}".encode())
+        sig = mac.hexdigest()
+        out = {"X-Sdk-Date": date, "Host": host}
+        if self._token_line:
+            out["X-Security-Token"] = self._credentials.security_token or ""
+        out["Content-Type"] = JSON_CONTENT_TYPE
+        out["X-Project-Id"] = project_id
+        out["Authorization"] = f"{self._auth_prefix}{names}, Signature={sig}"
         return out
 
 
