@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -39,6 +40,7 @@ HELP = {
     "region": "region, e.g. cn-north-4 (endpoint https://dcs.REGION.myhuaweicloud.com)",
     "endpoint": "API endpoint URL (overrides --region)",
     "concurrency": "requests in flight at most",
+    "processes": "worker processes on this machine, each a shard of the input (CPU-bound runs)",
     "rate": "requests per second for the whole run (0 = unlimited)",
     "burst": "requests allowed at once above the rate",
     "max_attempts": "attempts per task, the first included",
@@ -187,6 +189,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     ]
     configure_logging(settings.log_level, settings.log_format, secrets)
     _tune_gc()
+    if settings.processes > 1:
+        from worker.processes import Part, run_processes
+
+        def run_child(child: Settings, part: Part) -> int:
+            return _run_async(functools.partial(execute, part=part), child)
+
+        return run_processes(settings, run_child)
     return _run_async(execute, settings)
 
 

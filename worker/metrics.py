@@ -59,6 +59,9 @@ class Metrics:
         for outcome, count in counts.items():
             self.outcomes.labels(outcome).inc(count)
 
-    def push(self, gateway: str, job: str = "dcs-cleanup") -> None:
-        """Push every metric of this run to a Prometheus Pushgateway (blocking)."""
-        push_to_gateway(gateway, job=job, registry=self.registry, timeout=10)
+    def push(
+        self, gateway: str, job: str = "dcs-cleanup", grouping: dict[str, str] | None = None
+    ) -> None:
+        """Push every metric of this run to a Prometheus Pushgateway (blocking). With
+        ``--processes`` each process pushes its own group (``process="<index>"``)."""
+        push_to_gateway(gateway, job=job, registry=self.registry, grouping_key=grouping, timeout=10)

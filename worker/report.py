@@ -53,6 +53,19 @@ class LatencyHistogram:
         self.count += other.count
         self.max = max(self.max, other.max)
 
+    def state(self) -> dict[str, Any]:
+        """A JSON-able copy (a child process hands its histogram to the parent)."""
+        return {"buckets": [[b, n] for b, n in self._buckets.items()], "max": self.max}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LatencyHistogram:
+        hist = cls()
+        for bucket, n in state["buckets"]:
+            hist._buckets[int(bucket)] = int(n)
+            hist.count += int(n)
+        hist.max = float(state["max"])
+        return hist
+
     def percentile(self, q: float) -> float | None:
         if not self.count:
             return None
@@ -111,6 +124,16 @@ class RunStats:
         skipped = [r.error_code for r in results if r.outcome is Outcome.SKIPPED and r.error_code]
         if skipped:
             self.skipped_reasons.update(skipped)
+
+    def absorb(self, report: dict[str, Any], latency: LatencyHistogram) -> None:
+        """Add another run's counts (a child process's report and histogram) to these."""
+        self.outcomes.update({k: v for k, v in report["outcomes"].items() if v})
+        self.skipped_reasons.update(report["skipped_reasons"])
+        self.http_status.update(report["http_status"])
+        self.requests += report["requests"]
+        self.retries += report["retries"]
+        self.throttled += report["throttled"]
+        self.latency.merge(latency)
 
     @property
     def total(self) -> int:

@@ -37,6 +37,7 @@ from worker.sources import FileSource, IdValidator, ShardFilter, SourceItem, Tas
 
 if TYPE_CHECKING:
     from worker.metrics import Metrics
+    from worker.processes import Part
 
 log = get_logger()
 
@@ -226,9 +227,10 @@ async def _serve_health(
             await runner.cleanup()
 
 
-async def _push(metrics: Metrics, gateway: str) -> None:
+async def _push(metrics: Metrics, gateway: str, part: Part | None) -> None:
+    grouping = {"process": str(part.index)} if part is not None else None
     try:
-        await anyio.to_thread.run_sync(metrics.push, gateway)
+        await anyio.to_thread.run_sync(metrics.push, gateway, "dcs-cleanup", grouping)
     except OSError as exc:
         log.warning("cleanup.pushgateway_failed", gateway=gateway, error=str(exc))
     else:
@@ -290,12 +292,17 @@ async def execute(
     progress_stream: IO[str] | None = None,
     summary_stream: IO[str] | None = None,
     on_pipeline: Callable[[Pipeline], None] | None = None,
+    part: Part | None = None,
 ) -> int:
-    """Run the cleanup described by ``settings``; return the exit code."""
+    """Run the cleanup described by ``settings``; return the exit code.
+
+    ``part``: this run is one process of a ``--processes`` run; it counts progress in the
+    shared array and hands its figures to the parent, which writes the report and summary.
+    """
     _check_request(settings, source)
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
-    run_id = new_run_id()
+    run_id = new_run_id() if part is None else part.run_id
     metrics = _metrics_for(settings)
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
@@ -344,7 +351,7 @@ async def execute(
             adaptive=AdaptiveRate(limiter, settings.rate) if settings.adaptive_on() else None,
             budget=RetryBudget(settings.retry_budget, settings.retry_refund),
             breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
-            on_batch=progress.on_batch,
+            on_batch=progress.on_batch if part is None else part.counting(progress.on_batch),
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)
@@ -352,7 +359,10 @@ async def execute(
         progress.close()
         report = _build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not _consumer_mode(settings):
-            await _push(metrics, settings.pushgateway)
+            await _push(metrics, settings.pushgateway, part)
+        if part is not None:
+            part.save(report, stats)
+            return end.exit_code
         if settings.report is not None:
             write_report(settings.report, report)
         try:

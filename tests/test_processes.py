@@ -1,0 +1,231 @@
+"""``--processes N``: one run over N forked worker processes, against the emulator.
+
+The worker runs as a separate ``python -m worker`` process here (it forks; the test process has
+the emulator's thread and must not be forked).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from worker.emulator import EmulatorServer, Faults
+from worker.processes import combine_exit, share
+
+pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+
+
+def _children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for(condition: object, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.01)
+
+
+def test_two_processes_delete_each_task_once_and_merge_one_report(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """1,500 existing + 100 unknown IDs, 2 duplicates and 2 hostile lines over 2 processes:
+    each task deleted exactly once, one intact outcome line per input line, one report whose
+    counts are the emulator's, one journal; a re-run sends nothing."""
+    existing = seed(emulator, 1500)
+    lines = existing + unknown_ids(100)
+    lines[700:700] = ["../instances/x", existing[3], "a b", existing[900]]
+    path = write_ids(tmp_path / "ids.txt", lines)
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "16",
+        "--journal", str(journal),
+    )  # fmt: skip
+    assert child.wait(timeout=120) == 0
+    stats = emulator.state.stats()
+    assert stats["deleted"] == 1500
+    assert stats["deleted_twice"] == 0
+    assert emulator.state.remaining() == 0
+    rows = outcomes(tmp_path)  # every line parses: no interleaved writes
+    assert len(rows) == len(lines)
+    assert sorted(r["line"] for r in rows) == list(range(1, len(lines) + 1))
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == 1500
+    assert rep["outcomes"]["absent"] == 100
+    assert rep["skipped_reasons"] == {"duplicate": 2, "invalid_id": 2}
+    assert rep["requests"] == emulator.state.requests
+    assert rep["exit_code"] == 0
+    assert rep["input_fully_read"] is True
+    assert [p["index"] for p in rep["processes"]] == [0, 1]
+    assert all(p["tasks"] > 300 for p in rep["processes"])  # both did a real share
+    assert sum(p["tasks"] for p in rep["processes"]) == len(lines)
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT run_id) FROM tasks").fetchone() == (
+            1600,
+            1,
+        )
+        finished = db.execute("SELECT exit_code, report FROM runs").fetchall()
+    assert finished[0][0] == 0
+    assert json.loads(finished[0][1])["tasks"] == len(lines)
+    before = emulator.state.requests
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.requests == before
+    assert report(tmp_path)["outcomes"]["skipped"] == len(lines)
+
+
+def test_sigterm_to_the_parent_stops_every_process_within_grace(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """SIGTERM to the parent: each process stops within grace, exit 4, every outcome known is
+    written (deleted outcomes == the emulator's deletions); a resumed run finishes the rest."""
+    ids = seed(emulator, 600, Faults(latency_ms=300))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    grace = 5.0
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
+        "--journal", str(journal), "--grace", str(grace),
+    )  # fmt: skip
+    _wait_for(lambda: emulator.state.deletes_received >= 30)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=grace + 10) == 4
+    assert time.monotonic() - sent < grace + 2
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "signal"
+    deleted = sum(r["outcome"] == "deleted" for r in outcomes(tmp_path))
+    assert deleted == len(emulator.state.deleted) > 0
+    assert rep["outcomes"]["not_attempted"] == 600 - deleted
+    assert [p["exit_code"] for p in rep["processes"]] == [4, 4]
+    emulator.state.set_faults(Faults())
+    again = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--journal", str(journal), log="again.log"
+    )
+    assert again.wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.stats()["deleted_twice"] == 0
+
+
+def test_a_killed_parent_takes_its_processes_with_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """kill -9 of the parent: the children stop too (no orphan keeps sending); the journal
+    lets a re-run finish with no task deleted twice."""
+    ids = seed(emulator, 1000, Faults(latency_ms=200))  # ~25 s of work at concurrency 8
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
+        "--journal", str(journal),
+    )  # fmt: skip
+    _wait_for(lambda: emulator.state.deletes_received >= 20)
+    kids = _children_of(child.pid)
+    assert len(kids) == 2
+    child.kill()
+    child.wait(timeout=10)
+    # Gone within seconds (they finish their requests in flight), not after the ~25 s of work.
+    _wait_for(lambda: not any(Path(f"/proc/{k}/stat").exists() for k in kids), timeout=5)
+    settled = emulator.state.requests
+    time.sleep(0.5)
+    assert emulator.state.requests == settled  # nothing is sending any more
+    assert emulator.state.remaining() > 500
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.stats()["deleted_twice"] == 0
+
+
+def test_a_process_that_dies_fails_the_run_but_not_the_others(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """One child SIGKILLed: the other finishes its shard, the run exits 3
+    (worker_process_failed) with a report naming it; a re-run finishes the dead one's share."""
+    ids = seed(emulator, 400, Faults(latency_ms=100))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
+        "--journal", str(journal),
+    )  # fmt: skip
+    _wait_for(lambda: emulator.state.deletes_received >= 20)
+    victim = _children_of(child.pid)[0]
+    __import__("os").kill(victim, signal.SIGKILL)
+    assert child.wait(timeout=60) == 3
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "worker_process_failed"
+    dead = [p for p in rep["processes"] if p["exit_code"] == -signal.SIGKILL]
+    alive = [p for p in rep["processes"] if p["exit_code"] == 0]
+    assert len(dead) == 1
+    assert "error" in dead[0]
+    assert len(alive) == 1
+    assert alive[0]["tasks"] > 0
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.stats()["deleted_twice"] == 0
+
+
+def test_refused_signature_over_processes_sends_at_most_the_concurrency(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """401 with 2 processes: exit 3, credentials_refused, no more requests than --concurrency."""
+    monkeypatch.setenv("CLOUD_SDK_SK", "not-the-right-secret")
+    ids = seed(emulator, 300)
+    child = spawn(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
+        "--processes", "2", "--concurrency", "8",
+    )  # fmt: skip
+    assert child.wait(timeout=60) == 3
+    assert 1 <= emulator.state.requests <= 8
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "credentials_refused"
+    assert rep["outcomes"]["not_attempted"] == 300
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input", "-"], "not stdin"),
+        (["--concurrency", "2", "--processes", "4"], "--concurrency of at least 4"),
+    ],
+)
+def test_what_cannot_be_split_is_refused_before_anything_is_sent(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    ids = seed(emulator, 10)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    args = ["--processes", "2", *extra]
+    assert run(emulator, tmp_path, path, *args) == 2
+    assert message in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
+def test_limits_are_shared_out_and_exit_codes_combined() -> None:
+    """Each process gets its share of an integer limit; the run's exit code is the worst."""
+    assert [share(10, 3, j) for j in range(3)] == [4, 3, 3]
+    assert sum(share(7, 4, j) for j in range(4)) == 7
+    assert combine_exit([0, 1], [None, None]) == (1, None)
+    assert combine_exit([4, 0], ["signal", None]) == (4, "signal")
+    assert combine_exit([3, 4], ["credentials_refused", "signal"]) == (3, "credentials_refused")
+    assert combine_exit([0, -9], [None]) == (3, "worker_process_failed")
+    assert combine_exit([-15, 4], ["signal"]) == (4, "signal")
+    assert combine_exit([2, 2], []) == (2, None)

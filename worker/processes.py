@@ -1,0 +1,417 @@
+"""``--processes N``: one run spread over N worker processes forked on this machine.
+
+One Python process runs one event loop on one core; when signing, sending and recording are
+CPU-bound (a fast API, a high or unlimited ``--rate``), more cores need more processes. Each child
+runs the ordinary pipeline over its shard of the input (``--shard`` composed with the child's
+index: an operator's shard I/C becomes I + C*j of C*N) or, for a queue, as one more consumer of the
+group, with an equal share of ``--concurrency``, ``--rate``/``--burst``, the retry budget and
+``--max-deletes``, so the run as a whole keeps every limit it was given. All children write one
+journal (SQLite's WAL lock serialises their group commits) and append to one outcomes file (one
+``write`` per batch, so lines never interleave).
+
+The parent forks after every import (children start at once and share the loaded code), forwards
+SIGTERM/SIGINT (children have their own process group, so a terminal's Ctrl-C reaches them once,
+through the parent), shows progress from a shared counter array, then merges the children's
+statistics into one report and one exit code. A child dies with the parent (``PR_SET_PDEATHSIG``
+on Linux), so a killed parent never leaves orphans sending requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.sharedctypes import RawArray
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+from worker.errors import CleanupError, ConfigError, InputError, JournalError
+from worker.journal import Journal
+from worker.logs import get_logger, route_lines
+from worker.models import TaskResult
+from worker.pipeline import (
+    ABORT_REASONS,
+    EXIT_ABORTED,
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from worker.report import LatencyHistogram, RunStats, write_report
+from worker.settings import Settings
+from worker.sources import FileSource, IdValidator
+
+log = get_logger()
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Part:
+    """What a child process knows of the whole: its index, the run, where its figures go."""
+
+    index: int
+    count: int
+    run_id: str
+    done: Any  # a shared array of int64: tasks finished, one slot per process
+    stats_path: Path
+
+    def counting(
+        self, inner: Callable[[Sequence[TaskResult]], None]
+    ) -> Callable[[Sequence[TaskResult]], None]:
+        """``inner`` plus a bump of this process's slot in the shared progress counters."""
+
+        def on_batch(batch: Sequence[TaskResult]) -> None:
+            self.done[self.index] += len(batch)
+            inner(batch)
+
+        return on_batch
+
+    def save(self, report: dict[str, Any], stats: RunStats) -> None:
+        """This child's report and latency histogram, for the parent to merge."""
+        write_report(self.stats_path, {"report": report, "latency": stats.latency.state()})
+
+
+def check(settings: Settings) -> None:
+    """Refuse what cannot be split over processes, before anything is forked or sent."""
+    n = settings.processes
+    if n <= 1:
+        return
+    if not hasattr(os, "fork"):
+        raise ConfigError("--processes above 1 needs a system with fork() (Linux, macOS)")
+    if settings.input == "-":
+        raise ConfigError("--processes above 1 reads a file or a queue, not stdin (--input -)")
+    if settings.queue is not None and not settings.until_empty:
+        msg = (
+            "--processes above 1 is for batch runs (--input, or --queue with --until-empty); "
+            "scale a long-running consumer with more replicas"
+        )
+        raise ConfigError(msg)
+    if n > settings.concurrency:
+        msg = f"--processes {n} needs --concurrency of at least {n} (one request each)"
+        raise ConfigError(msg)
+
+
+def share(total: int, n: int, index: int) -> int:
+    """Process ``index``'s share of ``total`` split as evenly as integers allow."""
+    return total // n + (1 if index < total % n else 0)
+
+
+def child_settings(settings: Settings, index: int, journal: Path, parent_pid: int) -> Settings:
+    """The settings of child ``index``: its shard, its share of every limit, no report."""
+    n = settings.processes
+    update: dict[str, Any] = {
+        "processes": 1,
+        "concurrency": share(settings.concurrency, n, index),
+        "journal": journal,
+        "report": None,
+        "progress": "off",
+        "retry_budget": settings.retry_budget / n,
+    }
+    if settings.max_deletes is not None:
+        update["max_deletes"] = share(settings.max_deletes, n, index)
+    if settings.shared_rate_key is None and settings.rate > 0:
+        update["rate"] = settings.rate / n
+        update["burst"] = max(1, math.ceil(settings.burst / n))
+    if settings.queue is not None:
+        base = settings.consumer or f"{socket.gethostname()}-{parent_pid}"
+        update["consumer"] = f"{base}-{index}"
+    else:
+        shard_index, shard_count = settings.shard_spec() or (0, 1)
+        update["shard"] = f"{shard_index + shard_count * index}/{shard_count * n}"
+        update["shard_count"] = None
+    return settings.model_copy(update=update)
+
+
+def run_processes(
+    settings: Settings,
+    run_child: Callable[[Settings, Part], int],
+    *,
+    summary_stream: IO[str] | None = None,
+) -> int:
+    """Fork ``settings.processes`` children, wait for them, merge; return the exit code."""
+    from worker.runner import _announce_end, _check_request, new_run_id
+
+    check(settings)
+    _check_request(settings, None)
+    if settings.input is not None and not Path(settings.input).exists():
+        raise ConfigError(f"input {settings.input}: no such file")
+    settings.base_url()  # an endpoint or region is required: say so once, not per child
+    n = settings.processes
+    run_id = new_run_id()
+    started = time.time()
+    folder = Path(tempfile.mkdtemp(prefix="dcs-cleanup-processes-"))
+    try:
+        journal_path = settings.journal or folder / "journal.sqlite"
+        journal_path.parent.mkdir(parents=True, exist_ok=True)
+        # Created (schema, WAL) once here, so the children never race to create it.
+        Journal(journal_path, run_id).close()
+        done = RawArray("q", n)
+        parts = [Part(j, n, run_id, done, folder / f"process-{j}.json") for j in range(n)]
+        log.info("cleanup.processes_starting", run_id=run_id, processes=n)
+        parent_pid = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pids: dict[int, int] = {}
+        for part in parts:
+            pid = os.fork()
+            if pid == 0:
+                _child(
+                    child_settings(settings, part.index, journal_path, parent_pid), part, run_child
+                )
+            pids[pid] = part.index
+        codes = _supervise(settings, pids, done)
+        report = merge(settings, run_id, started, parts, codes)
+        if settings.report is not None:
+            write_report(settings.report, report)
+        journal = Journal(journal_path, run_id)
+        try:
+            journal.finish_run(report["exit_code"], json.dumps(report))
+        except JournalError as exc:
+            log.error("cleanup.journal_error", error=str(exc))
+        finally:
+            journal.close()
+        _announce_end(report, summary_stream)
+        return int(report["exit_code"])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _child(settings: Settings, part: Part, run_child: Callable[[Settings, Part], int]) -> NoReturn:
+    """The forked child: its own process group, dies with the parent; never returns."""
+    code = EXIT_ABORTED
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.setpgid(0, 0)
+        _die_with_parent()
+        import structlog
+
+        structlog.contextvars.bind_contextvars(process=part.index)
+        code = run_child(settings, part)
+    except (ConfigError, InputError) as exc:
+        log.error("cleanup.process_failed", process=part.index, error=str(exc))
+        code = EXIT_USAGE
+    except (JournalError, CleanupError) as exc:
+        log.error("cleanup.process_failed", process=part.index, error=str(exc))
+    except BaseException:  # a child must never return into the parent's code
+        log.exception("cleanup.process_crashed", process=part.index)
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when the parent dies (kill -9 included)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _supervise(settings: Settings, pids: dict[int, int], done: Any) -> dict[int, int]:
+    """Forward signals, show progress, reap the children; return exit codes by index."""
+    alive = set(pids)
+    codes: dict[int, int] = {}
+    seen = 0
+
+    def forward(signum: int, frame: object) -> None:
+        del frame
+        nonlocal seen
+        seen += 1
+        name = signal.Signals(signum).name
+        if seen == 1:
+            log.warning("cleanup.signal_received", signal=name, grace_s=settings.grace)
+        else:
+            log.warning("cleanup.signal_received_again", signal=name, action="stop now")
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    progress = _Progress(settings, done)
+    try:
+        while alive:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                progress.tick()
+                time.sleep(0.05)
+                continue
+            if pid in alive:
+                alive.discard(pid)
+                codes[pids[pid]] = os.waitstatus_to_exitcode(status)
+    finally:
+        progress.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return codes
+
+
+class _Progress:
+    """The parent's view of the run: a bar on a terminal, else a log line every interval."""
+
+    def __init__(self, settings: Settings, done: Any) -> None:
+        self._done = done
+        mode = settings.progress
+        if mode == "auto":
+            mode = "bar" if sys.stderr.isatty() else "log"
+        self._mode = mode
+        self._interval = settings.progress_interval
+        self._last = (0, time.monotonic())
+        self._bar: Any = None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(unit=" tasks", file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
+            route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+            if settings.input is not None:
+                source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
+                threading.Thread(target=self._total, args=(source,), daemon=True).start()
+
+    def _total(self, source: FileSource) -> None:
+        total = source.count_lines()
+        if total is not None and self._bar is not None:
+            self._bar.total = total
+
+    def tick(self) -> None:
+        total = sum(self._done)
+        if self._bar is not None:
+            self._bar.update(total - self._bar.n)
+            return
+        now = time.monotonic()
+        if self._mode == "log" and now - self._last[1] >= self._interval:
+            rate = (total - self._last[0]) / max(now - self._last[1], 1e-9)
+            log.info("cleanup.progress", done=total, rate_per_s=round(rate, 1))
+            self._last = (total, now)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(sum(self._done) - self._bar.n)
+            self._bar.close()
+            self._bar = None
+            route_lines(None)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def combine_exit(codes: Sequence[int], reasons: Sequence[str | None]) -> tuple[int, str | None]:
+    """One exit code for the run from the children's (negative: killed by that signal)."""
+    interrupted_by = {-signal.SIGTERM, -signal.SIGINT}
+    died = [c for c in codes if c not in (0, 1, 2, 3, 4) and c not in interrupted_by]
+    aborts = [r for r in reasons if r in ABORT_REASONS]
+    if codes and all(c == EXIT_USAGE for c in codes):
+        return EXIT_USAGE, None
+    if died or EXIT_USAGE in codes:
+        return EXIT_ABORTED, "worker_process_failed"
+    if aborts or EXIT_ABORTED in codes:
+        return EXIT_ABORTED, aborts[0] if aborts else "worker_process_failed"
+    if any(c == EXIT_INTERRUPTED or c in interrupted_by for c in codes):
+        return EXIT_INTERRUPTED, next((r for r in reasons if r), "signal")
+    if EXIT_FAILURES in codes:
+        return EXIT_FAILURES, None
+    return EXIT_OK, None
+
+
+def merge(
+    settings: Settings,
+    run_id: str,
+    started: float,
+    parts: Sequence[Part],
+    codes: dict[int, int],
+) -> dict[str, Any]:
+    """The run's report from the children's: counts summed, latency histograms merged."""
+    stats = RunStats(started=started)
+    children: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
+    for part in parts:
+        data = _load(part.stats_path)
+        code = codes.get(part.index, EXIT_ABORTED)
+        entry: dict[str, Any] = {"index": part.index, "exit_code": code}
+        if data is None:
+            entry["error"] = "no report: the process died before writing it"
+        else:
+            child = data["report"]
+            reports.append(child)
+            stats.absorb(child, LatencyHistogram.from_state(data["latency"]))
+            entry |= {
+                "stop_reason": child["stop_reason"],
+                "tasks": child["tasks"],
+                "requests": child["requests"],
+                "rate": child.get("rate"),
+            }
+        children.append(entry)
+    stats.finished = time.time()
+    exit_code, stop_reason = combine_exit(
+        [codes.get(p.index, EXIT_ABORTED) for p in parts],
+        [r["stop_reason"] for r in reports],
+    )
+    if exit_code == EXIT_USAGE:
+        exit_code = EXIT_ABORTED if stats.requests else EXIT_USAGE
+    extra: dict[str, Any] = {
+        "processes": children,
+        "input_fully_read": len(reports) == len(parts)
+        and all(r.get("input_fully_read") for r in reports),
+        "retry_budget": {
+            "capacity": settings.retry_budget,
+            "remaining": round(sum(r["retry_budget"]["remaining"] for r in reports), 2),
+            "denied": sum(r["retry_budget"]["denied"] for r in reports),
+        },
+        "breaker": {
+            "window": settings.breaker_window,
+            "threshold": settings.breaker_threshold,
+            "opened": any(r["breaker"]["opened"] for r in reports),
+        },
+        "journal": str(settings.journal) if settings.journal else None,
+        "rate": {
+            "final": round(sum((r.get("rate") or {}).get("final", 0.0) for r in reports), 3),
+            "adaptive": settings.adaptive_on(),
+        },
+    }
+    user_shard = settings.shard_spec()
+    sharded = [r for r in reports if "shard" in r]
+    if user_shard is not None and sharded:
+        # Every child reads the whole input: lines read = its other shards' lines + its own.
+        read = max(r["shard"]["other_shards"] + r["tasks"] for r in sharded)
+        extra["shard"] = {
+            "index": user_shard[0],
+            "count": user_shard[1],
+            "other_shards": max(0, read - stats.total),
+        }
+    queues = [r["queue"] for r in reports if "queue" in r]
+    if queues:
+        extra["queue"] = {
+            "stream": queues[0]["stream"],
+            "group": queues[0]["group"],
+            "consumers": [q["consumer"] for q in queues],
+            "acked": sum(q["acked"] for q in queues),
+            "dead_lettered": sum(q["dead_lettered"] for q in queues),
+            "dead_letter_stream": queues[0]["dead_letter_stream"],
+        }
+    return stats.build_report(
+        run_id=run_id,
+        settings=settings.public_view(),
+        exit_code=exit_code,
+        stop_reason=stop_reason,
+        extra=extra,
+    )
