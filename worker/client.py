@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -140,14 +141,13 @@ class DcsClient:
             await self._session.close()
             self._session = None
 
-    async def delete_task(
+    def delete_task(
         self, project_id: str, task_id: str, message: str | None = None
-    ) -> ApiResponse:
-        """DELETE /v2/{project_id}/tasks/{task_id}; raises ``TransportError`` on no answer."""
+    ) -> Coroutine[Any, Any, ApiResponse]:
+        """DELETE /v2/{project_id}/tasks/{task_id} (await it); raises ``TransportError`` on no
+        answer. A plain function handing back the request's coroutine: one frame less a task."""
         body = json.dumps({"message": message}).encode() if message is not None else b""
-        return await self._request(
-            "DELETE", f"/v2/{project_id}/tasks/{task_id}", project_id, (), body
-        )
+        return self._request("DELETE", f"/v2/{project_id}/tasks/{task_id}", project_id, (), body)
 
     async def list_tasks(self, project_id: str, offset: int = 0, limit: int = 1) -> ApiResponse:
         """GET /v2/{project_id}/tasks (ListCenterTask); the dry run uses it as a signed probe."""

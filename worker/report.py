@@ -26,6 +26,7 @@ from worker.models import ApiResponse, Outcome, TaskResult
 if TYPE_CHECKING:
     from worker.metrics import Metrics
 
+_STATUS_KEYS = {status: str(status) for status in range(100, 600)}
 _BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
 _PER_LOG = 1.0 / _BUCKET_GROWTH
 _FLOOR_MS = 0.001
@@ -100,7 +101,7 @@ class RunStats:
         elapsed_ms: float | None = None
         throttled = False
         if isinstance(answer, ApiResponse):
-            key = str(answer.status)
+            key = _STATUS_KEYS.get(answer.status) or str(answer.status)
             elapsed_ms = answer.elapsed_ms
             throttled = answer.status == 429
             self.latency.add(elapsed_ms)

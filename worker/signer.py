@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -60,11 +60,13 @@ def wire_path(path: str) -> str:
     return "/".join(encode(segment) for segment in path.split("/"))
 
 
-def canonical_query(pairs: Iterable[tuple[str, str]]) -> str:
+def canonical_query(pairs: Collection[tuple[str, str]]) -> str:
     """Pairs sorted by key then value (as the SDK sorts them), each side encoded, ``&``-joined.
 
     The same string is sent as the URL's query, so the server sees exactly what was signed.
     """
+    if not pairs:
+        return ""  # every DELETE: no query
     return "&".join(f"{encode(k)}={encode(v)}" for k, v in sorted(pairs))
 
 
