@@ -11,7 +11,7 @@ Needs Debian's nginx (``apt-get install nginx-light``) as the fast loopback serv
 Cases: (a) a bare aiohttp gather script with a semaphore (default asyncio loop, and with uvloop),
 (b) the official huaweicloudsdkdcs client in a sequential loop, (c) this worker with journal,
 outcomes and report on, in one process and with ``--processes 2`` (64 in flight in all) — all
-against nginx answering 200, two turns each, the best kept; then the worker against the emulator's
+against nginx answering 200, three turns each, the best kept; then the worker against the emulator's
 200/s quota (burst 20) with ``--rate 0`` (unknown quota) and ``--rate 200``; then peak RSS for
 30,000 and 300,000 tasks.
 """
@@ -155,11 +155,11 @@ def main() -> None:
             str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]  # fmt: skip
         sdk_ids = ids_file(folder, n_sdk)
         sdk = [sys.executable, str(HERE / "official_sdk.py"), url, PROJECT, str(sdk_ids)]
-        # In turns: baseline, worker, baseline, worker; the best of each is kept.
+        # In turns (three of each case): baselines, workers, SDK; the best of each is kept.
         runs: dict[str, list[Run]] = {
             "bare": [], "bare_uvloop": [], "worker": [], "worker2": [], "sdk": []
         }  # fmt: skip
-        for _ in range(2):
+        for _ in range(3):
             runs["bare"].append(measure("(a) bare aiohttp, asyncio loop", n, bare))
             runs["bare_uvloop"].append(measure("(a') bare aiohttp, uvloop", n, uvloop_bare))
             runs["worker"].append(
