@@ -9,12 +9,16 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.conftest import outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from tests.conftest import PROJECT, outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.processes import combine_exit, share
 
@@ -229,3 +233,32 @@ def test_limits_are_shared_out_and_exit_codes_combined() -> None:
     assert combine_exit([0, -9], [None]) == (3, "worker_process_failed")
     assert combine_exit([-15, 4], ["signal"]) == (4, "signal")
     assert combine_exit([2, 2], []) == (2, None)
+
+
+def test_two_processes_drain_a_queue_as_two_consumers(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """--queue --until-empty --processes 2: two consumers of the group (named <consumer>-0/-1)
+    drain it; each task deleted once, nothing pending, one report naming both consumers."""
+    ids = seed(emulator, 800, Faults(latency_ms=5))
+    ids_file = write_ids(tmp_path / "ids.txt", ids)
+    enqueue = ["enqueue", "--queue", redis_url, "--input", str(ids_file), "--project-id", PROJECT]
+    assert main(enqueue) == 0
+    args = [
+        sys.executable, "-m", "worker", "run", "--queue", redis_url, "--until-empty",
+        "--consumer", "box", "--processes", "2", "--concurrency", "8",
+        "--endpoint", emulator.url, "--rate", "0", "--log-format", "json", "--progress", "off",
+        "--report", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    with (tmp_path / "worker.log").open("wb") as log:
+        done = subprocess.run(args, check=False, stdout=log, stderr=subprocess.STDOUT, timeout=120)
+    assert done.returncode == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.stats()["deleted_twice"] == 0
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == 800
+    assert sorted(rep["queue"]["consumers"]) == ["box-0", "box-1"]
+    assert rep["queue"]["acked"] == 800
+    assert all(p["tasks"] > 0 for p in rep["processes"])  # both consumed
+    client = redis.Redis.from_url(redis_url)
+    assert int(client.xpending("dcs-cleanup:tasks", "dcs-cleanup")["pending"]) == 0
