@@ -262,3 +262,59 @@ def test_two_processes_drain_a_queue_as_two_consumers(
     assert all(p["tasks"] > 0 for p in rep["processes"])  # both consumed
     client = redis.Redis.from_url(redis_url)
     assert int(client.xpending("dcs-cleanup:tasks", "dcs-cleanup")["pending"]) == 0
+
+
+def test_limits_hold_for_the_run_as_a_whole(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--max-deletes 100 over 2 processes: the guard trips (exit 3) with at most 100 deleted
+    in all, not 100 per process."""
+    ids = seed(emulator, 400)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(emulator, tmp_path, path, "--processes", "2", "--max-deletes", "100")
+    assert child.wait(timeout=60) == 3
+    assert 0 < len(emulator.state.deleted) <= 100
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "max_deletes"
+    assert rep["outcomes"]["deleted"] == len(emulator.state.deleted)
+
+
+def test_operator_shards_compose_with_processes(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--shard 0/2 and --shard 1/2, each over 2 processes: every ID in exactly one of them."""
+    ids = seed(emulator, 600)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    per_shard = []
+    for index in range(2):
+        folder = tmp_path / f"s{index}"
+        folder.mkdir()
+        child = spawn(emulator, folder, path, "--processes", "2", "--shard", f"{index}/2")
+        assert child.wait(timeout=60) == 0
+        rows = outcomes(folder)
+        per_shard.append({r["task_id"] for r in rows})
+        assert report(folder)["shard"] == {
+            "index": index,
+            "count": 2,
+            "other_shards": 600 - len(rows),
+        }
+    assert per_shard[0].isdisjoint(per_shard[1])
+    assert per_shard[0] | per_shard[1] == set(ids)
+    assert emulator.state.remaining() == 0
+
+
+def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A run leaves failures in the journal; --retry-failed --processes 2 finishes them."""
+    ids = seed(emulator, 300, Faults(fail_first=1, fail_first_share=0.5))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    assert run(emulator, tmp_path, path, "--journal", str(journal), "--max-attempts", "1") == 1
+    failed = report(tmp_path)["outcomes"]["failed"]
+    assert failed > 50
+    requests_before = emulator.state.requests
+    child = spawn(
+        emulator, tmp_path, path, "--journal", str(journal), "--retry-failed",
+        "--processes", "2",
+    )  # fmt: skip
+    assert child.wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == failed  # only the failed ones were taken up again
+    assert emulator.state.requests - requests_before == failed
+    assert all(p["tasks"] > 0 for p in rep["processes"])
