@@ -125,6 +125,29 @@ def test_sigterm_to_the_parent_stops_every_process_within_grace(
     assert emulator.state.stats()["deleted_twice"] == 0
 
 
+@pytest.mark.slow
+def test_a_second_signal_stops_every_process_at_once(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Two SIGTERMs to the parent: requests in flight are cancelled, not waited for (60 s grace,
+    20 s answers), and every task is accounted for as not_attempted."""
+    ids = seed(emulator, 60, Faults(latency_ms=20_000))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "4",
+        "--grace", "60", "--timeout", "120",
+    )  # fmt: skip
+    _wait_for(lambda: emulator.state.deletes_received >= 4)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=15) == 4
+    assert time.monotonic() - sent < 5
+    rep = report(tmp_path)
+    assert rep["outcomes"]["not_attempted"] == 60
+
+
 def test_a_killed_parent_takes_its_processes_with_it(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -54,6 +54,7 @@ from worker.sources import FileSource, IdValidator
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
+_FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass
@@ -162,15 +163,23 @@ def run_processes(
         parent_pid = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
-        pids: dict[int, int] = {}
-        for part in parts:
-            pid = os.fork()
-            if pid == 0:
-                _child(
-                    child_settings(settings, part.index, journal_path, parent_pid), part, run_child
-                )
-            pids[pid] = part.index
-        codes = _supervise(settings, pids, done)
+        with _Supervisor(settings) as supervisor:
+            for part in parts:
+                # Signals held across fork(): a child must never run the parent's forwarding
+                # handler; it resets them to the default before it lets them through.
+                signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
+                try:
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(
+                            child_settings(settings, part.index, journal_path, parent_pid),
+                            part,
+                            run_child,
+                        )
+                    supervisor.add(pid, part.index)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
+            codes = supervisor.wait(_Progress(settings, done))
         report = merge(settings, run_id, started, parts, codes)
         if settings.report is not None:
             write_report(settings.report, report)
@@ -191,8 +200,9 @@ def _child(settings: Settings, part: Part, run_child: Callable[[Settings, Part],
     """The forked child: its own process group, dies with the parent; never returns."""
     code = EXIT_ABORTED
     try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for sig in _FORWARDED:
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         os.setpgid(0, 0)
         _die_with_parent()
         import structlog
@@ -224,42 +234,66 @@ def _die_with_parent() -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def _supervise(settings: Settings, pids: dict[int, int], done: Any) -> dict[int, int]:
-    """Forward signals, show progress, reap the children; return exit codes by index."""
-    alive = set(pids)
-    codes: dict[int, int] = {}
-    seen = 0
+class _Supervisor:
+    """The parent's side: forwards SIGTERM/SIGINT to the children and reaps them. If the parent
+    itself fails while children run, they are told to stop (SIGTERM) and waited for."""
 
-    def forward(signum: int, frame: object) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pids: dict[int, int] = {}
+        self._alive: set[int] = set()
+        self._seen = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Supervisor:
+        self._previous = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is not None:
+                for pid in self._alive:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
+                for pid in self._alive:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, 0)
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+    def add(self, pid: int, index: int) -> None:
+        self._pids[pid] = index
+        self._alive.add(pid)
+
+    def _forward(self, signum: int, frame: object) -> None:
         del frame
-        nonlocal seen
-        seen += 1
+        self._seen += 1
         name = signal.Signals(signum).name
-        if seen == 1:
-            log.warning("cleanup.signal_received", signal=name, grace_s=settings.grace)
+        if self._seen == 1:
+            log.warning("cleanup.signal_received", signal=name, grace_s=self._settings.grace)
         else:
             log.warning("cleanup.signal_received_again", signal=name, action="stop now")
-        for pid in alive:
+        for pid in self._alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    progress = _Progress(settings, done)
-    try:
-        while alive:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                progress.tick()
-                time.sleep(0.05)
-                continue
-            if pid in alive:
-                alive.discard(pid)
-                codes[pids[pid]] = os.waitstatus_to_exitcode(status)
-    finally:
-        progress.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return codes
+    def wait(self, progress: _Progress) -> dict[int, int]:
+        """Reap every child, showing progress meanwhile; exit codes by process index."""
+        codes: dict[int, int] = {}
+        try:
+            while self._alive:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    progress.tick()
+                    time.sleep(0.05)
+                    continue
+                if pid in self._alive:
+                    self._alive.discard(pid)
+                    codes[self._pids[pid]] = os.waitstatus_to_exitcode(status)
+        finally:
+            progress.close()
+        return codes
 
 
 class _Progress:
