@@ -7,6 +7,7 @@ the emulator's thread and must not be forked).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +23,7 @@ from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.processes import combine_exit, share
 
-pytestmark = pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 
 
 def _children_of(pid: int) -> list[int]:
@@ -43,6 +44,28 @@ def _wait_for(condition: object, timeout: float = 30.0) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < end, "timed out"
         time.sleep(0.01)
+
+
+def _start_two(
+    emulator: EmulatorServer, tmp_path: Path, count: int, latency_ms: float
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """A --processes 2 run with a journal over ``count`` slow tasks, once 20 are deleted."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, count, Faults(latency_ms=latency_ms)))
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
+        "--journal", str(journal),
+    )  # fmt: skip
+    _wait_for(lambda: emulator.state.deletes_received >= 20)
+    return child, path, journal
+
+
+def _rerun_finishes(emulator: EmulatorServer, tmp_path: Path, path: Path, journal: Path) -> None:
+    """A one-process re-run with the journal ends every task, none deleted twice."""
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.stats()["deleted_twice"] == 0
 
 
 def test_two_processes_delete_each_task_once_and_merge_one_report(
@@ -153,14 +176,7 @@ def test_a_killed_parent_takes_its_processes_with_it(
 ) -> None:
     """kill -9 of the parent: the children stop too (no orphan keeps sending); the journal
     lets a re-run finish with no task deleted twice."""
-    ids = seed(emulator, 1000, Faults(latency_ms=200))  # ~25 s of work at concurrency 8
-    path = write_ids(tmp_path / "ids.txt", ids)
-    journal = tmp_path / "journal.sqlite"
-    child = spawn(
-        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
-        "--journal", str(journal),
-    )  # fmt: skip
-    _wait_for(lambda: emulator.state.deletes_received >= 20)
+    child, path, journal = _start_two(emulator, tmp_path, 1000, 200)  # ~25 s of work
     kids = _children_of(child.pid)
     assert len(kids) == 2
     child.kill()
@@ -171,10 +187,7 @@ def test_a_killed_parent_takes_its_processes_with_it(
     time.sleep(0.5)
     assert emulator.state.requests == settled  # nothing is sending any more
     assert emulator.state.remaining() > 500
-    emulator.state.set_faults(Faults())
-    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
-    assert emulator.state.remaining() == 0
-    assert emulator.state.stats()["deleted_twice"] == 0
+    _rerun_finishes(emulator, tmp_path, path, journal)
 
 
 def test_a_process_that_dies_fails_the_run_but_not_the_others(
@@ -182,16 +195,8 @@ def test_a_process_that_dies_fails_the_run_but_not_the_others(
 ) -> None:
     """One child SIGKILLed: the other finishes its shard, the run exits 3
     (worker_process_failed) with a report naming it; a re-run finishes the dead one's share."""
-    ids = seed(emulator, 400, Faults(latency_ms=100))
-    path = write_ids(tmp_path / "ids.txt", ids)
-    journal = tmp_path / "journal.sqlite"
-    child = spawn(
-        emulator, tmp_path, path, "--processes", "2", "--concurrency", "8",
-        "--journal", str(journal),
-    )  # fmt: skip
-    _wait_for(lambda: emulator.state.deletes_received >= 20)
-    victim = _children_of(child.pid)[0]
-    __import__("os").kill(victim, signal.SIGKILL)
+    child, path, journal = _start_two(emulator, tmp_path, 400, 100)
+    os.kill(_children_of(child.pid)[0], signal.SIGKILL)
     assert child.wait(timeout=60) == 3
     rep = report(tmp_path)
     assert rep["stop_reason"] == "worker_process_failed"
@@ -201,10 +206,7 @@ def test_a_process_that_dies_fails_the_run_but_not_the_others(
     assert "error" in dead[0]
     assert len(alive) == 1
     assert alive[0]["tasks"] > 0
-    emulator.state.set_faults(Faults())
-    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
-    assert emulator.state.remaining() == 0
-    assert emulator.state.stats()["deleted_twice"] == 0
+    _rerun_finishes(emulator, tmp_path, path, journal)
 
 
 def test_refused_signature_over_processes_sends_at_most_the_concurrency(
