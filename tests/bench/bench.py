@@ -3,7 +3,7 @@
 Not part of the test run (figures on a shared 2-core machine are noisy; the ratios, taken from
 cases run in turns in one invocation, are what to compare). Usage, from the project root:
 
-    uv run python tests/bench/bench.py            # the full set (about 5 minutes)
+    uv run python tests/bench/bench.py            # the full set (about 8 minutes)
     uv run python tests/bench/bench.py --quick    # a smoke run with small counts
 
 Needs Debian's nginx (``apt-get install nginx-light``) as the fast loopback server.
