@@ -163,19 +163,17 @@ def run_processes(
         parent_pid = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
+        # Worked out before any fork: nothing in a child may raise into the parent's frames.
+        plans = [(child_settings(settings, p.index, journal_path, parent_pid), p) for p in parts]
         with _Supervisor(settings) as supervisor:
-            for part in parts:
+            for plan, part in plans:
                 # Signals held across fork(): a child must never run the parent's forwarding
                 # handler; it resets them to the default before it lets them through.
                 signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
                 try:
                     pid = os.fork()
                     if pid == 0:
-                        _child(
-                            child_settings(settings, part.index, journal_path, parent_pid),
-                            part,
-                            run_child,
-                        )
+                        _child(plan, part, run_child)  # never returns
                     supervisor.add(pid, part.index)
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
