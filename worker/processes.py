@@ -38,7 +38,7 @@ from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.journal import Journal
-from worker.logs import get_logger, route_lines
+from worker.logs import get_logger
 from worker.models import TaskResult
 from worker.pipeline import (
     ABORT_REASONS,
@@ -49,6 +49,7 @@ from worker.pipeline import (
     EXIT_USAGE,
 )
 from worker.report import LatencyHistogram, RunStats, write_report
+from worker.runner import ProgressBar, announce_end, check_request, new_run_id, progress_mode
 from worker.settings import Settings
 from worker.sources import FileSource, IdValidator
 
@@ -141,10 +142,9 @@ def run_processes(
     summary_stream: IO[str] | None = None,
 ) -> int:
     """Fork ``settings.processes`` children, wait for them, merge; return the exit code."""
-    from worker.runner import _announce_end, _check_request, new_run_id
 
     check(settings)
-    _check_request(settings, None)
+    check_request(settings, None)
     if settings.input is not None and not Path(settings.input).exists():
         raise ConfigError(f"input {settings.input}: no such file")
     settings.base_url()  # an endpoint or region is required: say so once, not per child
@@ -188,7 +188,7 @@ def run_processes(
             log.error("cleanup.journal_error", error=str(exc))
         finally:
             journal.close()
-        _announce_end(report, summary_stream)
+        announce_end(report, summary_stream)
         return int(report["exit_code"])
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -299,18 +299,12 @@ class _Progress:
 
     def __init__(self, settings: Settings, done: Any) -> None:
         self._done = done
-        mode = settings.progress
-        if mode == "auto":
-            mode = "bar" if sys.stderr.isatty() else "log"
-        self._mode = mode
+        self._mode = progress_mode(settings.progress, sys.stderr)
         self._interval = settings.progress_interval
         self._last = (0, time.monotonic())
-        self._bar: Any = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(unit=" tasks", file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
-            route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+        self._bar: ProgressBar | None = None
+        if self._mode == "bar":
+            self._bar = ProgressBar(sys.stderr)
             if settings.input is not None:
                 source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
                 threading.Thread(target=self._total, args=(source,), daemon=True).start()
@@ -318,12 +312,12 @@ class _Progress:
     def _total(self, source: FileSource) -> None:
         total = source.count_lines()
         if total is not None and self._bar is not None:
-            self._bar.total = total
+            self._bar.set_total(total)
 
     def tick(self) -> None:
         total = sum(self._done)
         if self._bar is not None:
-            self._bar.update(total - self._bar.n)
+            self._bar.update(total - self._bar.done)
             return
         now = time.monotonic()
         if self._mode == "log" and now - self._last[1] >= self._interval:
@@ -333,10 +327,9 @@ class _Progress:
 
     def close(self) -> None:
         if self._bar is not None:
-            self._bar.update(sum(self._done) - self._bar.n)
+            self._bar.update(sum(self._done) - self._bar.done)
             self._bar.close()
             self._bar = None
-            route_lines(None)
 
 
 def _load(path: Path) -> dict[str, Any] | None:

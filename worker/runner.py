@@ -81,6 +81,38 @@ class JournalSource:
         """Nothing to close: the run owns the journal."""
 
 
+def progress_mode(mode: str, stream: IO[str]) -> str:
+    """``auto``: a bar on a terminal, else log lines."""
+    if mode == "auto":
+        return "bar" if stream.isatty() else "log"
+    return mode
+
+
+class ProgressBar:
+    """A tqdm bar on ``stream``; while it is drawn, log lines are written above it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        from tqdm import tqdm
+
+        self._bar: Any = tqdm(unit=" tasks", file=stream, dynamic_ncols=True, mininterval=0.2)
+        route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+
+    @property
+    def done(self) -> int:
+        return int(self._bar.n)
+
+    def set_total(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
+
+    def update(self, count: int) -> None:
+        self._bar.update(count)
+
+    def close(self) -> None:
+        self._bar.close()
+        route_lines(None)
+
+
 class Progress:
     """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
 
@@ -88,22 +120,14 @@ class Progress:
         self, mode: str, interval: float, stats: RunStats, stream: IO[str] | None = None
     ) -> None:
         self._stream = stream or sys.stderr
-        if mode == "auto":
-            mode = "bar" if self._stream.isatty() else "log"
-        self.mode = mode
+        self.mode = progress_mode(mode, self._stream)
         self._interval = interval
         self._stats = stats
-        self._bar: Any = None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self._bar = tqdm(unit=" tasks", file=self._stream, dynamic_ncols=True, mininterval=0.2)
-            route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+        self._bar = ProgressBar(self._stream) if self.mode == "bar" else None
 
     def set_total(self, total: int) -> None:
         if self._bar is not None:
-            self._bar.total = total
-            self._bar.refresh()
+            self._bar.set_total(total)
 
     def on_batch(self, batch: Sequence[TaskResult]) -> None:
         if self._bar is not None:
@@ -133,7 +157,6 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-            route_lines(None)
 
 
 async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -299,7 +322,7 @@ async def execute(
     ``part``: this run is one process of a ``--processes`` run; it counts progress in the
     shared array and hands its figures to the parent, which writes the report and summary.
     """
-    _check_request(settings, source)
+    check_request(settings, source)
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id() if part is None else part.run_id
@@ -369,12 +392,12 @@ async def execute(
             journal.finish_run(end.exit_code, json.dumps(report))
         except JournalError as exc:
             log.error("cleanup.journal_error", error=str(exc))
-        _announce_end(report, summary_stream)
+        announce_end(report, summary_stream)
         return end.exit_code
     return EXIT_ABORTED  # pragma: no cover - the stack above always returns
 
 
-def _announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
+def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
     log.info(
         "cleanup.run_finished",
         run_id=report["run_id"],
@@ -387,7 +410,7 @@ def _announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
     print(summary_table(report), file=stream or sys.stderr)
 
 
-def _check_request(settings: Settings, source: TaskSource | None) -> None:
+def check_request(settings: Settings, source: TaskSource | None) -> None:
     if (
         source is None
         and settings.input is None
