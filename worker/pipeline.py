@@ -318,12 +318,10 @@ class Pipeline:
         async with rx:
             while True:
                 try:
-                    ref = rx.receive_nowait()
-                except anyio.WouldBlock:
                     try:
+                        ref = rx.receive_nowait()
+                    except anyio.WouldBlock:
                         ref = await rx.receive()
-                    except anyio.EndOfStream:
-                        return
                 except anyio.EndOfStream:
                     return
                 if self.stop_reason is not None:
