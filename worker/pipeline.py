@@ -148,6 +148,7 @@ class Pipeline:
         self.stop_reason: str | None = None
         self._hard = False
         self._intake_scope: anyio.CancelScope | None = None
+        self._room: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
         self._workers_scope: anyio.CancelScope | None = None
         self._timer_scope: anyio.CancelScope | None = None
@@ -242,12 +243,18 @@ class Pipeline:
             if self.stop_reason is not None:
                 scope.cancel()
             for ref in refs:
-                try:
-                    # Without awaiting while a worker is free or the buffer has room:
-                    # anyio's send() would pass through the event loop for every task.
-                    work_tx.send_nowait(ref)
-                except anyio.WouldBlock:
-                    await work_tx.send(ref)
+                while True:
+                    try:
+                        # No await while a worker is free or the buffer has room: anyio's
+                        # send() would pass through the event loop for every task.
+                        work_tx.send_nowait(ref)
+                        break
+                    except anyio.WouldBlock:
+                        # Full: wait for a worker to take a task, on an event of our own.
+                        # Not in send(): cancelled by a stop, it can raise after a worker
+                        # already took the task, which then got two outcomes.
+                        self._room = room = anyio.Event()
+                        await room.wait()
                 sent += 1
         return sent
 
@@ -324,6 +331,10 @@ class Pipeline:
                         ref = await rx.receive()
                 except anyio.EndOfStream:
                     return
+                room = self._room
+                if room is not None:  # intake waits for a free slot: there is one now
+                    self._room = None
+                    room.set()
                 if self.stop_reason is not None:
                     result = self._unsent(ref)
                 else:
