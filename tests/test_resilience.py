@@ -10,10 +10,18 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tests.conftest import outcomes, report, run, seed, spawn, unknown_ids, write_ids
 from worker.emulator import EmulatorServer, Faults
+from worker.journal import Journal
+from worker.models import TaskRef
+from worker.pipeline import Pipeline
+from worker.policy import CircuitBreaker, RateLimiter, RetryBudget
+from worker.report import OutcomeWriter, RunStats
+from worker.settings import load_settings
+from worker.sources import IterableSource
 
 
 def journal_outcomes(path: Path) -> Counter[str]:
@@ -250,3 +258,43 @@ def test_redirects_are_never_followed(emulator: EmulatorServer, tmp_path: Path) 
     rows = outcomes(tmp_path)
     assert all(r["outcome"] == "rejected" and r["status"] == 307 for r in rows)
     assert all(r["error_code"] == "REDIRECT" and "not followed" in r["error_msg"] for r in rows)
+
+
+@pytest.mark.anyio
+async def test_a_stop_while_intake_waits_hands_over_exactly_what_it_counts(
+    tmp_path: Path,
+) -> None:
+    """Intake blocked on a full work buffer, then a stop and a worker taking a task in the same
+    step: every task the intake counts as sent is in a worker's hands or the buffer, and no
+    other. (anyio's send() could hand a task over and still raise the stop's cancellation; the
+    intake then also recorded that task not_attempted: two outcomes for one task.)"""
+    settings = load_settings({"endpoint": "http://127.0.0.1:1", "project_id": "p1"})
+    journal = Journal(tmp_path / "journal.sqlite", "run")
+    pipeline = Pipeline(
+        settings,
+        None,
+        IterableSource("test", []),
+        journal,
+        OutcomeWriter(None),
+        RunStats(),
+        limiter=RateLimiter(0, 1),
+        budget=RetryBudget(10),
+        breaker=CircuitBreaker(10, 1.0),
+    )
+    refs = [TaskRef(f"t{n}", "p1", "test", n) for n in range(3)]
+    tx, rx = anyio.create_memory_object_stream[TaskRef](1)
+    sent: list[int] = []
+
+    async def intake() -> None:
+        sent.append(await pipeline._send(tx, refs))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(intake)
+        await anyio.wait_all_tasks_blocked()  # t0 buffered, intake waiting to send t1
+        pipeline.request_stop("signal")
+        taken = [rx.receive_nowait()]  # a worker takes t0 before the intake runs again
+    with contextlib.suppress(anyio.WouldBlock):
+        while True:
+            taken.append(rx.receive_nowait())
+    journal.close()
+    assert [ref.task_id for ref in taken] == [ref.task_id for ref in refs[: sent[0]]]
