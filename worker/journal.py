@@ -50,6 +50,7 @@ _INSERT = """
 INSERT INTO tasks (project_id, task_id, outcome, run_id, source, line, updated_at)
 VALUES (?, ?, 'pending', ?, ?, ?, ?)
 """
+_INSERT_NEW = _INSERT.replace("INSERT INTO", "INSERT OR IGNORE INTO")
 _RECLAIM = """
 UPDATE tasks SET outcome = 'pending', run_id = ?, source = ?, line = ?, updated_at = ?
 WHERE project_id = ? AND task_id = ?
@@ -98,8 +99,10 @@ class Journal:
         ``deleted`` or ``absent``. Anything else a previous run left is claimed again.
         """
         now = time.time()
-        keys = [(ref.project_id, ref.task_id) for ref in refs]
         try:
+            if self._claim_new(refs, now):
+                return [None] * len(refs)
+            keys = [(ref.project_id, ref.task_id) for ref in refs]
             known = self._known(list(set(keys)))
             out: list[str | None] = []
             inserts, reclaims = [], []
@@ -124,6 +127,24 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
         return out
+
+    def _claim_new(self, refs: Sequence[TaskRef], now: float) -> bool:
+        """The usual case, in one statement: every task of the batch is new to the journal.
+        Inserts them all (committed) and returns True, or changes nothing and returns False
+        when any task is already known (or repeated in the batch)."""
+        rows = [
+            (ref.project_id, ref.task_id, self.run_id, ref.source, ref.line, now) for ref in refs
+        ]
+        before = self._db.total_changes
+        all_new = False
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(_INSERT_NEW, rows)
+            all_new = self._db.total_changes - before == len(rows)
+        finally:
+            # Otherwise roll back: the general path decides task by task.
+            self._db.execute("COMMIT" if all_new else "ROLLBACK")
+        return all_new
 
     def _known(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
         """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
