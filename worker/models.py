@@ -70,7 +70,7 @@ class TaskResult(NamedTuple):
         return {
             "task_id": self.task_id,
             "project_id": self.project_id,
-            "outcome": self.outcome.value,
+            "outcome": self.outcome,  # a StrEnum: orjson and json write its value
             "status": self.status,
             "attempts": self.attempts,
             "error_code": self.error_code,
