@@ -1,0 +1,79 @@
+"""Instructions per task under callgrind: deterministic where CPU time on a shared machine is not.
+
+Not part of the test run. Each program runs twice under ``valgrind --tool=callgrind`` against a
+loopback nginx, with 1 task and with N tasks; (instructions(N) - instructions(1)) / (N - 1) is
+its cost per task with start-up taken out. Usage, from the project root (about 4 minutes):
+
+    uv run python tests/bench/instructions.py [N]       # N defaults to 4000
+
+Needs ``apt-get install nginx-light valgrind``. Crypto counts run higher than natively (valgrind
+does not take OpenSSL's SHA extensions path); compare programs, not absolute numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
+from tests.bench.bench import AK, HERE, PROJECT, SK, ids_file, start_nginx, worker_cmd
+
+UVLOOP = "import runpy,sys,uvloop; uvloop.install(); sys.argv=sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
+
+
+def instructions(cmd: list[str], folder: Path) -> int:
+    out = folder / "callgrind.out"
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
+        env={**os.environ, "CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise SystemExit(f"{cmd[:4]}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is needed: apt-get install valgrind")
+    folder = Path(tempfile.mkdtemp(prefix="dcs-instr-"))
+    url = "http://127.0.0.1:18080"
+    nginx = start_nginx(folder, 18080)
+    try:
+
+        def command(kind: str, ids: Path) -> list[str]:
+            bare = [str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]
+            if kind == "bare":
+                return [sys.executable, *bare]
+            if kind == "bare_uvloop":
+                return [sys.executable, "-c", UVLOOP, *bare]
+            return worker_cmd(url, ids, folder)
+
+        programs = {
+            "bare aiohttp, asyncio loop": "bare",
+            "bare aiohttp, uvloop": "bare_uvloop",
+            "worker: signed, journal, outcomes, report": "worker",
+        }
+        print(f"{'program':<44} {'instructions a task':>20}")
+        for name, kind in programs.items():
+            one = instructions(command(kind, ids_file(folder, 1)), folder)
+            many = instructions(command(kind, ids_file(folder, n)), folder)
+            print(f"{name:<44} {(many - one) / (n - 1):>20,.0f}")
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
