@@ -21,14 +21,6 @@ class Outcome(enum.StrEnum):
     NOT_ATTEMPTED = "not_attempted"
     WOULD_DELETE = "would_delete"
 
-    @property
-    def is_success(self) -> bool:
-        return self in SUCCESSES
-
-    @property
-    def is_failure(self) -> bool:
-        return self in FAILURES
-
 
 SUCCESSES = frozenset({Outcome.DELETED, Outcome.ABSENT})
 FAILURES = frozenset({Outcome.REJECTED, Outcome.FAILED})
