@@ -136,15 +136,11 @@ class Journal:
             (ref.project_id, ref.task_id, self.run_id, ref.source, ref.line, now) for ref in refs
         ]
         before = self._db.total_changes
-        all_new = False
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as tx:
             self._db.executemany(_INSERT_NEW, rows)
-            all_new = self._db.total_changes - before == len(rows)
-        finally:
             # Otherwise roll back: the general path decides task by task.
-            self._db.execute("COMMIT" if all_new else "ROLLBACK")
-        return all_new
+            tx.commit = self._db.total_changes - before == len(rows)
+        return tx.commit
 
     def _known(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
         """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
@@ -252,13 +248,17 @@ class Journal:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): one fsync-free WAL commit per batch."""
+    """BEGIN IMMEDIATE ... COMMIT: one fsync-free WAL commit per batch. ROLLBACK instead on an
+    error, or when the body set ``commit`` to False."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self.commit = True
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
+        return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        self.commit = self.commit and exc_type is None
+        self._db.execute("COMMIT" if self.commit else "ROLLBACK")
