@@ -36,8 +36,8 @@ async def expire_when_sent(dcs: DcsClient, then_stop: anyio.CancelScope | None =
     given) cancel ``then_stop`` in the same step, before the request's task runs again."""
     await anyio.wait_all_tasks_blocked()  # the request is waiting for its answer
     assert len(dcs._inflight) == 1
-    for entry in dcs._inflight.values():
-        entry[0] = 0.0
+    for deadline in dcs._inflight.values():
+        deadline.at = 0.0
     dcs._check_deadlines()
     if then_stop is not None:
         then_stop.cancel()

@@ -89,6 +89,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+class _Deadline:
+    """When a request in flight runs out of time (loop time), and whether the watchdog has
+    cancelled it for that."""
+
+    __slots__ = ("at", "expired")
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.expired = False
+
+
 class DcsClient:
     """Sends signed DCS task-center requests. Use as an async context manager."""
 
@@ -109,8 +120,7 @@ class DcsClient:
         self._timeout = timeout
         self._max_error_body = max_error_body
         self._session: aiohttp.ClientSession | None = None
-        # Requests in flight: their task -> [deadline (loop time), cancelled by the watchdog].
-        self._inflight: dict[asyncio.Task[Any], list[Any]] = {}
+        self._inflight: dict[asyncio.Task[Any], _Deadline] = {}  # requests in flight, by task
         self._tick = min(1.0, max(0.01, timeout / 10))
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -152,9 +162,9 @@ class DcsClient:
         ``_request``'s ``try``: the cancellation is raised there and nowhere else."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for task, entry in self._inflight.items():
-            if not entry[1] and entry[0] <= now:
-                entry[1] = True
+        for task, deadline in self._inflight.items():
+            if not deadline.expired and deadline.at <= now:
+                deadline.expired = True
                 task.cancel()
         self._watchdog = loop.call_later(self._tick, self._check_deadlines)
 
@@ -201,8 +211,8 @@ class DcsClient:
         started = time.perf_counter()
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always awaited in a task
-        entry = [asyncio.get_running_loop().time() + self._timeout, False]
-        self._inflight[task] = entry
+        deadline = _Deadline(asyncio.get_running_loop().time() + self._timeout)
+        self._inflight[task] = deadline
         try:
             async with session.request(
                 method, url, headers=headers, data=body or None, allow_redirects=False
@@ -232,7 +242,7 @@ class DcsClient:
             raise RequestTimeoutError("timeout", f"no full answer within {self._timeout}s") from exc
         except asyncio.CancelledError:
             # The watchdog's cancellation, and no other (a stop's) pending: a timeout.
-            if entry[1] and task.uncancel() == 0:
+            if deadline.expired and task.uncancel() == 0:
                 raise RequestTimeoutError(
                     "timeout", f"no full answer within {self._timeout}s"
                 ) from None
