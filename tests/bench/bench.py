@@ -96,6 +96,16 @@ def ids_file(folder: Path, count: int) -> Path:
     return path
 
 
+def bare_cmd(url: str, ids: Path, uvloop: bool = False) -> list[str]:
+    """Baseline (a): the bare aiohttp script, on the default loop or with uvloop installed."""
+    script = [str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]
+    if not uvloop:
+        return [sys.executable, *script]
+    run_it = ("import runpy,sys,uvloop; uvloop.install(); sys.argv=sys.argv[1:]; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")  # fmt: skip
+    return [sys.executable, "-c", run_it, *script]
+
+
 def worker_cmd(url: str, ids: Path, folder: Path, *extra: str) -> list[str]:
     for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "o.jsonl"):
         (folder / name).unlink(missing_ok=True)
@@ -158,11 +168,7 @@ def main() -> None:
     rows: list[Run] = []
     try:
         ids = ids_file(folder, n)
-        bare = [sys.executable, str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]
-        uvloop_bare = [sys.executable, "-c",
-            "import runpy,sys,uvloop; uvloop.install(); sys.argv=sys.argv[1:]; "
-            "runpy.run_path(sys.argv[0], run_name='__main__')",
-            str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]  # fmt: skip
+        bare, uvloop_bare = bare_cmd(url, ids), bare_cmd(url, ids, uvloop=True)
         sdk_ids = ids_file(folder, n_sdk)
         sdk = [sys.executable, str(HERE / "official_sdk.py"), url, PROJECT, str(sdk_ids)]
         # In turns (five of each case): baselines, workers, SDK. The table shows each case's

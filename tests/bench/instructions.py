@@ -21,9 +21,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import AK, HERE, PROJECT, SK, ids_file, start_nginx, worker_cmd
-
-UVLOOP = "import runpy,sys,uvloop; uvloop.install(); sys.argv=sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"  # noqa: E501
+from tests.bench.bench import AK, SK, bare_cmd, ids_file, start_nginx, worker_cmd
 
 
 def instructions(cmd: list[str], folder: Path) -> int:
@@ -52,12 +50,9 @@ def main() -> None:
     try:
 
         def command(kind: str, ids: Path) -> list[str]:
-            bare = [str(HERE / "bare_aiohttp.py"), url, PROJECT, str(ids), "64"]
-            if kind == "bare":
-                return [sys.executable, *bare]
-            if kind == "bare_uvloop":
-                return [sys.executable, "-c", UVLOOP, *bare]
-            return worker_cmd(url, ids, folder)
+            if kind == "worker":
+                return worker_cmd(url, ids, folder)
+            return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
 
         programs = {
             "bare aiohttp, asyncio loop": "bare",
