@@ -90,8 +90,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class _Deadline:
-    """When a request in flight runs out of time (loop time), and whether the watchdog has
-    cancelled it for that."""
+    """When a request in flight runs out of time, and whether the watchdog has cancelled it for
+    that. ``time.monotonic()``, not the loop's clock: uvloop's is read once per loop pass (in
+    whole milliseconds), so a deadline taken from it could end a request before ``timeout``."""
 
     __slots__ = ("at", "expired")
 
@@ -161,7 +162,7 @@ class DcsClient:
         This runs between task steps, so a request's task is parked at an ``await`` inside
         ``_request``'s ``try``: the cancellation is raised there and nowhere else."""
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = time.monotonic()
         for task, deadline in self._inflight.items():
             if not deadline.expired and deadline.at <= now:
                 deadline.expired = True
@@ -211,7 +212,7 @@ class DcsClient:
         started = time.perf_counter()
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always awaited in a task
-        deadline = _Deadline(asyncio.get_running_loop().time() + self._timeout)
+        deadline = _Deadline(time.monotonic() + self._timeout)
         self._inflight[task] = deadline
         try:
             async with session.request(
