@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from worker.journal import Journal
@@ -51,4 +54,66 @@ def test_a_rejected_fast_claim_leaves_nothing_behind(tmp_path: Path) -> None:
     assert journal.claim(refs("y", "x", "z")) == [None, "duplicate", None]
     assert journal.claim(refs("y", "z")) == ["duplicate", "duplicate"]
     assert sorted(r.task_id for r in journal.results()) == ["x", "y", "z"]
+    journal.close()
+
+
+def test_a_busy_journal_is_reported_at_once_on_the_loop_and_waited_for_in_a_thread(
+    tmp_path: Path,
+) -> None:
+    """Another process holds the write lock: try_claim/try_record change nothing and return at
+    once (the event loop never waits on SQLite); claim/record wait for the lock, then write."""
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path, "run-1")
+    other = sqlite3.connect(path, isolation_level=None)
+    batch = refs("a", "b")
+    other.execute("BEGIN IMMEDIATE")
+    started = time.monotonic()
+    assert journal.try_claim(batch) is None
+    assert time.monotonic() - started < 1.0  # the waiting connection would take 5 s
+    verdicts: list[list[str | None]] = []
+    waiter = threading.Thread(target=lambda: verdicts.append(journal.claim(batch)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # waits for the lock ...
+    other.execute("COMMIT")
+    waiter.join(5)
+    assert verdicts == [[None, None]]  # ... and claims once it is free
+
+    other.execute("BEGIN IMMEDIATE")
+    assert journal.try_record([ended(batch[0], Outcome.DELETED)]) is False
+    other.execute("COMMIT")
+    assert journal.try_record([ended(batch[0], Outcome.DELETED)]) is True
+    assert journal.try_claim(refs("c")) == [None]
+    other.close()
+    outcome = {r.task_id: r.outcome for r in journal.results()}
+    assert outcome == {"a": Outcome.DELETED, "b": Outcome.NOT_ATTEMPTED, "c": Outcome.NOT_ATTEMPTED}
+    journal.close()
+
+
+def test_the_wal_is_folded_back_by_checkpoint_not_by_the_loops_commits(tmp_path: Path) -> None:
+    """Writes through the loop's connection never checkpoint (SQLite's own would, with an
+    fsync, at 1,000 pages), so the WAL grows until checkpoint_due says so; checkpoint() then
+    empties it and every row is in the database."""
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path, "run-1", checkpoint_bytes=2 * 1024 * 1024)
+    wal = Path(f"{path}-wal")
+    due = 0
+    for start in range(0, 3000, 10):  # small group commits, as a busy sink makes them
+        batch = refs(*(f"task-{n:05d}" for n in range(start, start + 10)))
+        assert journal.try_claim(batch) == [None] * 10
+        assert journal.try_record([ended(ref, Outcome.DELETED) for ref in batch])
+        if journal.checkpoint_due():
+            due += 1
+            assert wal.stat().st_size >= 2 * 1024 * 1024
+    assert due >= 1
+    assert wal.stat().st_size > 1000 * 4096  # past SQLite's auto-checkpoint, yet ...
+    assert path.stat().st_size < 64 * 1024  # ... no page reached the database file
+    journal.checkpoint()
+    assert wal.stat().st_size == 0
+    assert path.stat().st_size > 64 * 1024
+    reader = sqlite3.connect(path)
+    assert reader.execute("SELECT outcome, count(*) FROM tasks GROUP BY 1").fetchall() == [
+        ("deleted", 3000)
+    ]
+    reader.close()
     journal.close()

@@ -6,6 +6,7 @@ import contextlib
 import random
 import signal
 import sqlite3
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -298,3 +299,40 @@ async def test_a_stop_while_intake_waits_hands_over_exactly_what_it_counts(
             taken.append(rx.receive_nowait())
     journal.close()
     assert [ref.task_id for ref in taken] == [ref.task_id for ref in refs[: sent[0]]]
+
+
+def test_a_journal_locked_by_another_writer_mid_run_loses_nothing(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Another process holds the journal's write lock for 0.6 s mid-run (as a second replica
+    writing, or an operator's sqlite3 shell): the run waits for it in a thread and ends with
+    every task deleted once, in the journal and in the outcomes file."""
+    ids = seed(emulator, 400, Faults(latency_ms=10))
+    journal = tmp_path / "journal.sqlite"
+    held: list[int] = []
+
+    def hold_the_lock() -> None:
+        while not journal.exists() or journal_outcomes(journal)["deleted"] < 50:
+            time.sleep(0.01)
+        other = sqlite3.connect(journal, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        time.sleep(0.6)
+        held.append(emulator.state.deletes_received)
+        other.execute("COMMIT")
+        other.close()
+
+    locker = threading.Thread(target=hold_the_lock)
+    locker.start()
+    code = run(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
+        "--concurrency", "8", "--journal", str(journal),
+    )  # fmt: skip
+    locker.join(10)
+    assert code == 0
+    assert held
+    assert held[0] < 400  # the lock was taken and released while tasks were still left
+    rows = outcomes(tmp_path)
+    assert sorted(r["task_id"] for r in rows) == sorted(ids)
+    assert {r["outcome"] for r in rows} == {"deleted"}
+    assert journal_outcomes(journal) == {"deleted": 400}
+    assert max(emulator.state.deleted.values()) == 1

@@ -4,12 +4,22 @@ A task is *claimed* (a ``pending`` row, committed) before its request is sent, a
 is written (committed) before its worker slot takes the next task, so a crash loses at most the
 answers of the requests in flight. The same table is the duplicate check: memory stays flat however
 many IDs stream through. Without ``--journal`` the run uses a temporary journal that is deleted at
-the end. All calls are synchronous and short, run from worker threads; one lock per journal
-serialises them, as the one SQLite connection must not be used by two threads at once.
+the end.
+
+Two connections. The run's claims and outcome writes go through ``try_claim``/``try_record`` on the
+event loop's thread: a WAL commit without a checkpoint is short and needs no fsync, and a thread
+hand-off for each group commit cost more CPU than the write itself. That connection never waits:
+when another process holds the write lock it reports "busy" at once, and the caller repeats the
+call with ``claim``/``record`` in a worker thread, on the second connection, which waits for the
+lock (``busy_timeout``). The loop's connection does not checkpoint on commit; ``checkpoint_due``
+says when the WAL has grown and ``checkpoint`` (in a worker thread) folds it back into the database,
+so the fsync that a checkpoint needs never runs on the loop. One lock serialises the waiting
+connection, which worker threads share; the loop's connection is only used on the loop's thread.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -62,25 +72,33 @@ WHERE project_id = ? AND task_id = ?
 """
 
 
-class Journal:
-    """One journal file. Every public method holds the journal's lock while it runs."""
+CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default: 1,000 pages of 4 KiB
+_CHECK_EVERY = 1024  # rows written between two looks at the WAL's size
 
-    def __init__(self, path: Path, run_id: str) -> None:
+
+class Journal:
+    """One journal file: a waiting connection (any thread, under the journal's lock) and a
+    connection that never waits (the event loop's thread only)."""
+
+    def __init__(
+        self, path: Path, run_id: str, *, checkpoint_bytes: int = CHECKPOINT_BYTES
+    ) -> None:
         self.path = path
         self.run_id = run_id
+        self._wal = f"{path}-wal"
+        self._checkpoint_bytes = checkpoint_bytes
+        self._unchecked = 0
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL: a commit survives a process crash (SIGKILL); only power loss may undo
-            # the last commits, which then get a 404 -> absent on the re-run.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db = _connect(path)
             self._db.executescript(SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
                 (run_id, time.time()),
             )
+            self._now = _connect(path)
+            self._now.execute("PRAGMA busy_timeout=0")  # busy: the caller goes to a thread
+            self._now.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
             msg = f"journal {path}: cannot open it: {exc}"
             raise JournalError(msg) from None
@@ -89,84 +107,92 @@ class Journal:
         return f"Journal({str(self.path)!r}, run_id={self.run_id!r})"
 
     def claim(self, refs: Sequence[TaskRef]) -> list[str | None]:
+        """Claim the tasks, waiting for the write lock if another process holds it."""
         with self._lock:
-            return self._claim(refs)
+            try:
+                return self._claim(self._db, refs)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
 
-    def _claim(self, refs: Sequence[TaskRef]) -> list[str | None]:
+    def try_claim(self, refs: Sequence[TaskRef]) -> list[str | None] | None:
+        """``claim`` on the event loop's thread; None (nothing done) if the journal is busy."""
+        try:
+            verdicts = self._claim(self._now, refs)
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                return None
+            raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
+        self._unchecked += len(refs)
+        return verdicts
+
+    def _claim(self, db: sqlite3.Connection, refs: Sequence[TaskRef]) -> list[str | None]:
         """Mark each task pending for this run; per task None (send it) or why it is skipped.
 
         ``duplicate``: already claimed by this run. ``already_done``: a previous run ended it
         ``deleted`` or ``absent``. Anything else a previous run left is claimed again.
         """
         now = time.time()
-        try:
-            if self._claim_new(refs, now):
-                return [None] * len(refs)
-            keys = [(ref.project_id, ref.task_id) for ref in refs]
-            known = self._known(list(set(keys)))
-            out: list[str | None] = []
-            inserts, reclaims = [], []
-            seen: set[tuple[str, str]] = set()
-            for ref, key in zip(refs, keys, strict=True):
-                prev = known.get(key)
-                if key in seen or (prev is not None and prev[1] == self.run_id):
-                    out.append("duplicate")
-                elif prev is not None and prev[0] in _DONE:
-                    out.append("already_done")
+        if self._claim_new(db, refs, now):
+            return [None] * len(refs)
+        keys = [(ref.project_id, ref.task_id) for ref in refs]
+        known = _known(db, list(set(keys)))
+        out: list[str | None] = []
+        inserts, reclaims = [], []
+        seen: set[tuple[str, str]] = set()
+        for ref, key in zip(refs, keys, strict=True):
+            prev = known.get(key)
+            if key in seen or (prev is not None and prev[1] == self.run_id):
+                out.append("duplicate")
+            elif prev is not None and prev[0] in _DONE:
+                out.append("already_done")
+            else:
+                row = (self.run_id, ref.source, ref.line, now)
+                if prev is None:
+                    inserts.append((ref.project_id, ref.task_id, *row))
                 else:
-                    row = (self.run_id, ref.source, ref.line, now)
-                    if prev is None:
-                        inserts.append((ref.project_id, ref.task_id, *row))
-                    else:
-                        reclaims.append((*row, ref.project_id, ref.task_id))
-                    out.append(None)
-                seen.add(key)
-            with self._tx():
-                self._db.executemany(_INSERT, inserts)
-                self._db.executemany(_RECLAIM, reclaims)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
+                    reclaims.append((*row, ref.project_id, ref.task_id))
+                out.append(None)
+            seen.add(key)
+        with _Transaction(db):
+            db.executemany(_INSERT, inserts)
+            db.executemany(_RECLAIM, reclaims)
         return out
 
-    def _claim_new(self, refs: Sequence[TaskRef], now: float) -> bool:
+    def _claim_new(self, db: sqlite3.Connection, refs: Sequence[TaskRef], now: float) -> bool:
         """The usual case, in one statement: every task of the batch is new to the journal.
         Inserts them all (committed) and returns True, or changes nothing and returns False
         when any task is already known (or repeated in the batch)."""
         rows = [
             (ref.project_id, ref.task_id, self.run_id, ref.source, ref.line, now) for ref in refs
         ]
-        before = self._db.total_changes
-        with self._tx() as tx:
-            self._db.executemany(_INSERT_NEW, rows)
+        before = db.total_changes
+        with _Transaction(db) as tx:
+            db.executemany(_INSERT_NEW, rows)
             # Otherwise roll back: the general path decides task by task.
-            tx.commit = self._db.total_changes - before == len(rows)
+            tx.commit = db.total_changes - before == len(rows)
         return tx.commit
 
-    def _known(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, str]]:
-        """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
-        by_project: dict[str, list[str]] = {}
-        for project_id, task_id in keys:
-            by_project.setdefault(project_id, []).append(task_id)
-        found: dict[tuple[str, str], tuple[str, str]] = {}
-        for project_id, task_ids in by_project.items():
-            for start in range(0, len(task_ids), 500):
-                chunk = task_ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    "SELECT task_id, outcome, run_id FROM tasks "  # noqa: S608 - marks only
-                    f"WHERE project_id = ? AND task_id IN ({marks})",
-                    [project_id, *chunk],
-                )
-                for task_id, outcome, run_id in rows:
-                    found[(project_id, task_id)] = (outcome, run_id)
-        return found
-
     def record(self, results: Sequence[TaskResult]) -> None:
-        """Write final outcomes of claimed tasks and commit (skipped lines are not stored)."""
+        """Write final outcomes of claimed tasks and commit (skipped lines are not stored),
+        waiting for the write lock if another process holds it."""
         with self._lock:
-            self._record(results)
+            try:
+                self._record(self._db, results)
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: write failed: {exc}") from None
 
-    def _record(self, results: Sequence[TaskResult]) -> None:
+    def try_record(self, results: Sequence[TaskResult]) -> bool:
+        """``record`` on the event loop's thread; False (nothing done) if the journal is busy."""
+        try:
+            self._unchecked += self._record(self._now, results)
+        except sqlite3.Error as exc:
+            if _busy(exc):
+                return False
+            raise JournalError(f"journal {self.path}: write failed: {exc}") from None
+        return True
+
+    @staticmethod
+    def _record(db: sqlite3.Connection, results: Sequence[TaskResult]) -> int:
         now = time.time()
         rows = [
             (
@@ -184,13 +210,30 @@ class Journal:
             for r in results
             if r.outcome is not Outcome.SKIPPED
         ]
-        if not rows:
-            return
+        if rows:
+            with _Transaction(db):
+                db.executemany(_RECORD, rows)
+        return len(rows)
+
+    def checkpoint_due(self) -> bool:
+        """True when the WAL has grown past ``checkpoint_bytes`` (looked at every 1,024 rows
+        written through the loop's connection)."""
+        if self._unchecked < _CHECK_EVERY:
+            return False
+        self._unchecked = 0
         try:
-            with self._tx():
-                self._db.executemany(_RECORD, rows)
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: write failed: {exc}") from None
+            return os.stat(self._wal).st_size >= self._checkpoint_bytes
+        except OSError:
+            return False
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (waits for other writers; run it in
+        a worker thread)."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: checkpoint failed: {exc}") from None
 
     def unfinished(self, after: tuple[str, str] = ("", ""), limit: int = 512) -> list[TaskRef]:
         """Up to ``limit`` tasks after key ``after`` that a run left ``failed``, ``not_attempted``
@@ -241,10 +284,45 @@ class Journal:
             raise JournalError(f"journal {self.path}: write failed: {exc}") from None
 
     def close(self) -> None:
+        self._now.close()
         self._db.close()
 
-    def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # NORMAL: a commit survives a process crash (SIGKILL); only power loss may undo
+    # the last commits, which then get a 404 -> absent on the re-run.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY, any extended code)."""
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
+
+
+def _known(
+    db: sqlite3.Connection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[str, str]]:
+    """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
+    by_project: dict[str, list[str]] = {}
+    for project_id, task_id in keys:
+        by_project.setdefault(project_id, []).append(task_id)
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    for project_id, task_ids in by_project.items():
+        for start in range(0, len(task_ids), 500):
+            chunk = task_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = db.execute(
+                "SELECT task_id, outcome, run_id FROM tasks "  # noqa: S608 - marks only
+                f"WHERE project_id = ? AND task_id IN ({marks})",
+                [project_id, *chunk],
+            )
+            for task_id, outcome, run_id in rows:
+                found[(project_id, task_id)] = (outcome, run_id)
+    return found
 
 
 class _Transaction:

@@ -93,7 +93,7 @@ class Sink:
             done, self._done = self._done, anyio.Event()
             if batch:
                 try:
-                    await anyio.to_thread.run_sync(self._write, batch)
+                    await self._write(batch)
                 except JournalError as exc:
                     self.error = exc
                 self._stats.on_results(batch)
@@ -102,11 +102,19 @@ class Sink:
                 if self.error is None:
                     await self._source.acknowledge(batch)
             done.set()
+            if self.error is None and self._journal.checkpoint_due():
+                try:
+                    await anyio.to_thread.run_sync(self._journal.checkpoint)
+                except JournalError as exc:
+                    self.error = exc
             if self._closing and not self._pending:
                 return
 
-    def _write(self, batch: list[TaskResult]) -> None:
-        self._journal.record(batch)
+    async def _write(self, batch: list[TaskResult]) -> None:
+        """Journal, then outcomes file. On the loop's thread unless another process holds the
+        journal's write lock: then in a worker thread that waits for it."""
+        if not self._journal.try_record(batch):
+            await anyio.to_thread.run_sync(self._journal.record, batch)
         self._outcomes.write(batch)
 
     def close(self) -> None:
@@ -308,8 +316,9 @@ class Pipeline:
         for bad in final:
             self._warn_bad_input(bad)
         if refs:
-            # The journal serialises its own calls (claims and the sink's writes).
-            verdicts = await anyio.to_thread.run_sync(self._journal.claim, refs)
+            verdicts = self._journal.try_claim(refs)
+            if verdicts is None:  # another process is writing: wait for it in a thread
+                verdicts = await anyio.to_thread.run_sync(self._journal.claim, refs)
             go: list[TaskRef] = []
             for ref, verdict in zip(refs, verdicts, strict=True):
                 if verdict is None:
