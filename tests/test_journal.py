@@ -117,3 +117,30 @@ def test_the_wal_is_folded_back_by_checkpoint_not_by_the_loops_commits(tmp_path:
     ]
     reader.close()
     journal.close()
+
+
+def test_a_task_deleted_after_a_failure_keeps_no_error(tmp_path: Path) -> None:
+    """The deleted row's own statement clears what an earlier attempt's failure left."""
+    path = tmp_path / "journal.sqlite"
+    first = Journal(path, "run-1")
+    (ref,) = refs("a")
+    first.claim([ref])
+    failed = TaskResult(
+        task_id="a", project_id="p1", outcome=Outcome.FAILED, status=500, attempts=3,
+        error_code="DCS.5000", error_msg="internal error", request_id="r1",
+    )  # fmt: skip
+    first.record([failed])
+    first.close()
+    second = Journal(path, "run-2")
+    assert second.claim([ref]) == [None]
+    deleted = TaskResult(
+        task_id="a", project_id="p1", outcome=Outcome.DELETED, status=200, attempts=1,
+        request_id="r2", elapsed_ms=4.5,
+    )  # fmt: skip
+    assert second.try_record([deleted])
+    (row,) = second.results()
+    assert (row.outcome, row.status, row.attempts, row.error_code, row.error_msg) == (
+        Outcome.DELETED, 200, 1, None, None,
+    )  # fmt: skip
+    assert (row.request_id, row.elapsed_ms) == ("r2", 4.5)
+    second.close()

@@ -70,6 +70,13 @@ UPDATE tasks SET outcome = ?, status = ?, attempts = ?, error_code = ?, error_ms
     request_id = ?, elapsed_ms = ?, updated_at = ?
 WHERE project_id = ? AND task_id = ?
 """
+# Most outcomes: deleted, no error. Its own statement binds 7 values instead of 10 (no Nones,
+# which sqlite3 binds through its adapter lookup).
+_RECORD_DELETED = """
+UPDATE tasks SET outcome = 'deleted', status = ?, attempts = ?, error_code = NULL,
+    error_msg = NULL, request_id = ?, elapsed_ms = ?, updated_at = ?
+WHERE project_id = ? AND task_id = ?
+"""
 
 
 CHECKPOINT_BYTES = 4 * 1024 * 1024  # SQLite's own default: 1,000 pages of 4 KiB
@@ -194,26 +201,36 @@ class Journal:
     @staticmethod
     def _record(db: sqlite3.Connection, results: Sequence[TaskResult]) -> int:
         now = time.time()
-        rows = [
-            (
-                r.outcome.value,
-                r.status,
-                r.attempts,
-                r.error_code,
-                r.error_msg,
-                r.request_id,
-                r.elapsed_ms,
-                now,
-                r.project_id,
-                r.task_id,
-            )
-            for r in results
-            if r.outcome is not Outcome.SKIPPED
-        ]
-        if rows:
+        deleted = []
+        other = []
+        for r in results:
+            outcome = r.outcome
+            if outcome is Outcome.DELETED and r.error_code is None and r.error_msg is None:
+                deleted.append(
+                    (r.status, r.attempts, r.request_id, r.elapsed_ms, now, r.project_id, r.task_id)
+                )
+            elif outcome is not Outcome.SKIPPED:
+                other.append(
+                    (
+                        outcome.value,
+                        r.status,
+                        r.attempts,
+                        r.error_code,
+                        r.error_msg,
+                        r.request_id,
+                        r.elapsed_ms,
+                        now,
+                        r.project_id,
+                        r.task_id,
+                    )
+                )
+        if deleted or other:
             with _Transaction(db):
-                db.executemany(_RECORD, rows)
-        return len(rows)
+                if deleted:
+                    db.executemany(_RECORD_DELETED, deleted)
+                if other:
+                    db.executemany(_RECORD, other)
+        return len(deleted) + len(other)
 
     def checkpoint_due(self) -> bool:
         """True when the WAL has grown past ``checkpoint_bytes`` (looked at every 1,024 rows
