@@ -1,12 +1,17 @@
-"""The journal's claim: which tasks a run sends, on either path (all new, or some known)."""
+"""The journal: claims on either path (all new, or some known), the loop's and the waiting
+connection, checkpoints, and how its failures read."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from worker.errors import JournalError
 from worker.journal import Journal
 from worker.models import Outcome, TaskRef, TaskResult
 
@@ -144,3 +149,25 @@ def test_a_task_deleted_after_a_failure_keeps_no_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert (row.request_id, row.elapsed_ms) == ("r2", 4.5)
     second.close()
+
+
+def test_a_broken_journal_fails_with_its_path_and_the_step(tmp_path: Path) -> None:
+    """A SQLite failure (here: the table dropped under the run) is a JournalError naming the
+    journal and the step on either connection; only a busy lock is reported as busy."""
+    path = tmp_path / "journal.sqlite"
+    journal = Journal(path, "run-1")
+    other = sqlite3.connect(path)
+    other.execute("DROP TABLE tasks")
+    other.close()
+    (ref,) = refs("a")
+    calls: list[tuple[str, Callable[[], object]]] = [
+        ("claim", lambda: journal.claim([ref])),
+        ("claim", lambda: journal.try_claim([ref])),
+        ("write", lambda: journal.record([ended(ref, Outcome.FAILED)])),
+        ("write", lambda: journal.try_record([ended(ref, Outcome.DELETED)])),
+    ]
+    for step, call in calls:
+        with pytest.raises(JournalError) as caught:
+            call()
+        assert str(caught.value) == f"journal {path}: {step} failed: no such table: tasks"
+    journal.close()

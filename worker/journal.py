@@ -19,6 +19,7 @@ connection, which worker threads share; the loop's connection is only used on th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -115,22 +116,16 @@ class Journal:
 
     def claim(self, refs: Sequence[TaskRef]) -> list[str | None]:
         """Claim the tasks, waiting for the write lock if another process holds it."""
-        with self._lock:
-            try:
-                return self._claim(self._db, refs)
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
+        with self._lock, self._failing("claim"):
+            return self._claim(self._db, refs)
 
     def try_claim(self, refs: Sequence[TaskRef]) -> list[str | None] | None:
         """``claim`` on the event loop's thread; None (nothing done) if the journal is busy."""
-        try:
+        with self._failing("claim", busy_ok=True):
             verdicts = self._claim(self._now, refs)
-        except sqlite3.Error as exc:
-            if _busy(exc):
-                return None
-            raise JournalError(f"journal {self.path}: claim failed: {exc}") from None
-        self._unchecked += len(refs)
-        return verdicts
+            self._unchecked += len(refs)
+            return verdicts
+        return None
 
     def _claim(self, db: sqlite3.Connection, refs: Sequence[TaskRef]) -> list[str | None]:
         """Mark each task pending for this run; per task None (send it) or why it is skipped.
@@ -182,21 +177,15 @@ class Journal:
     def record(self, results: Sequence[TaskResult]) -> None:
         """Write final outcomes of claimed tasks and commit (skipped lines are not stored),
         waiting for the write lock if another process holds it."""
-        with self._lock:
-            try:
-                self._record(self._db, results)
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: write failed: {exc}") from None
+        with self._lock, self._failing("write"):
+            self._record(self._db, results)
 
     def try_record(self, results: Sequence[TaskResult]) -> bool:
         """``record`` on the event loop's thread; False (nothing done) if the journal is busy."""
-        try:
+        with self._failing("write", busy_ok=True):
             self._unchecked += self._record(self._now, results)
-        except sqlite3.Error as exc:
-            if _busy(exc):
-                return False
-            raise JournalError(f"journal {self.path}: write failed: {exc}") from None
-        return True
+            return True
+        return False
 
     @staticmethod
     def _record(db: sqlite3.Connection, results: Sequence[TaskResult]) -> int:
@@ -246,11 +235,8 @@ class Journal:
     def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (waits for other writers; run it in
         a worker thread)."""
-        with self._lock:
-            try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: checkpoint failed: {exc}") from None
+        with self._lock, self._failing("checkpoint"):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def unfinished(self, after: tuple[str, str] = ("", ""), limit: int = 512) -> list[TaskRef]:
         """Up to ``limit`` tasks after key ``after`` that a run left ``failed``, ``not_attempted``
@@ -291,18 +277,27 @@ class Journal:
             )
 
     def finish_run(self, exit_code: int, report_json: str) -> None:
-        try:
-            with self._lock:
-                self._db.execute(
-                    "UPDATE runs SET finished_at = ?, exit_code = ?, report = ? WHERE run_id = ?",
-                    (time.time(), exit_code, report_json, self.run_id),
-                )
-        except sqlite3.Error as exc:
-            raise JournalError(f"journal {self.path}: write failed: {exc}") from None
+        with self._lock, self._failing("write"):
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, report = ? WHERE run_id = ?",
+                (time.time(), exit_code, report_json, self.run_id),
+            )
 
     def close(self) -> None:
         self._now.close()
         self._db.close()
+
+    @contextlib.contextmanager
+    def _failing(self, what: str, *, busy_ok: bool = False) -> Iterator[None]:
+        """SQLite errors in the block become ``JournalError("journal P: <what> failed: ...")``.
+        With ``busy_ok`` a busy journal (another connection holds the lock) is not an error:
+        the block is left and the code after the ``with`` runs."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            if busy_ok and _busy(exc):
+                return
+            raise JournalError(f"journal {self.path}: {what} failed: {exc}") from None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
