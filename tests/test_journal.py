@@ -24,8 +24,26 @@ def ended(ref: TaskRef, outcome: Outcome) -> TaskResult:
     return TaskResult(task_id=ref.task_id, project_id=ref.project_id, outcome=outcome)
 
 
-def test_claim_verdicts_in_one_run_and_across_runs(tmp_path: Path) -> None:
+# The journal's first layout: a table keyed by (project_id, task_id). Files made with it are
+# used as they are.
+KEYED_LAYOUT = """
+CREATE TABLE tasks (
+    project_id TEXT NOT NULL, task_id TEXT NOT NULL, outcome TEXT NOT NULL, status INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0, error_code TEXT, error_msg TEXT, request_id TEXT,
+    elapsed_ms REAL NOT NULL DEFAULT 0, source TEXT NOT NULL DEFAULT '',
+    line INTEGER NOT NULL DEFAULT 0, run_id TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (project_id, task_id)
+) WITHOUT ROWID;
+"""
+
+
+@pytest.mark.parametrize("layout", ["current", "keyed"])
+def test_claim_verdicts_in_one_run_and_across_runs(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "journal.sqlite"
+    if layout == "keyed":
+        made = sqlite3.connect(path)
+        made.executescript(KEYED_LAYOUT)
+        made.close()
     first = Journal(path, "run-1")
     batch = refs("a", "b", "c", "d")
     assert first.claim(batch) == [None, None, None, None]  # all new
