@@ -19,8 +19,10 @@ against nginx answering 200, in five turns; then the worker against the emulator
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -90,9 +92,12 @@ http {{ access_log off; keepalive_requests 10000000;
 
 
 def ids_file(folder: Path, count: int) -> Path:
+    """``count`` random 32-hex task IDs like DCS's (seeded, so every run gets the same). Random,
+    not sequential: sequential IDs land side by side in the journal's index and flatter it."""
     path = folder / f"ids-{count}.txt"
     if not path.exists():
-        path.write_text("".join(f"task{n:010d}\n" for n in range(count)))
+        rng = random.Random(count)
+        path.write_text("".join(f"{rng.getrandbits(128):032x}\n" for _ in range(count)))
     return path
 
 
@@ -160,6 +165,9 @@ def main() -> None:
     args = parser.parse_args()
     n, n_sdk, n_quota = (4000, 300, 800) if args.quick else (40_000, 2000, 6000)
     mem_small, mem_big = (3000, 30_000) if args.quick else (30_000, 300_000)
+    # An installed wheel (and the Docker image) carries compiled bytecode. A checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile the worker's modules from source in every case.
+    compileall.compile_dir(HERE.parents[1] / "worker", quiet=1)
     folder = Path(tempfile.mkdtemp(prefix="dcs-bench-"))
     port = 18080
     url = f"http://127.0.0.1:{port}"
