@@ -1,4 +1,4 @@
-"""The durable record of outcomes: one SQLite (WAL) row per task, keyed by (project_id, task_id).
+"""The durable record of outcomes: one SQLite (WAL) row per task, unique by (project_id, task_id).
 
 A task is *claimed* (a ``pending`` row, committed) before its request is sent, and its final outcome
 is written (committed) before its worker slot takes the next task, so a crash loses at most the
@@ -330,7 +330,7 @@ def _busy(exc: sqlite3.Error) -> bool:
 def _known(
     db: sqlite3.Connection, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], tuple[str, str]]:
-    """(outcome, run_id) of the rows among ``keys`` that exist, by primary-key lookups."""
+    """(outcome, run_id) of the rows among ``keys`` that exist, by lookups on the task key."""
     by_project: dict[str, list[str]] = {}
     for project_id, task_id in keys:
         by_project.setdefault(project_id, []).append(task_id)
