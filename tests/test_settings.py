@@ -49,6 +49,12 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--id-pattern", "(["], {}, "id_pattern"),
         (["--deadline", "tomorrow"], {}, "deadline"),
         (["--rate", "-1"], {}, "rate"),
+        (["--retry-failed", "--journal", "j.sqlite"], {}, "--retry-failed reads its tasks"),
+        (
+            ["--retry-failed", "--journal", "j.sqlite", "--processes", "2"],
+            {},
+            "--retry-failed reads its tasks",
+        ),
     ],
 )
 def test_bad_value_exits_2_naming_it(

@@ -424,6 +424,9 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError(msg)
     if settings.queue is not None and settings.input is not None:
         raise ConfigError("give either --input or --queue, not both")
+    if settings.retry_failed and (settings.input is not None or settings.queue is not None):
+        # Not silently one or the other: the journal's unfinished tasks are the whole input.
+        raise ConfigError("--retry-failed reads its tasks from --journal: drop --input/--queue")
     if settings.until_empty and settings.queue is None:
         raise ConfigError("--until-empty goes with --queue")
     if settings.retry_failed and settings.journal is None:
