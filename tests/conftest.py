@@ -59,11 +59,12 @@ def unknown_ids(count: int, seed_value: int = 99) -> list[str]:
     return [f"{rng.getrandbits(128):032x}" for _ in range(count)]
 
 
-def run_args(emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str) -> list[str]:
-    """``run`` flags against the emulator, writing report.json and outcomes.jsonl in tmp."""
+def run_args(emu: EmulatorServer, tmp: Path, input_file: Path | None, *extra: str) -> list[str]:
+    """``run`` flags against the emulator, writing report.json and outcomes.jsonl in tmp (no
+    ``--input`` when ``input_file`` is None)."""
     return [
         "run",
-        "--input", str(input_file),
+        *(["--input", str(input_file)] if input_file is not None else []),
         "--endpoint", emu.url,
         "--project-id", PROJECT,
         "--report", str(tmp / "report.json"),
@@ -83,7 +84,7 @@ def run(emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str) -> int:
 
 
 def spawn(
-    emu: EmulatorServer, tmp: Path, input_file: Path, *extra: str, log: str = "worker.log"
+    emu: EmulatorServer, tmp: Path, input_file: Path | None, *extra: str, log: str = "worker.log"
 ) -> subprocess.Popen[bytes]:
     """``python -m worker run`` as a child process (for signals and kill -9)."""
     out = (tmp / log).open("ab")

@@ -334,7 +334,7 @@ def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -
     assert failed > 50
     requests_before = emulator.state.requests
     child = spawn(
-        emulator, tmp_path, path, "--journal", str(journal), "--retry-failed",
+        emulator, tmp_path, None, "--journal", str(journal), "--retry-failed",
         "--processes", "2",
     )  # fmt: skip
     assert child.wait(timeout=60) == 0
