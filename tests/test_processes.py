@@ -6,19 +6,34 @@ the emulator's thread and must not be forked).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import PROJECT, outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from tests.conftest import (
+    PROJECT,
+    outcomes,
+    report,
+    run,
+    run_args,
+    seed,
+    spawn,
+    unknown_ids,
+    write_ids,
+)
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.processes import combine_exit, share
@@ -343,3 +358,62 @@ def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -
     assert rep["outcomes"]["deleted"] == failed  # only the failed ones were taken up again
     assert emulator.state.requests - requests_before == failed
     assert all(p["tasks"] > 0 for p in rep["processes"])
+
+
+def _screen(raw: bytes) -> list[str]:
+    """The lines a terminal shows for ``raw``: colours dropped, ``\\r`` back to column 0 (so a
+    later write overwrites the line), ``\\n`` ends the line."""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw.decode("utf-8", "replace"))
+    lines: list[str] = []
+    line: list[str] = []
+    col = 0
+    for ch in text:
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            lines.append("".join(line).rstrip())
+            line, col = [], 0
+        else:
+            line[col : col + 1] = [ch]
+            col += 1
+    return [*lines, "".join(line).rstrip()]
+
+
+def test_on_a_terminal_each_childs_log_line_prints_whole_above_the_bar(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--processes 2 on a terminal: the parent draws one bar, and every line a child logs (here
+    a warning per rejected task) shows on a line of its own, never glued to the bar."""
+    ids = seed(emulator, 300, Faults(reject_share=0.2, latency_ms=15))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    main_fd, term_fd = pty.openpty()
+    fcntl.ioctl(term_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+    args = run_args(emulator, tmp_path, path, "--processes", "2", "--concurrency", "4")
+    args += ["--progress", "auto", "--log-format", "auto"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=term_fd,
+        stderr=term_fd,
+        cwd=tmp_path,
+    )
+    os.close(term_fd)
+    raw = bytearray()
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # EIO: every writer of the terminal has exited
+            break
+        if not chunk:
+            break
+        raw += chunk
+    os.close(main_fd)
+    assert proc.wait(timeout=60) == 1  # some tasks rejected
+    rejected = report(tmp_path)["outcomes"]["rejected"]
+    assert rejected > 20
+    screen = _screen(bytes(raw))
+    warnings = [line for line in screen if "cleanup.task_rejected" in line]
+    assert len(warnings) == rejected, "\n".join(screen)
+    glued = [line for line in warnings if not re.match(r"\d{4}-\d\d-\d\dT", line)]
+    assert not glued, "\n".join(glued)
+    assert any("tasks/s" in line or " tasks" in line for line in screen)  # the bar was drawn

@@ -81,6 +81,16 @@ def route_lines(hook: Callable[[str], None] | None) -> None:
         _output.hook = hook
 
 
+def write_line(line: str) -> None:
+    """Print an already rendered log line (a ``--processes`` child's, relayed by the parent)
+    the way this process prints its own: above the progress bar while one is drawn."""
+    if _output is None:
+        print(line, flush=True)
+    else:
+        _output.write(line + "\n")
+        _output.flush()
+
+
 def resolve_format(fmt: str, stream: IO[str]) -> str:
     if fmt != "auto":
         return fmt

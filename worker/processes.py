@@ -11,9 +11,10 @@ journal (SQLite's WAL lock serialises their group commits) and append to one out
 
 The parent forks after every import (children start at once and share the loaded code), forwards
 SIGTERM/SIGINT (children have their own process group, so a terminal's Ctrl-C reaches them once,
-through the parent), shows progress from a shared counter array, then merges the children's
-statistics into one report and one exit code. A child dies with the parent (``PR_SET_PDEATHSIG``
-on Linux), so a killed parent never leaves orphans sending requests.
+through the parent), shows progress from a shared counter array (with a bar on a terminal, the
+children's log lines come to the parent through pipes and print above it), then merges the
+children's statistics into one report and one exit code. A child dies with the parent
+(``PR_SET_PDEATHSIG`` on Linux), so a killed parent never leaves orphans sending requests.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import ctypes
 import json
 import math
 import os
+import select
 import shutil
 import signal
 import socket
@@ -38,7 +40,7 @@ from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.journal import Journal
-from worker.logs import get_logger
+from worker.logs import get_logger, route_lines, write_line
 from worker.models import TaskResult
 from worker.pipeline import (
     ABORT_REASONS,
@@ -165,7 +167,8 @@ def run_processes(
         sys.stderr.flush()
         # Worked out before any fork: nothing in a child may raise into the parent's frames.
         plans = [(child_settings(settings, p.index, journal_path, parent_pid), p) for p in parts]
-        with _Supervisor(settings) as supervisor:
+        relay = _LogRelay(n if progress_mode(settings.progress, sys.stderr) == "bar" else 0)
+        with _Supervisor(settings) as supervisor, relay:
             for plan, part in plans:
                 # Signals held across fork(): a child must never run the parent's forwarding
                 # handler; it resets them to the default before it lets them through.
@@ -173,11 +176,13 @@ def run_processes(
                 try:
                     pid = os.fork()
                     if pid == 0:
+                        relay.in_child(part.index)
                         _child(plan, part, run_child)  # never returns
                     supervisor.add(pid, part.index)
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
-            codes = supervisor.wait(_Progress(settings, done))
+            relay.children_started()
+            codes = supervisor.wait(_Progress(settings, done), relay)
         report = merge(settings, run_id, started, parts, codes)
         if settings.report is not None:
             write_report(settings.report, report)
@@ -276,22 +281,102 @@ class _Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    def wait(self, progress: _Progress) -> dict[int, int]:
-        """Reap every child, showing progress meanwhile; exit codes by process index."""
+    def wait(self, progress: _Progress, relay: _LogRelay) -> dict[int, int]:
+        """Reap every child, showing progress and its log lines meanwhile; exit codes by
+        process index."""
         codes: dict[int, int] = {}
         try:
             while self._alive:
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
                     progress.tick()
-                    time.sleep(0.05)
+                    relay.pump(0.05)
                     continue
                 if pid in self._alive:
                     self._alive.discard(pid)
                     codes[self._pids[pid]] = os.waitstatus_to_exitcode(status)
+            relay.drain()
         finally:
             progress.close()
         return codes
+
+
+class _LogRelay:
+    """Children's log lines, printed by the parent while it draws a bar on a terminal.
+
+    A child writing to the terminal itself would put its line at the end of the bar. With a bar,
+    each child sends its whole lines down a pipe of its own instead, and the parent prints them
+    through its own logs, above the bar. Without a bar (``count`` 0) nothing changes: children
+    write their lines straight to the shared stdout, one ``write`` a line."""
+
+    def __init__(self, count: int) -> None:
+        pipes = [os.pipe() for _ in range(count)]
+        self._reads = [read_end for read_end, _ in pipes]
+        self._writes = [write_end for _, write_end in pipes]
+        self._partial: dict[int, bytes] = {}  # open read end -> the part of a line read so far
+
+    def __enter__(self) -> _LogRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Closed before the children are waited for on a failure: a child blocked on a full
+        # pipe gets EPIPE and writes its lines to its own stdout from then on.
+        for fd in (*self._reads, *self._writes):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._reads, self._writes, self._partial = [], [], {}
+
+    def in_child(self, index: int) -> None:
+        """In child ``index``, just forked: route its log lines into its pipe."""
+        if not self._writes:
+            return
+        for fd in self._reads:
+            os.close(fd)
+        for j, fd in enumerate(self._writes):
+            if j != index:
+                os.close(fd)
+        out = self._writes[index]
+
+        def send(line: str) -> None:
+            data = (line + "\n").encode("utf-8", "replace")
+            try:
+                while data:
+                    data = data[os.write(out, data) :]
+            except OSError:  # the parent stopped reading: print it here from now on
+                route_lines(None)
+                write_line(data.decode("utf-8", "replace").rstrip("\n"))
+
+        route_lines(send)
+
+    def children_started(self) -> None:
+        """In the parent, after the forks: keep only the read ends."""
+        for fd in self._writes:
+            os.close(fd)
+        self._writes = []
+        self._partial = dict.fromkeys(self._reads, b"")
+
+    def pump(self, timeout: float) -> None:
+        """Print the whole lines that arrive within ``timeout`` seconds (or just wait it)."""
+        if not self._partial:
+            time.sleep(timeout)
+            return
+        ready, _, _ = select.select(list(self._partial), [], [], timeout)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            *lines, rest = (self._partial[fd] + chunk).split(b"\n")
+            for line in lines:
+                write_line(line.decode("utf-8", "replace"))
+            if chunk:
+                self._partial[fd] = rest
+            else:  # its child has exited
+                if rest:
+                    write_line(rest.decode("utf-8", "replace"))
+                del self._partial[fd]
+
+    def drain(self) -> None:
+        """Print what the children wrote before they exited (they all have)."""
+        while self._partial:
+            self.pump(1.0)
 
 
 class _Progress:
