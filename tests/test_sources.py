@@ -15,7 +15,15 @@ from worker.errors import InputError
 from worker.models import Outcome, TaskRef, TaskResult
 from worker.queue import RedisStreamSource
 from worker.settings import DEFAULT_ID_PATTERN
-from worker.sources import FileSource, IdValidator, SourceItem, TaskSource, check_task
+from worker.sources import (
+    FileSource,
+    IdValidator,
+    ShardFilter,
+    SourceItem,
+    TaskSource,
+    check_task,
+    shard_of,
+)
 
 P = "p" * 32
 
@@ -62,6 +70,62 @@ async def test_every_format_yields_the_same_tasks(
     assert bad[0].line == expected_line
     assert bad[0].error_msg is not None
     assert f":{expected_line}: " in bad[0].error_msg
+
+
+def _mixed_lines(fmt: str) -> str:
+    """200 IDs with every kind of line a shard must place: bad IDs, repeats, blanks, comments
+    (text), a line with another project (CSV, JSON Lines)."""
+    ids = [f"t{n:03d}" if n % 17 else f"bad/{n}" for n in range(200)] + ["t001", "t002"]
+    if fmt == "text":
+        return "# tasks\n" + "".join(
+            f"{i}\n" + ("\n" if n % 9 == 0 else "") for n, i in enumerate(ids)
+        )
+    if fmt == "csv":
+        return "task_id,project_id\n" + "".join(
+            f"{i},{'q' * 32 if n % 5 == 0 else ''}\n" for n, i in enumerate(ids)
+        )
+    return (
+        "".join(
+            f'{{"task_id": "{i}"' + (f', "project_id": "{"q" * 32}"' if n % 5 == 0 else "") + "}\n"
+            for n, i in enumerate(ids)
+        )
+        + "not json\n"
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fmt", ["text", "csv", "jsonl"])
+@pytest.mark.parametrize("project", [P, None])
+@pytest.mark.parametrize("count", [2, 3])
+async def test_shards_of_a_file_split_it_exactly(
+    fmt: str, project: str | None, count: int, tmp_path: Path
+) -> None:
+    """Shards of one file: every line read once by exactly one shard (a task by its hash, a
+    bad line by its line number) and counted as another shard's by all the rest."""
+    path = tmp_path / f"ids.{ {'text': 'txt'}.get(fmt, fmt) }"
+    path.write_text(_mixed_lines(fmt), encoding="utf-8")
+
+    def source() -> FileSource:
+        return FileSource(str(path), project, IdValidator(DEFAULT_ID_PATTERN))
+
+    whole = await collect(source())
+    assert any(isinstance(i, TaskRef) for i in whole) == (project is not None or fmt != "text")
+    key = [(type(i).__name__, i.task_id, i.project_id, i.line) for i in whole]
+    seen: list[tuple[str, str, str, int]] = []
+    for index in range(count):
+        shard = ShardFilter(source(), index, count)
+        mine: list[SourceItem] = []
+        async for batch in shard.batches():
+            mine.extend(batch)
+        await shard.aclose()
+        for item in mine:
+            if isinstance(item, TaskRef):
+                assert shard_of(item.project_id, item.task_id, count) == index
+            else:
+                assert item.line % count == index
+        assert shard.other_shards == len(whole) - len(mine)
+        seen += [(type(i).__name__, i.task_id, i.project_id, i.line) for i in mine]
+    assert sorted(seen) == sorted(key)
 
 
 @pytest.mark.anyio
