@@ -420,3 +420,25 @@ def test_on_a_terminal_each_childs_log_line_prints_whole_above_the_bar(
     glued = [line for line in warnings if not re.match(r"\d{4}-\d\d-\d\dT", line)]
     assert not glued, "\n".join(glued)
     assert any("tasks/s" in line or " tasks" in line for line in screen)  # the bar was drawn
+
+
+def test_a_childs_log_line_is_kept_when_the_parent_stops_reading() -> None:
+    """A child whose parent no longer reads its log pipe (the parent failed or was killed)
+    prints its lines on its own stdout instead: none is lost, the run goes on."""
+    import io
+
+    from worker.logs import configure_logging, get_logger
+    from worker.processes import _LogRelay
+
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    relay = _LogRelay(1)
+    try:
+        relay.in_child(0)  # closes the read end here too: nobody reads the pipe
+        get_logger().warning("cleanup.task_rejected", task_id="t1")
+        get_logger().warning("cleanup.task_rejected", task_id="t2")
+    finally:
+        relay.__exit__(None, None, None)
+        configure_logging("info", "json")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["task_id"] for line in lines] == ["t1", "t2"]

@@ -330,12 +330,11 @@ class _LogRelay:
         """In child ``index``, just forked: route its log lines into its pipe."""
         if not self._writes:
             return
-        for fd in self._reads:
-            os.close(fd)
-        for j, fd in enumerate(self._writes):
-            if j != index:
-                os.close(fd)
         out = self._writes[index]
+        for fd in (*self._reads, *self._writes):
+            if fd != out:
+                os.close(fd)
+        self._reads, self._writes = [], [out]
 
         def send(line: str) -> None:
             data = (line + "\n").encode("utf-8", "replace")
