@@ -2,7 +2,8 @@
 
 Not part of the test run. Each program runs twice under ``valgrind --tool=callgrind`` against a
 loopback nginx, with 1 task and with N tasks; (instructions(N) - instructions(1)) / (N - 1) is
-its cost per task with start-up taken out. Usage, from the project root (about 4 minutes):
+its cost per task with start-up taken out (for ``--processes 2``, every process's count summed).
+Usage, from the project root (about 4 minutes):
 
     uv run python tests/bench/instructions.py [N]       # N defaults to 4000
 
@@ -34,10 +35,12 @@ def instructions(cmd: list[str], folder: Path) -> int:
         text=True,
         check=False,
     )
-    found = re.search(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or found is None:
+    # One count per process: callgrind follows fork(), and a child's count starts from its
+    # parent's at the fork; the 1-task run, subtracted, takes that start-up out again.
+    found = re.findall(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode != 0 or not found:
         raise SystemExit(f"{cmd[:4]}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return int(found.group(1))
+    return sum(int(count) for count in found)
 
 
 def main() -> None:
@@ -52,12 +55,15 @@ def main() -> None:
         def command(kind: str, ids: Path) -> list[str]:
             if kind == "worker":
                 return worker_cmd(url, ids, folder)
+            if kind == "worker_2":
+                return worker_cmd(url, ids, folder, "--processes", "2")
             return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
 
         programs = {
             "bare aiohttp, asyncio loop": "bare",
             "bare aiohttp, uvloop": "bare_uvloop",
             "worker: signed, journal, outcomes, report": "worker",
+            "the same, --processes 2 (all processes)": "worker_2",
         }
         print(f"{'program':<44} {'instructions a task':>20}")
         for name, kind in programs.items():
