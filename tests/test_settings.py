@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from tests.conftest import PROJECT, seed, write_ids
 from worker.cli import main
 from worker.emulator import EmulatorServer
-from worker.settings import load_settings
+from worker.settings import SECRET_FIELDS, Settings, load_settings
 
 
 def test_precedence_flag_env_dotenv_file_default(
@@ -108,3 +109,23 @@ def test_secret_value_not_echoed_in_config_errors(
     monkeypatch.setenv("DCS_CLEANUP_TIMEOUT", "-5")
     assert main(["run", "--input", "x", "--region", "cn-north-4"]) == 2
     assert "s" * 10 not in capsys.readouterr().err
+
+
+def test_run_help_says_what_every_flag_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """``run --help`` lists every setting as a flag with a sentence, not just its own name."""
+    with pytest.raises(SystemExit) as ended:
+        main(["run", "--help"])
+    assert ended.value.code == 0
+    text = " ".join(capsys.readouterr().out.split()).split(" options: ", 1)[1]
+    for name in Settings.model_fields:
+        if name in SECRET_FIELDS:
+            continue
+        flag = "--" + name.replace("_", "-")
+        found = re.search(
+            rf"{re.escape(flag)}(?: [A-Z_]+| {{[^}}]*}}|, --no-[a-z-]+) (.+?)(?: \(default: |$)",
+            text,
+        )
+        assert found is not None, flag
+        words = found.group(1).split(" --")[0].strip()
+        assert words, flag
+        assert words != name.replace("_", " "), (flag, words)

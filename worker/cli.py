@@ -32,19 +32,34 @@ from worker.settings import SECRET_FIELDS, Settings, load_settings
 
 HELP = {
     "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
-    "input_format": "input format (default: from the file name or first line)",
+    "input_format": "input format; auto: from the file name, else the first line",
     "queue": "read from a Redis stream instead: redis://host:port/db",
+    "stream": "with --queue: the Redis stream to read",
+    "group": "with --queue: the consumer group (created if missing)",
+    "consumer": "with --queue: this consumer's name (default: hostname-pid)",
     "until_empty": "with --queue: exit once the stream is drained",
+    "claim_idle": "with --queue: seconds a pending entry stays idle before others reclaim it",
+    "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",
+    "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
+    "redis": "Redis URL for --shared-rate-key when the input is a file",
+    "shared_rate_key": "Redis key of one rate limit shared by every replica",
+    "health_host": "with --queue: address of /healthz and /metrics",
+    "health_port": "with --queue: port of /healthz and /metrics",
+    "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",
     "id_pattern": "regular expression a task ID must match",
     "project_id": "default project ID (a CSV/JSONL project_id column overrides it)",
     "region": "region, e.g. cn-north-4 (endpoint https://dcs.REGION.myhuaweicloud.com)",
     "endpoint": "API endpoint URL (overrides --region)",
     "concurrency": "requests in flight at most",
     "processes": "worker processes on this machine, each a shard of the input (CPU-bound runs)",
-    "rate": "requests per second for the whole run (0 = unlimited)",
+    "rate": "requests per second for the whole run (0 = unknown: find it from 429s)",
     "burst": "requests allowed at once above the rate",
     "max_attempts": "attempts per task, the first included",
     "timeout": "seconds for one whole request (connect, headers and body)",
+    "backoff_base": "seconds: retry n waits uniform(0, min(cap, base * 2^(n-1)))",
+    "backoff_cap": "seconds: the longest backoff between two attempts",
+    "max_retry_after": "seconds: the longest Retry-After honoured",
+    "adaptive": "adapt the rate to throttling (default: on with --rate 0; with R, a ceiling)",
     "grace": "seconds in-flight requests get after SIGTERM/SIGINT or the deadline",
     "deadline": "stop by then: seconds from start, or an ISO-8601 timestamp",
     "max_deletes": "safety guard: abort (exit 3) before deleting more than this many tasks",
@@ -52,12 +67,16 @@ HELP = {
     "retry_refund": "retry tokens each success adds back to the budget",
     "breaker_window": "answers the circuit breaker looks back over",
     "breaker_threshold": "share of failed answers in the window that opens the breaker",
-    "retry_failed": "re-attempt the journal's failed/not_attempted tasks (no input needed)",
+    "retry_failed": "re-attempt the journal's failed/not_attempted tasks (not with --input)",
     "journal": "SQLite journal: a re-run skips tasks already deleted",
     "report": "write the JSON report here",
     "outcomes": "append one JSON line per task here",
     "dry_run": "validate input, credentials and endpoint; send no DELETE",
     "message": "optional message body sent with each DELETE",
+    "log_level": "the least severe level logged",
+    "log_format": "auto: console on a terminal, JSON lines otherwise",
+    "progress": "auto: a bar on a terminal, else a log line every --progress-interval",
+    "progress_interval": "seconds between progress log lines",
 }
 
 
@@ -81,7 +100,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=HELP.get(name, name.replace("_", " ")),
+                help=HELP[name],
             )
         else:
             choices = None
@@ -93,7 +112,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                 dest=name,
                 default=argparse.SUPPRESS,
                 choices=choices,
-                help=HELP.get(name, name.replace("_", " ")) + default_note,
+                help=HELP[name] + default_note,
             )
 
 

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     # How fast and how persistently.
     concurrency: int = Field(default=32, ge=1, le=1024)
     processes: int = Field(default=1, ge=1, le=64)
-    rate: float = Field(default=50.0, ge=0, description="requests/second; 0 = unlimited")
+    rate: float = Field(default=50.0, ge=0, description="requests/second; 0 = unknown")
     burst: int = Field(default=10, ge=1)
     max_attempts: int = Field(default=5, ge=1, le=50)
     timeout: float = Field(default=30.0, gt=0, le=600)
