@@ -134,43 +134,48 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job against the embedded emulator")
     demo.add_argument("--tasks", type=int, default=3000, help="existing tasks to seed and delete")
     demo.add_argument("--unknown", type=int, default=200, help="IDs that do not exist (-> absent)")
-    demo.add_argument("--concurrency", type=int, default=32)
-    demo.add_argument("--rate", type=float, default=700.0)
+    demo.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
+    demo.add_argument("--rate", type=float, default=700.0, help="requests per second")
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
-    demo.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    demo.add_argument(
+        "--log-format", choices=["auto", "json", "console"], default="auto", help=HELP["log_format"]
+    )
 
     emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8080)
-    emu.add_argument("--project-id", default="0" * 31 + "1")
+    emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    emu.add_argument("--port", type=int, default=8080, help="port to listen on")
+    emu.add_argument("--project-id", default="0" * 31 + "1", help="project of the seeded tasks")
     emu.add_argument("--tasks", type=int, default=1000, help="tasks to seed")
     emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
     emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
-    emu.add_argument("--error-rate", type=float, default=0.0)
-    emu.add_argument("--fail-first", type=int, default=0)
-    emu.add_argument("--fail-first-share", type=float, default=0.0)
-    emu.add_argument("--html-502-rate", type=float, default=0.0)
-    emu.add_argument("--reset-rate", type=float, default=0.0)
-    emu.add_argument("--quota-rate", type=float, default=0.0)
-    emu.add_argument("--quota-burst", type=int, default=10)
-    emu.add_argument("--retry-after", type=float, default=None)
-    emu.add_argument("--latency-ms", type=float, default=0.0)
-    emu.add_argument("--seed", type=int, default=0)
+    fault = emu.add_argument
+    fault("--error-rate", type=float, default=0.0, help="share of requests answered 500")
+    fault("--fail-first", type=int, default=0, help="the first N deletes of a task get 500")
+    fault("--fail-first-share", type=float, default=0.0, help="share of tasks --fail-first hits")
+    fault("--html-502-rate", type=float, default=0.0, help="share answered by a proxy's HTML 502")
+    fault(
+        "--reset-rate", type=float, default=0.0, help="share of requests whose connection is reset"
+    )
+    fault("--quota-rate", type=float, default=0.0, help="requests/s above which 429 (0: none)")
+    fault("--quota-burst", type=int, default=10, help="requests at once within the quota")
+    fault("--retry-after", type=float, default=None, help="Retry-After seconds sent with a 429")
+    fault("--latency-ms", type=float, default=0.0, help="milliseconds before each answer")
+    fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
 
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
     enq.add_argument("--queue", required=True, help="redis://host:port/db")
     enq.add_argument(
         "--input", required=True, help="file of task IDs (any run format); - for stdin"
     )
-    enq.add_argument("--stream", default="dcs-cleanup:tasks")
+    enq.add_argument("--stream", default="dcs-cleanup:tasks", help="the Redis stream to add to")
     enq.add_argument("--project-id", default=None, help="project for lines that name none")
     enq.add_argument("--message", default=None, help="message field for every entry")
     enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
 
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
-    rep.add_argument("--journal", type=Path, required=True)
-    rep.add_argument("--report", type=Path)
-    rep.add_argument("--outcomes", type=Path)
+    rep.add_argument("--journal", type=Path, required=True, help="the journal of a run")
+    rep.add_argument("--report", type=Path, help="write its JSON report here")
+    rep.add_argument("--outcomes", type=Path, help="write one JSON line per task here")
     return parser
 
 
