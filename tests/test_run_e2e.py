@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -180,3 +182,69 @@ def test_rerun_with_journal_sends_nothing_for_finished_tasks(
     assert run(emulator, tmp_path, path, "--journal", journal) == 0
     assert emulator.state.requests == before
     assert report(tmp_path)["skipped_reasons"] == {"already_done": 300}
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "needle"),
+    [
+        ("id,x\nabc1,1\n", ["--project-id", PROJECT], "CSV header has no task_id column"),
+        ("# tasks\n\nabc1\nabc2\n", [], "line 3: plain-text lines name no project"),
+    ],
+)
+def test_unusable_input_exits_2_and_sends_nothing(
+    content: str,
+    extra: list[str],
+    needle: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A CSV without a task_id column, or plain text with no --project-id (no line could ever
+    be sent): exit 2 naming the input and line, not a traceback, and not exit 0 with every line
+    skipped; the report says why."""
+    seed(emulator, 3)
+    path = tmp_path / ("ids.csv" if content.startswith("id,") else "ids.txt")
+    path.write_text(content, encoding="utf-8")
+    from worker.cli import main
+
+    code = main(
+        ["run", "--input", str(path), "--endpoint", emulator.url, "--report",
+         str(tmp_path / "report.json"), "--log-format", "json", "--progress", "off", *extra]
+    )  # fmt: skip
+    assert code == 2
+    assert emulator.state.requests == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failed = [e for e in events if e["event"] == "cleanup.input_failed"]
+    assert len(failed) == 1
+    assert failed[0]["level"] == "error"
+    assert f"input {path}: " in failed[0]["error"]
+    assert needle in failed[0]["error"]
+    rep = report(tmp_path)
+    assert (rep["exit_code"], rep["stop_reason"], rep["input_fully_read"]) == (
+        2,
+        "input_error",
+        False,
+    )
+
+
+def test_input_that_breaks_midway_keeps_every_line_read_before(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A gzip input cut short: every ID on a whole line before the cut still runs to its
+    outcome (deleted); nothing after it is sent; exit 3 (input_error), with the report."""
+    ids = seed(emulator, 1500)
+    packed = gzip.compress(("\n".join(ids) + "\n").encode())
+    cut = packed[: len(packed) * 2 // 3]
+    path = tmp_path / "ids.txt.gz"
+    path.write_bytes(cut)
+    readable = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut).decode()
+    before = readable.split("\n")[:-1]  # whole lines only: the last one is cut
+    assert 500 < len(before) < 1500
+    assert run(emulator, tmp_path, path, "--journal", str(tmp_path / "j.sqlite")) == 3
+    rows = outcomes(tmp_path)
+    assert sorted(r["task_id"] for r in rows) == sorted(before)
+    assert {r["outcome"] for r in rows} == {"deleted"}
+    assert set(emulator.state.deleted) == set(before)
+    rep = report(tmp_path)
+    assert (rep["stop_reason"], rep["input_fully_read"]) == ("input_error", False)
+    assert rep["outcomes"]["deleted"] == len(before)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import sys
+import zlib
 from pathlib import Path
 
 import anyio
@@ -16,6 +18,7 @@ from worker.models import Outcome, TaskRef, TaskResult
 from worker.queue import RedisStreamSource
 from worker.settings import DEFAULT_ID_PATTERN
 from worker.sources import (
+    BATCH,
     FileSource,
     IdValidator,
     ShardFilter,
@@ -94,8 +97,9 @@ def _mixed_lines(fmt: str) -> str:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("fmt", ["text", "csv", "jsonl"])
-@pytest.mark.parametrize("project", [P, None])
+@pytest.mark.parametrize(
+    ("fmt", "project"), [("text", P), ("csv", P), ("csv", None), ("jsonl", P), ("jsonl", None)]
+)
 @pytest.mark.parametrize("count", [2, 3])
 async def test_shards_of_a_file_split_it_exactly(
     fmt: str, project: str | None, count: int, tmp_path: Path
@@ -109,7 +113,7 @@ async def test_shards_of_a_file_split_it_exactly(
         return FileSource(str(path), project, IdValidator(DEFAULT_ID_PATTERN))
 
     whole = await collect(source())
-    assert any(isinstance(i, TaskRef) for i in whole) == (project is not None or fmt != "text")
+    assert any(isinstance(i, TaskRef) for i in whole)
     key = [(type(i).__name__, i.task_id, i.project_id, i.line) for i in whole]
     seen: list[tuple[str, str, str, int]] = []
     for index in range(count):
@@ -126,6 +130,46 @@ async def test_shards_of_a_file_split_it_exactly(
         assert shard.other_shards == len(whole) - len(mine)
         seen += [(type(i).__name__, i.task_id, i.project_id, i.line) for i in mine]
     assert sorted(seen) == sorted(key)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shard", [None, (1, 2)])
+async def test_plain_text_without_a_project_is_an_input_error(
+    shard: tuple[int, int] | None, tmp_path: Path
+) -> None:
+    """Plain-text lines name no project: with no default one, the first ID line is an error
+    naming the input and the line (not every line skipped), sharded or not."""
+    path = tmp_path / "ids.txt"
+    path.write_text("# tasks\n\nt1\nt2\n")
+    source = FileSource(str(path), None, IdValidator(DEFAULT_ID_PATTERN))
+    if shard is not None:
+        ShardFilter(source, *shard)
+    with pytest.raises(InputError, match=rf"input {re.escape(str(path))}: line 3: plain-text"):
+        await collect(source)
+
+
+@pytest.mark.anyio
+async def test_lines_before_a_read_error_come_out_before_the_error(tmp_path: Path) -> None:
+    """A gzip file cut short: the whole lines before the cut are yielded, then the error."""
+    ids = [f"t{n:05d}" for n in range(3000)]
+    packed = gzip.compress(("\n".join(ids) + "\n").encode())
+    cut = packed[: len(packed) // 2]
+    path = tmp_path / "ids.txt.gz"
+    path.write_bytes(cut)
+    whole_lines = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut).count(b"\n")
+    assert whole_lines > 2 * BATCH
+    assert whole_lines % BATCH  # the cut is inside a batch
+    got: list[SourceItem] = []
+    source = make(path)
+
+    async def read_all() -> None:
+        async for batch in source.batches():
+            got.extend(batch)
+
+    with pytest.raises(InputError, match="read failed"):
+        await read_all()
+    await source.aclose()
+    assert [i.task_id for i in got] == ids[:whole_lines]
 
 
 @pytest.mark.anyio

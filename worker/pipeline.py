@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
-from worker.errors import JournalError, TransportError
+from worker.errors import InputError, JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import debug_enabled, get_logger
 from worker.models import FAILURES, SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
@@ -37,7 +37,9 @@ from worker.settings import Settings
 from worker.sources import SourceItem, TaskSource
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
-ABORT_REASONS = frozenset({"credentials_refused", "circuit_open", "max_deletes", "journal_error"})
+ABORT_REASONS = frozenset(
+    {"credentials_refused", "circuit_open", "max_deletes", "journal_error", "input_error"}
+)
 
 log = get_logger()
 
@@ -165,6 +167,7 @@ class Pipeline:
         self.inflight = 0
         self._bad_lines = 0
         self.input_fully_read = False
+        self.input_error: str | None = None
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -227,6 +230,9 @@ class Pipeline:
         return self._end()
 
     def _end(self) -> RunEnd:
+        if self.stop_reason is None and self.input_error is not None:
+            # Exit 2 only if nothing was sent: a usage error, fix the input and run again.
+            return RunEnd(EXIT_ABORTED if self._stats.requests else EXIT_USAGE, "input_error")
         if self.stop_reason in ABORT_REASONS:
             return RunEnd(EXIT_ABORTED, self.stop_reason)
         if self.stop_reason is not None:
@@ -281,9 +287,9 @@ class Pipeline:
                     if self.stop_reason is not None:
                         break
             if self.stop_reason is None:
-                self.input_fully_read = True
+                self.input_fully_read = self.input_error is None
                 return
-            if self._source.finite and not self._hard:
+            if self._source.finite and not self._hard and self.input_error is None:
                 # Account for the rest of a file too (not_attempted), as far as grace allows.
                 with anyio.move_on_after(self.settings.grace):
                     async for batch in batches:
@@ -299,14 +305,20 @@ class Pipeline:
     ) -> list[SourceItem] | None:
         """The next batch, or None at the end or on a stop. A queue read (which may wait for
         new entries for ever) is cancelled by a stop: its entries stay pending in the queue. A
-        file read is never cut short, so no line read goes unaccounted for."""
-        if self._source.finite:
-            return await anext(batches, None)
-        with anyio.CancelScope() as scope:
-            self._read_scope = scope
-            if self.stop_reason is not None:
-                scope.cancel()
-            return await anext(batches, None)
+        file read is never cut short, so no line read goes unaccounted for. An input that cannot
+        be read on (a CSV header without task_id, a truncated gzip) ends the input there: every
+        task read before the bad point still runs to its outcome."""
+        try:
+            if self._source.finite:
+                return await anext(batches, None)
+            with anyio.CancelScope() as scope:
+                self._read_scope = scope
+                if self.stop_reason is not None:
+                    scope.cancel()
+                return await anext(batches, None)
+        except InputError as exc:
+            log.error("cleanup.input_failed", error=str(exc))
+            self.input_error = str(exc)
         return None
 
     async def _claim(self, batch: list[SourceItem]) -> list[TaskRef]:

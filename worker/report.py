@@ -236,6 +236,7 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 EXIT_MEANING = {
     0: "every task deleted, absent, skipped or would_delete",
     1: "some tasks ended rejected or failed",
+    2: "usage or input error; nothing was sent",
     3: "aborted",
     4: "interrupted; the rest is not_attempted",
 }

@@ -180,7 +180,9 @@ class FileSource:
             else:
                 parse: Callable[[str, int], SourceItem | None]
                 parse = self._jsonl_line if fmt == "jsonl" else self._text_line
-                if self.shard is not None:
+                if fmt == "text" and not self._default_project:
+                    parse = self._text_line_without_project
+                elif self.shard is not None:
                     if fmt == "text":
                         parse = self._text_of_shard(*self.shard)
                     else:
@@ -211,11 +213,19 @@ class FileSource:
         )
 
     def _text_line(self, line: str, lineno: int) -> SourceItem | None:
-        # Only the line break and surrounding spaces are trimmed; anything else is the ID.
-        text = line.rstrip("\r\n").strip(" \t")
-        if not text or text.startswith("#"):
+        text = _id_text(line)
+        return None if text is None else self._check(text, None, lineno)
+
+    def _text_line_without_project(self, line: str, lineno: int) -> SourceItem | None:
+        """Plain text and no ``--project-id``: no line could ever be sent. Every line skipped
+        and exit 0 would let a CronJob that lost its ``--project-id`` delete nothing for ever."""
+        if _id_text(line) is None:
             return None
-        return self._check(text, None, lineno)
+        msg = (
+            f"input {self.name}: line {lineno}: plain-text lines name no project: give "
+            "--project-id (or use CSV or JSON Lines with a project_id column)"
+        )
+        raise InputError(msg)
 
     def _text_of_shard(self, index: int, count: int) -> Callable[[str, int], SourceItem | None]:
         """``_text_line`` and ``in_shard``, with another shard's line passed over unchecked
@@ -226,8 +236,8 @@ class FileSource:
         hash_shard = shard_of_task(self._default_project or "", count)
 
         def parse(line: str, lineno: int) -> SourceItem | None:
-            text = line.rstrip("\r\n").strip(" \t")
-            if not text or text.startswith("#"):
+            text = _id_text(line)
+            if text is None:
                 return None
             by_hash = hash_shard(text) == index
             by_line = lineno % count == index
@@ -315,20 +325,28 @@ class FileSource:
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         lines = self._lines()
+        failed: list[InputError] = []
 
         def take() -> list[SourceItem]:
             out: list[SourceItem] = []
-            for item in lines:
-                out.append(item)
-                if len(out) >= BATCH:
-                    break
+            try:
+                for item in lines:
+                    out.append(item)
+                    if len(out) >= BATCH:
+                        break
+            except InputError as exc:
+                # The lines read before the bad point go out first; the error comes next.
+                failed.append(exc)
             return out
 
         while True:
             batch = await anyio.to_thread.run_sync(take)
+            if batch:
+                yield batch
+            if failed:
+                raise failed[0]
             if not batch:
                 return
-            yield batch
 
     async def acknowledge(self, results: Sequence[TaskResult]) -> None:
         """Files need no acknowledgement; the journal records progress."""
@@ -336,6 +354,13 @@ class FileSource:
     async def aclose(self) -> None:
         if self._stream is not None and self.path != "-":
             self._stream.close()
+
+
+def _id_text(line: str) -> str | None:
+    """The ID on a plain-text line, or None for a blank line or a ``#`` comment. Only the line
+    break and surrounding spaces and tabs are trimmed; anything else is part of the ID."""
+    text = line.rstrip("\r\n").strip(" \t")
+    return None if not text or text.startswith("#") else text
 
 
 def _decompressed(raw: io.BufferedReader) -> io.BufferedReader:
