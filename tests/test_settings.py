@@ -51,6 +51,10 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--deadline", "tomorrow"], {}, "deadline"),
         (["--rate", "-1"], {}, "rate"),
         (["--retry-failed", "--journal", "j.sqlite"], {}, "--retry-failed reads its tasks"),
+        (["--journal", "ids.txt/j.sqlite"], {}, "--journal ids.txt/j.sqlite: cannot create its"),
+        (["--outcomes", "."], {}, "--outcomes .: is a folder"),
+        (["--report", "."], {}, "--report .: is a folder"),
+        (["--report", "."], {"DCS_CLEANUP_PROCESSES": "2"}, "--report .: is a folder"),
         (
             ["--retry-failed", "--journal", "j.sqlite", "--processes", "2"],
             {},

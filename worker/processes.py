@@ -51,7 +51,15 @@ from worker.pipeline import (
     EXIT_USAGE,
 )
 from worker.report import LatencyHistogram, RunStats, write_report
-from worker.runner import ProgressBar, announce_end, check_request, new_run_id, progress_mode
+from worker.runner import (
+    ProgressBar,
+    announce_end,
+    check_outputs,
+    check_request,
+    new_run_id,
+    progress_mode,
+    save_report,
+)
 from worker.settings import Settings
 from worker.sources import FileSource, IdValidator
 
@@ -147,6 +155,7 @@ def run_processes(
 
     check(settings)
     check_request(settings, None)
+    check_outputs(settings)
     if settings.input is not None and not Path(settings.input).exists():
         raise ConfigError(f"input {settings.input}: no such file")
     settings.base_url()  # an endpoint or region is required: say so once, not per child
@@ -156,7 +165,6 @@ def run_processes(
     folder = Path(tempfile.mkdtemp(prefix="dcs-cleanup-processes-"))
     try:
         journal_path = settings.journal or folder / "journal.sqlite"
-        journal_path.parent.mkdir(parents=True, exist_ok=True)
         # Created (schema, WAL) once here, so the children never race to create it.
         Journal(journal_path, run_id).close()
         done = RawArray("q", n)
@@ -184,8 +192,7 @@ def run_processes(
             relay.children_started()
             codes = supervisor.wait(_Progress(settings, done), relay)
         report = merge(settings, run_id, started, parts, codes)
-        if settings.report is not None:
-            write_report(settings.report, report)
+        save_report(settings, report)
         journal = Journal(journal_path, run_id)
         try:
             journal.finish_run(report["exit_code"], json.dumps(report))

@@ -323,6 +323,7 @@ async def execute(
     shared array and hands its figures to the parent, which writes the report and summary.
     """
     check_request(settings, source)
+    check_outputs(settings)
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id() if part is None else part.run_id
@@ -335,13 +336,15 @@ async def execute(
             journal_path = Path(tmpdir) / "journal.sqlite"
         else:
             journal_path = settings.journal
-            journal_path.parent.mkdir(parents=True, exist_ok=True)
         journal = Journal(journal_path, run_id)
         stack.callback(journal.close)
         if source is None:
             source = _make_source(settings, journal)
         stack.push_async_callback(source.aclose)
-        outcomes = OutcomeWriter(settings.outcomes)
+        try:
+            outcomes = OutcomeWriter(settings.outcomes)
+        except OSError as exc:
+            raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
         stack.callback(outcomes.close)
         client = await stack.enter_async_context(
             DcsClient(base_url, signer, concurrency=settings.concurrency, timeout=settings.timeout)
@@ -386,8 +389,7 @@ async def execute(
         if part is not None:
             part.save(report, stats)
             return end.exit_code
-        if settings.report is not None:
-            write_report(settings.report, report)
+        save_report(settings, report)
         try:
             journal.finish_run(end.exit_code, json.dumps(report))
         except JournalError as exc:
@@ -408,6 +410,38 @@ def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
         duration_s=report["duration_s"],
     )
     print(summary_table(report), file=stream or sys.stderr)
+
+
+def check_outputs(settings: Settings) -> None:
+    """Create the folders of ``--journal``, ``--outcomes`` and ``--report`` now and refuse one
+    that cannot be used (exit 2), before anything is sent rather than in a traceback later."""
+    for flag, path in (
+        ("--journal", settings.journal),
+        ("--outcomes", settings.outcomes),
+        ("--report", settings.report),
+    ):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"{flag} {path}: cannot create its folder: {exc.strerror or exc}"
+            raise ConfigError(msg) from None
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a folder; give a file path")
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise ConfigError(f"{flag} {path}: not writable")
+
+
+def save_report(settings: Settings, report: dict[str, Any]) -> None:
+    """Write ``--report``; a failure now (disk full) is logged, not raised: every outcome is
+    already in the journal, and ``dcs-cleanup report --journal`` renders the report again."""
+    if settings.report is None:
+        return
+    try:
+        write_report(settings.report, report)
+    except OSError as exc:
+        log.error("cleanup.report_failed", path=str(settings.report), error=str(exc))
 
 
 def check_request(settings: Settings, source: TaskSource | None) -> None:
