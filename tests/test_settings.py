@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, seed, write_ids
+from tests.conftest import PROJECT, run, seed, write_ids
 from worker.cli import main
 from worker.emulator import EmulatorServer
+from worker.emulator.app import DEMO_AK, DEMO_SK
 from worker.settings import SECRET_FIELDS, Settings, load_settings
 
 
@@ -133,3 +134,29 @@ def test_run_help_says_what_every_flag_does(capsys: pytest.CaptureFixture[str]) 
         words = found.group(1).split(" --")[0].strip()
         assert words, flag
         assert words != name.replace("_", " "), (flag, words)
+
+
+def test_credentials_ending_in_a_newline_still_sign(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kubernetes Secret made from files gives CLOUD_SDK_AK/SK with the file's newline: the
+    value is trimmed, so every request is signed right (the emulator checks) and deleted."""
+    monkeypatch.setenv("CLOUD_SDK_AK", DEMO_AK + "\n")
+    monkeypatch.setenv("CLOUD_SDK_SK", "  " + DEMO_SK + "\r\n")
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, ids) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_credential_with_inner_whitespace_exits_2_unechoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two words pasted into CLOUD_SDK_SK: exit 2 naming the variable, not its value."""
+    monkeypatch.setenv("CLOUD_SDK_SK", "first-half-of-it second-half-of-it")
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    assert (
+        main(["run", "--input", str(ids), "--project-id", PROJECT, "--region", "cn-north-4"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "CLOUD_SDK_SK: " in err
+    assert "half-of-it" not in err

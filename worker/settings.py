@@ -30,6 +30,11 @@ from worker.errors import ConfigError
 DEFAULT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_PREFIX = "DCS_CLEANUP_"
 SECRET_FIELDS = frozenset({"ak", "sk", "security_token"})
+_SECRET_ENV = {
+    "ak": "CLOUD_SDK_AK",
+    "sk": "CLOUD_SDK_SK",
+    "security_token": "CLOUD_SDK_SECURITY_TOKEN",
+}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -151,6 +156,20 @@ class Settings(BaseSettings):
         except ValueError:
             when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
             return when.timestamp() - (time.time() if now is None else now)
+
+    @field_validator("ak", "sk", "security_token")
+    @classmethod
+    def _credential_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        """Surrounding whitespace is trimmed: a Kubernetes Secret made from a file keeps the
+        file's last newline, which would fail every signature (and Huawei locks an AK after
+        repeated failures). Whitespace inside is refused: no credential has any."""
+        if value is None:
+            return None
+        raw = value.get_secret_value().strip()
+        if not raw or any(ch.isspace() for ch in raw):
+            msg = "must be one word (no spaces or line breaks inside) and not empty"
+            raise ValueError(msg)
+        return SecretStr(raw)
 
     @field_validator("shard")
     @classmethod
@@ -312,7 +331,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         env = ENV_PREFIX + field.upper()
         where = f"{field} ({flag} / {env})"
         if field in SECRET_FIELDS or field.startswith("CLOUD_SDK"):
-            lines.append(f"  {where}: {err['msg']}")
+            name = _SECRET_ENV.get(field, field)  # set from the environment only
+            lines.append(f"  {name}: {err['msg']}")
         else:
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
