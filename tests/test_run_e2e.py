@@ -134,6 +134,27 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["outcomes"]["deleted"] == 0
 
 
+def test_a_clock_far_off_stops_at_once_and_says_so(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """This machine's clock an hour off: the gateway refuses the signature's time (401
+    APIGW.0303). Exit 3 as for any 401, and the log says to check the clock, not the keys."""
+    from worker.signer import Signer
+
+    monkeypatch.setattr(Signer, "sdk_date", lambda self: "20200101T000000Z")
+    ids = seed(emulator, 50)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--concurrency", "4") == 3
+    assert emulator.state.remaining() == 50
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    aborted = [e for e in events if e["event"] == "cleanup.aborted"]
+    assert [e["reason"] for e in aborted] == ["credentials_refused"]
+    assert "APIGW.0303" in aborted[0]["detail"]
+    assert "check this clock" in aborted[0]["detail"]
+
+
 def test_rejected_tasks_exit_1_and_do_not_stop_the_rest(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -37,6 +37,7 @@ from worker.settings import Settings
 from worker.sources import SourceItem, TaskSource
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+CLOCK_REFUSED = "APIGW.0303"  # 401: X-Sdk-Date more than 15 minutes off (API_FACTS.md)
 ABORT_REASONS = frozenset(
     {"credentials_refused", "circuit_open", "max_deletes", "journal_error", "input_error"}
 )
@@ -585,4 +586,8 @@ def _describe(answer: ApiResponse | TransportError | None) -> str:
         return "none"
     if isinstance(answer, TransportError):
         return str(answer)
-    return f"HTTP {answer.status} {answer.error_code or ''}".strip()
+    text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
+    if answer.status == 401 and answer.error_code == CLOCK_REFUSED:
+        # The signature's time, not the key: say so before anyone rotates a good AK/SK.
+        text += ": the request time is over 15 minutes off the gateway's; check this clock (NTP)"
+    return text
