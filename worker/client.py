@@ -11,21 +11,29 @@ that was 25,000 of a request's ~510,000 instructions. The watchdog runs every ``
 seconds (at most 1 s) and cancels the task of each request past its deadline at the point where it
 waits inside the request; the request turns that cancellation into ``RequestTimeoutError``, so a
 request ends between ``timeout`` and ``timeout`` + one tick.
+
+An https endpoint is reached through the proxy that ``HTTPS_PROXY`` names, unless ``NO_PROXY``
+covers its host (an ``http://`` proxy, tunnelled with CONNECT; ``user:password@`` in its URL is
+sent as Proxy-Authorization). It is looked up once per client, not per request as aiohttp's
+``trust_env`` does. Plain-http endpoints, loopback only, never use one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from worker import __version__
@@ -125,6 +133,7 @@ class DcsClient:
         self._tick = min(1.0, max(0.01, timeout / 10))
         self._watchdog: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.proxy: URL | None = None  # the proxy in use, without its credentials
 
     def __repr__(self) -> str:
         return f"DcsClient({self._origin!r})"
@@ -133,7 +142,30 @@ class DcsClient:
         connector = aiohttp.TCPConnector(
             limit=self._concurrency, limit_per_host=self._concurrency, ttl_dns_cache=300
         )
-        self._session = aiohttp.ClientSession(
+        proxy_auth: aiohttp.BasicAuth | None = None
+        if self._base.scheme == "https":
+            with contextlib.suppress(LookupError):
+                self.proxy, proxy_auth = get_env_proxy_for_url(self._base)
+        with warnings.catch_warnings():
+            # proxy_auth is deprecated in aiohttp 3.14, but it is the only way a CONNECT gets
+            # Proxy-Authorization from a session-wide setting.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._session = self._new_session(connector, proxy_auth)
+        # aiohttp silently resends an idempotent request once when a pooled connection was
+        # reset. A DELETE resent that way skips the rate limiter, the retry budget and the
+        # outcome's attempt count, so every resend here goes through the retry policy instead.
+        if hasattr(self._session, "_retry_connection"):
+            self._session._retry_connection = False
+        # The session is bound to this loop. Naming it spares current_task() a lookup of the
+        # running loop per request, which on Python 3.11 is a getpid() system call.
+        self._loop = loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(self._tick, self._check_deadlines)
+        return self
+
+    def _new_session(
+        self, connector: aiohttp.TCPConnector, proxy_auth: aiohttp.BasicAuth | None
+    ) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=connector,
             # No aiohttp timer per request: the watchdog keeps ``timeout`` (module docstring).
             timeout=aiohttp.ClientTimeout(),
@@ -148,17 +180,9 @@ class DcsClient:
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             raise_for_status=False,
+            proxy=self.proxy,
+            proxy_auth=proxy_auth,
         )
-        # aiohttp silently resends an idempotent request once when a pooled connection was
-        # reset. A DELETE resent that way skips the rate limiter, the retry budget and the
-        # outcome's attempt count, so every resend here goes through the retry policy instead.
-        if hasattr(self._session, "_retry_connection"):
-            self._session._retry_connection = False
-        # The session is bound to this loop. Naming it spares current_task() a lookup of the
-        # running loop per request, which on Python 3.11 is a getpid() system call.
-        self._loop = loop = asyncio.get_running_loop()
-        self._watchdog = loop.call_later(self._tick, self._check_deadlines)
-        return self
 
     def _check_deadlines(self) -> None:
         """Cancel each request past its deadline (once), then run again in one tick.

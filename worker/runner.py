@@ -358,6 +358,7 @@ async def execute(
             rate=settings.rate,
             dry_run=settings.dry_run,
             journal=str(settings.journal) if settings.journal else None,
+            proxy=str(client.proxy) if client.proxy else None,
         )
         if settings.dry_run:
             code = await _probe(client, settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from types import TracebackType
 from typing import Self, cast
@@ -17,7 +18,11 @@ class EmulatorServer:
     """``with EmulatorServer(state) as emu: emu.url`` — serves until the block ends."""
 
     def __init__(
-        self, state: EmulatorState | None = None, host: str = "127.0.0.1", port: int = 0
+        self,
+        state: EmulatorState | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not is_loopback(host):
             msg = f"the emulator listens on loopback addresses only, not {host!r}"
@@ -25,6 +30,7 @@ class EmulatorServer:
         self.state = state or EmulatorState()
         self.host = host
         self.port = port
+        self._ssl = ssl_context  # serve https (tests of TLS through a proxy)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -33,7 +39,7 @@ class EmulatorServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://{self.host}:{self.port}"
 
     def __enter__(self) -> Self:
         self._thread = threading.Thread(target=self._serve, name="dcs-emulator", daemon=True)
@@ -63,7 +69,7 @@ class EmulatorServer:
         runner = web.AppRunner(make_app(self.state), access_log=None, handle_signals=False)
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.port, backlog=1024)
+            site = web.TCPSite(runner, self.host, self.port, backlog=1024, ssl_context=self._ssl)
             await site.start()
             # The only way to learn the port bound to 0.
             server = cast("asyncio.Server | None", site._server)

@@ -1,0 +1,168 @@
+"""An https endpoint behind an egress proxy: ``HTTPS_PROXY``/``NO_PROXY``, CONNECT, proxy
+credentials. The emulator serves TLS with a certificate from a test CA (trustme) that the worker
+trusts through ``SSL_CERT_FILE``; the worker runs as its own process, so it loads that CA."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+import trustme
+
+from tests.conftest import report, seed, spawn, write_ids
+from worker.emulator import EmulatorServer, EmulatorState
+
+PASSWORD = "proxy-pass-Zq81"  # a test value, checked to appear nowhere
+
+
+class ConnectProxy:
+    """A CONNECT-only HTTP proxy on loopback that asks for Basic credentials: it records each
+    tunnel's target and Proxy-Authorization, answers 407 to a wrong one, else pipes bytes."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.tunnels: list[tuple[str, str | None]] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        server = await asyncio.start_server(self._tunnel, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        async with server:
+            await self._stop.wait()
+
+    async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            method, target, _ = head[0].split(" ")
+            fields = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+            auth = next((v for k, v in fields.items() if k.lower() == "proxy-authorization"), None)
+            self.tunnels.append((f"{method} {target}", auth))
+            if method != "CONNECT" or auth != self.expected:
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+                writer.write(b'Proxy-Authenticate: Basic realm="t"\r\nContent-Length: 0\r\n\r\n')
+                await writer.drain()
+                return
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+def tls_emulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
+    """The emulator on https://127.0.0.1, its CA trusted by processes started from here."""
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with EmulatorServer(EmulatorState(), ssl_context=context) as emu:
+        yield emu
+
+
+def _events(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def test_https_endpoint_goes_through_the_https_proxy_with_its_credentials(
+    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY with user:password: every connection is a CONNECT to the endpoint carrying
+    the credentials, the tasks are deleted, and the password is in no log, report or outcome."""
+    ids = seed(tls_emulator, 40)
+    with ConnectProxy("cleanup", PASSWORD) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://cleanup:{PASSWORD}@127.0.0.1:{proxy.port}")
+        path = write_ids(tmp_path / "ids.txt", ids)
+        child = spawn(tls_emulator, tmp_path, path, "--concurrency", "4")
+        assert child.wait(timeout=60) == 0
+    assert tls_emulator.state.remaining() == 0
+    assert proxy.tunnels
+    assert set(proxy.tunnels) == {(f"CONNECT 127.0.0.1:{tls_emulator.port}", proxy.expected)}
+    assert len(proxy.tunnels) <= 4  # connections are kept alive, one per request in flight
+    log = tmp_path / "worker.log"
+    started = [e for e in _events(log) if e["event"] == "cleanup.run_started"]
+    assert started[0]["proxy"] == f"http://127.0.0.1:{proxy.port}"
+    for output in (log, tmp_path / "report.json", tmp_path / "outcomes.jsonl"):
+        assert PASSWORD not in output.read_text(), output.name
+    assert report(tmp_path)["outcomes"]["deleted"] == 40
+
+
+def test_no_proxy_bypasses_it(
+    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NO_PROXY naming the endpoint's host: straight there, the proxy never asked."""
+    ids = seed(tls_emulator, 10)
+    with ConnectProxy("cleanup", PASSWORD) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        child = spawn(tls_emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids))
+        assert child.wait(timeout=60) == 0
+    assert tls_emulator.state.remaining() == 0
+    assert proxy.tunnels == []
+    started = [e for e in _events(tmp_path / "worker.log") if e["event"] == "cleanup.run_started"]
+    assert started[0]["proxy"] is None
+
+
+def test_a_proxy_refusing_the_credentials_fails_the_tasks_not_the_run(
+    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 407 from the proxy is a transport failure, retried then failed (exit 1), named in
+    the outcome; the wrong password is not written anywhere either."""
+    ids = seed(tls_emulator, 3)
+    with ConnectProxy("cleanup", PASSWORD) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://cleanup:wrong-{PASSWORD}@127.0.0.1:{proxy.port}")
+        path = write_ids(tmp_path / "ids.txt", ids)
+        child = spawn(tls_emulator, tmp_path, path, "--max-attempts", "2")
+        assert child.wait(timeout=60) == 1
+    assert tls_emulator.state.requests == 0
+    rows = [json.loads(line) for line in (tmp_path / "outcomes.jsonl").read_text().splitlines()]
+    assert {r["outcome"] for r in rows} == {"failed"}
+    assert all("407" in (r["error_msg"] or "") for r in rows), rows
+    for output in (tmp_path / "worker.log", tmp_path / "report.json", tmp_path / "outcomes.jsonl"):
+        assert PASSWORD not in output.read_text(), output.name
