@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 
+import anyio.from_thread
 import pytest
 import trustme
 
@@ -24,40 +24,23 @@ PASSWORD = "proxy-pass-Zq81"  # a test value, checked to appear nowhere
 
 class ConnectProxy:
     """A CONNECT-only HTTP proxy on loopback that asks for Basic credentials: it records each
-    tunnel's target and Proxy-Authorization, answers 407 to a wrong one, else pipes bytes."""
+    tunnel's target and Proxy-Authorization, answers 407 to a wrong one, else pipes bytes.
+    It serves from an anyio blocking portal (an event loop in a thread of its own)."""
 
     def __init__(self, user: str, password: str) -> None:
         self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.tunnels: list[tuple[str, str | None]] = []
         self.port = 0
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._tunnel, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        async with server:
-            await self._stop.wait()
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[ConnectProxy]:
+        with anyio.from_thread.start_blocking_portal() as portal:
+            server = portal.call(asyncio.start_server, self._tunnel, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            try:
+                yield self
+            finally:
+                portal.call(server.close)  # on the portal's loop: asyncio is not thread-safe
 
     async def _tunnel(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -110,17 +93,31 @@ def _events(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
+def _run_through(
+    proxy: ConnectProxy,
+    userinfo: str,
+    emulator: EmulatorServer,
+    tasks: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *extra: str,
+) -> int:
+    """Seed ``tasks``; run the worker (its own process) with HTTPS_PROXY naming ``proxy``."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, tasks))
+    with proxy.serving():
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{userinfo}127.0.0.1:{proxy.port}")
+        child = spawn(emulator, tmp_path, path, "--concurrency", "4", *extra)
+        return child.wait(timeout=60)
+
+
 def test_https_endpoint_goes_through_the_https_proxy_with_its_credentials(
     tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """HTTPS_PROXY with user:password: every connection is a CONNECT to the endpoint carrying
     the credentials, the tasks are deleted, and the password is in no log, report or outcome."""
-    ids = seed(tls_emulator, 40)
-    with ConnectProxy("cleanup", PASSWORD) as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://cleanup:{PASSWORD}@127.0.0.1:{proxy.port}")
-        path = write_ids(tmp_path / "ids.txt", ids)
-        child = spawn(tls_emulator, tmp_path, path, "--concurrency", "4")
-        assert child.wait(timeout=60) == 0
+    proxy = ConnectProxy("cleanup", PASSWORD)
+    code = _run_through(proxy, f"cleanup:{PASSWORD}@", tls_emulator, 40, tmp_path, monkeypatch)
+    assert code == 0
     assert tls_emulator.state.remaining() == 0
     assert proxy.tunnels
     assert set(proxy.tunnels) == {(f"CONNECT 127.0.0.1:{tls_emulator.port}", proxy.expected)}
@@ -137,12 +134,9 @@ def test_no_proxy_bypasses_it(
     tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """NO_PROXY naming the endpoint's host: straight there, the proxy never asked."""
-    ids = seed(tls_emulator, 10)
-    with ConnectProxy("cleanup", PASSWORD) as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        child = spawn(tls_emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids))
-        assert child.wait(timeout=60) == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    proxy = ConnectProxy("cleanup", PASSWORD)
+    assert _run_through(proxy, "", tls_emulator, 10, tmp_path, monkeypatch) == 0
     assert tls_emulator.state.remaining() == 0
     assert proxy.tunnels == []
     started = [e for e in _events(tmp_path / "worker.log") if e["event"] == "cleanup.run_started"]
@@ -154,12 +148,12 @@ def test_a_proxy_refusing_the_credentials_fails_the_tasks_not_the_run(
 ) -> None:
     """A 407 from the proxy is a transport failure, retried then failed (exit 1), named in
     the outcome; the wrong password is not written anywhere either."""
-    ids = seed(tls_emulator, 3)
-    with ConnectProxy("cleanup", PASSWORD) as proxy:
-        monkeypatch.setenv("HTTPS_PROXY", f"http://cleanup:wrong-{PASSWORD}@127.0.0.1:{proxy.port}")
-        path = write_ids(tmp_path / "ids.txt", ids)
-        child = spawn(tls_emulator, tmp_path, path, "--max-attempts", "2")
-        assert child.wait(timeout=60) == 1
+    proxy = ConnectProxy("cleanup", PASSWORD)
+    userinfo = f"cleanup:wrong-{PASSWORD}@"
+    code = _run_through(
+        proxy, userinfo, tls_emulator, 3, tmp_path, monkeypatch, "--max-attempts", "2"
+    )
+    assert code == 1
     assert tls_emulator.state.requests == 0
     rows = [json.loads(line) for line in (tmp_path / "outcomes.jsonl").read_text().splitlines()]
     assert {r["outcome"] for r in rows} == {"failed"}
