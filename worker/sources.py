@@ -175,30 +175,38 @@ class FileSource:
         try:
             first = stream.readline()
             fmt = self._detect(first)
-            if fmt == "csv":
-                yield from self._csv(first, stream)
+            items: Iterator[SourceItem]
+            if fmt == "text" and not self._default_project:
+                items = self._each_line(first, stream, self._text_line_without_project)
+            elif fmt == "text" and self.shard is not None:
+                # Filters as it parses: most other shards' lines are never checked.
+                items = self._each_line(first, stream, self._text_of_shard(*self.shard))
             else:
-                parse: Callable[[str, int], SourceItem | None]
-                parse = self._jsonl_line if fmt == "jsonl" else self._text_line
-                if fmt == "text" and not self._default_project:
-                    parse = self._text_line_without_project
-                elif self.shard is not None:
-                    if fmt == "text":
-                        parse = self._text_of_shard(*self.shard)
-                    else:
-                        parse = self._of_shard(parse, *self.shard)
-                lineno = 1
-                item = parse(first, lineno)
-                if item is not None:
-                    yield item
-                for line in stream:
-                    lineno += 1
-                    item = parse(line, lineno)
-                    if item is not None:
-                        yield item
+                if fmt == "csv":
+                    items = self._csv(first, stream)
+                else:
+                    parse = self._jsonl_line if fmt == "jsonl" else self._text_line
+                    items = self._each_line(first, stream, parse)
+                if self.shard is not None:
+                    items = self._of_shard(items, *self.shard)
+            yield from items
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             msg = f"input {self.name}: read failed: {exc}"
             raise InputError(msg) from None
+
+    @staticmethod
+    def _each_line(
+        first: str, stream: IO[str], parse: Callable[[str, int], SourceItem | None]
+    ) -> Iterator[SourceItem]:
+        lineno = 1
+        item = parse(first, lineno)
+        if item is not None:
+            yield item
+        for line in stream:
+            lineno += 1
+            item = parse(line, lineno)
+            if item is not None:
+                yield item
 
     def _check(
         self, task_id: str, project_id: str | None, lineno: int, message: str | None = None
@@ -251,18 +259,14 @@ class FileSource:
         return parse
 
     def _of_shard(
-        self, parse: Callable[[str, int], SourceItem | None], index: int, count: int
-    ) -> Callable[[str, int], SourceItem | None]:
-        """``parse`` keeping shard ``index`` of ``count`` only."""
-
-        def parse_of_shard(line: str, lineno: int) -> SourceItem | None:
-            item = parse(line, lineno)
-            if item is None or in_shard(item, index, count):
-                return item
-            self.passed_over += 1
-            return None
-
-        return parse_of_shard
+        self, items: Iterator[SourceItem], index: int, count: int
+    ) -> Iterator[SourceItem]:
+        """``items`` of shard ``index`` of ``count`` only; the rest counted as passed over."""
+        for item in items:
+            if in_shard(item, index, count):
+                yield item
+            else:
+                self.passed_over += 1
 
     def _jsonl_line(self, line: str, lineno: int) -> SourceItem | None:
         text = line.strip()
@@ -293,20 +297,12 @@ class FileSource:
         for row in reader:
             lineno = reader.line_num + 1
             task_id = (row.get("task_id") or "").strip()
-            item: SourceItem
             if not task_id:
-                if not any(
-                    (value or "").strip() for value in row.values() if isinstance(value, str)
-                ):
-                    continue
-                item = skipped("", "", self.name, lineno, "bad_line", "empty task_id")
-            else:
-                project = (row.get("project_id") or "").strip() or None
-                item = self._check(task_id, project, lineno)
-            if self.shard is None or in_shard(item, *self.shard):
-                yield item
-            else:
-                self.passed_over += 1
+                if any((value or "").strip() for value in row.values() if isinstance(value, str)):
+                    yield skipped("", "", self.name, lineno, "bad_line", "empty task_id")
+                continue
+            project = (row.get("project_id") or "").strip() or None
+            yield self._check(task_id, project, lineno)
 
     def count_lines(self) -> int | None:
         """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
