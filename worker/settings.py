@@ -30,11 +30,6 @@ from worker.errors import ConfigError
 DEFAULT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_PREFIX = "DCS_CLEANUP_"
 SECRET_FIELDS = frozenset({"ak", "sk", "security_token"})
-_SECRET_ENV = {
-    "ak": "CLOUD_SDK_AK",
-    "sk": "CLOUD_SDK_SK",
-    "security_token": "CLOUD_SDK_SECURITY_TOKEN",
-}
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -323,6 +318,14 @@ def _check_config_file(path: Path) -> None:
         raise ConfigError(msg)
 
 
+def _environment_name(field: str) -> str:
+    """The variable a credential is read from (the last of its alias choices): secrets are set
+    from the environment only, so that is the name an error should give."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    return str(alias.choices[-1]) if isinstance(alias, AliasChoices) else field
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
@@ -331,8 +334,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         env = ENV_PREFIX + field.upper()
         where = f"{field} ({flag} / {env})"
         if field in SECRET_FIELDS or field.startswith("CLOUD_SDK"):
-            name = _SECRET_ENV.get(field, field)  # set from the environment only
-            lines.append(f"  {name}: {err['msg']}")
+            lines.append(f"  {_environment_name(field)}: {err['msg']}")
         else:
             lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
