@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.conftest import PROJECT, seed, spawn, unknown_ids, write_ids
+from tests.conftest import PROJECT, run_args, seed, spawn, unknown_ids, write_ids
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.settings import load_settings
@@ -131,3 +133,94 @@ def test_no_secret_in_stdout_and_stderr_of_in_process_run(
     for secret in SECRETS:
         assert secret not in captured.out
         assert secret not in captured.err
+
+
+REDIS_PASSWORD = "rds-pass-w0rd-9b1f7e03c5"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("rediss://default:tok3n@cache:6380/1", "rediss://default:***@cache:6380/1"),
+        ("redis://cleanup:raw@and/slash@h:1/0", "redis://cleanup:***@h:1/0"),
+        ("redis://cache:6379/0", "redis://cache:6379/0"),
+        ("redis://user@cache:6379/0", "redis://user@cache:6379/0"),
+        ("https://push.example:9091", "https://push.example:9091"),
+    ],
+)
+def test_url_passwords_are_masked_where_urls_are_shown(url: str, shown: str) -> None:
+    """A queue, Redis or Pushgateway URL keeps its user and host in the report but not its
+    password, even one with a raw @ or / in it."""
+    settings = load_settings(
+        {"project_id": PROJECT, "queue": url if url.startswith("redis") else None,
+         "redis": url if url.startswith("redis") else None, "pushgateway": url}
+    )  # fmt: skip
+    view = settings.public_view()
+    assert view["pushgateway"] == shown
+    if url.startswith("redis"):
+        assert view["queue"] == view["redis"] == shown
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "why"),
+    [
+        ("--endpoint", "https://ak:s3cr3t-pw@dcs.example.com", "must not carry user:password@"),
+        ("--queue", "http://:s3cr3t-pw@cache:6379/0", "must be a redis://"),
+    ],
+)
+def test_configuration_errors_do_not_echo_url_passwords(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, why: str
+) -> None:
+    """An endpoint with user:password@ is refused (aiohttp would refuse it beside the signed
+    Authorization header on every request); neither error repeats the password."""
+    path = write_ids(tmp_path / "ids.txt", ["abc"])
+    code = main(["run", "--input", str(path), "--project-id", PROJECT, flag, value])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert why in err
+    assert ":***@" in err
+    assert "s3cr3t-pw" not in err
+
+
+def test_redis_password_stays_out_of_every_output(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A queue consumer that logs in to Redis with a password (an ACL user, as a managed Redis
+    hands out): it deletes the queued tasks, and the password is in no log line, outcome,
+    report or journal file; the report names the queue with the password masked."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "cleanup", enabled=True, passwords=[f"+{REDIS_PASSWORD}"], keys=["*"],
+        channels=["*"], commands=["+@all"],
+    )  # fmt: skip
+    try:
+        host_port = redis_url.split("//", 1)[1]
+        url = f"redis://cleanup:{REDIS_PASSWORD}@{host_port}"
+        ids = seed(emulator, 20)
+        path = write_ids(tmp_path / "ids.txt", ids)
+        assert main(["enqueue", "--queue", url, "--input", str(path), "--project-id", PROJECT]) == 0
+        journal = tmp_path / "journal.sqlite"
+        args = run_args(emulator, tmp_path, None, "--queue", url, "--until-empty",
+                        "--journal", str(journal), "--log-level", "debug")  # fmt: skip
+        assert main(args) == 0
+        captured = capsys.readouterr()
+    finally:
+        admin.acl_deluser("cleanup")
+    assert emulator.state.remaining() == 0
+    assert json.loads((tmp_path / "report.json").read_text())["settings"]["queue"] == (
+        f"redis://cleanup:***@{host_port}"
+    )
+    assert "cleanup.run_started" in captured.out
+    for text in (captured.out, captured.err):
+        assert REDIS_PASSWORD not in text
+    leaks = [
+        path.name
+        for path in tmp_path.rglob("*")
+        if path.is_file() and REDIS_PASSWORD.encode() in path.read_bytes()
+    ]
+    assert leaks == []

@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from worker import __version__
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
-from worker.settings import SECRET_FIELDS, Settings, load_settings
+from worker.settings import SECRET_FIELDS, Settings, load_settings, redact_url
 
 HELP = {
     "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
@@ -371,7 +371,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         return _run_async(go)
     except (OSError, RedisError) as exc:
-        raise ConfigError(f"--queue {args.queue}: {exc}") from None
+        raise ConfigError(f"--queue {redact_url(args.queue)}: {exc}") from None
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
 from worker.policy import GcraRate
+from worker.settings import redact_url
 from worker.sources import IdValidator, SourceItem, check_task, skipped
 
 log = get_logger()
@@ -40,7 +41,7 @@ def connect(url: str) -> aioredis.Redis:
     try:
         client: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
     except ValueError as exc:
-        raise InputError(f"--queue {url!r}: {exc}") from None
+        raise InputError(f"--queue {redact_url(url)!r}: {exc}") from None
     return client
 
 

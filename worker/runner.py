@@ -31,7 +31,7 @@ from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
-from worker.settings import Settings
+from worker.settings import Settings, redact_url
 from worker.signer import Credentials, Signer
 from worker.sources import FileSource, IdValidator, ShardFilter, SourceItem, TaskSource
 
@@ -255,9 +255,9 @@ async def _push(metrics: Metrics, gateway: str, part: Part | None) -> None:
     try:
         await anyio.to_thread.run_sync(metrics.push, gateway, "dcs-cleanup", grouping)
     except OSError as exc:
-        log.warning("cleanup.pushgateway_failed", gateway=gateway, error=str(exc))
+        log.warning("cleanup.pushgateway_failed", gateway=redact_url(gateway), error=str(exc))
     else:
-        log.info("cleanup.metrics_pushed", gateway=gateway)
+        log.info("cleanup.metrics_pushed", gateway=redact_url(gateway))
 
 
 def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:

@@ -30,6 +30,8 @@ from worker.errors import ConfigError
 DEFAULT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_PREFIX = "DCS_CLEANUP_"
 SECRET_FIELDS = frozenset({"ak", "sk", "security_token"})
+# Settings that hold a URL, which may carry a password (redis://user:password@host:port/db).
+URL_FIELDS = ("endpoint", "queue", "redis", "pushgateway")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -229,6 +231,9 @@ class Settings(BaseSettings):
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             msg = "must be scheme://host[:port] with no path, query or fragment"
             raise ValueError(msg)
+        if "@" in parts.netloc:
+            msg = "must not carry user:password@ (requests are signed with CLOUD_SDK_AK/SK)"
+            raise ValueError(msg)
         return value.rstrip("/")
 
     @classmethod
@@ -262,14 +267,30 @@ class Settings(BaseSettings):
         raise ConfigError(msg)
 
     def public_view(self) -> dict[str, Any]:
-        """The settings for the report and logs: every field but the credentials."""
+        """The settings for the report and logs: every field but the credentials, and URLs
+        without their passwords."""
         data = self.model_dump(mode="json", exclude=set(SECRET_FIELDS))
+        for name in URL_FIELDS:
+            if data[name] is not None:
+                data[name] = redact_url(data[name])
         data["credentials"] = {
             "ak": "set" if self.ak else "unset",
             "sk": "set" if self.sk else "unset",
             "security_token": "set" if self.security_token else "unset",
         }
         return data
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password of a ``user:password@`` part shown as ``***``, for logs, the
+    report and error messages. Everything between ``://`` and the last ``@`` counts as that
+    part, so a password with a raw ``@`` or ``/`` in it is hidden whole."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    if not (sep and at and colon):
+        return url
+    return f"{scheme}://{user}:***@{host}"
 
 
 def is_loopback(host: str) -> bool:
@@ -336,5 +357,8 @@ def describe_validation_error(exc: ValidationError) -> str:
         if field in SECRET_FIELDS or field.startswith("CLOUD_SDK"):
             lines.append(f"  {_environment_name(field)}: {err['msg']}")
         else:
-            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+            shown = err.get("input")
+            if isinstance(shown, str):
+                shown = redact_url(shown)
+            lines.append(f"  {where}: {err['msg']} (got {shown!r})")
     return "\n".join(lines)
