@@ -71,3 +71,21 @@ def test_report_command_rerenders_from_the_journal(
     assert rep["outcomes"]["rejected"] == first["rejected"] > 0
     assert rep["exit_code"] == 1
     assert "rejected" in capsys.readouterr().err
+
+
+def test_summary_table_reads_well_with_and_without_answers(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary printed at the end gives latency percentiles in ms when requests were
+    answered, and says "no answers" (not "p50 None ms") when none were sent."""
+    ids = seed(emulator, 5)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 0
+    err = capsys.readouterr().err
+    assert "requests 5 · " in err
+    assert f"p50 {report(tmp_path)['latency_ms']['p50']} ms · p99 " in err
+
+    assert run(emulator, tmp_path, write_ids(tmp_path / "bad.txt", ["../etc", "a/b"])) == 0
+    err = capsys.readouterr().err
+    assert "requests 0 · " in err
+    assert "no answers" in err
+    assert "None" not in err

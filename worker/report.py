@@ -253,10 +253,11 @@ def summary_table(report: dict[str, Any]) -> str:
     lines.insert(1, "-" * (width + num + 2))
     lines.insert(len(lines) - 1, "-" * (width + num + 2))
     lat = report["latency_ms"]
+    latency = "no answers" if lat["p50"] is None else f"p50 {lat['p50']} ms · p99 {lat['p99']} ms"
     lines.append(
         f"requests {report['requests']} · retries {report['retries']} · "
         f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
-        f"p50 {lat['p50']} ms · p99 {lat['p99']} ms · {report['duration_s']} s"
+        f"{latency} · {report['duration_s']} s"
     )
     if report["skipped_reasons"]:
         reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items())
