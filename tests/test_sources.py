@@ -55,12 +55,16 @@ FORMATS = {
 @pytest.mark.anyio
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("compressed", [False, True])
+@pytest.mark.parametrize("windows", [False, True])
 async def test_every_format_yields_the_same_tasks(
-    name: str, compressed: bool, tmp_path: Path
+    name: str, compressed: bool, windows: bool, tmp_path: Path
 ) -> None:
-    """Text, CSV, JSON Lines, plain or gzipped: the same IDs; the bad one skipped with its line."""
+    """Text, CSV, JSON Lines, plain or gzipped, and as Windows saves them (a UTF-8 byte-order
+    mark, as Excel's "CSV UTF-8" writes, and CRLF line ends): the same IDs; the bad one skipped
+    with its line."""
     path = tmp_path / (name + (".gz" if compressed else ""))
-    data = FORMATS[name].encode()
+    text = FORMATS[name]
+    data = ("\ufeff" + text.replace("\n", "\r\n")).encode() if windows else text.encode()
     path.write_bytes(gzip.compress(data) if compressed else data)
     items = await collect(make(path))
     refs = [i for i in items if isinstance(i, TaskRef)]
@@ -146,6 +150,18 @@ async def test_plain_text_without_a_project_is_an_input_error(
         ShardFilter(source, *shard)
     with pytest.raises(InputError, match=rf"input {re.escape(str(path))}: line 3: plain-text"):
         await collect(source)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+async def test_a_utf16_file_is_an_input_error(encoding: str, tmp_path: Path) -> None:
+    """A file saved as UTF-16 ("Unicode" in Windows editors) read as UTF-8 would skip every
+    line as invalid and end 0 having sent nothing: it is an error naming the file instead."""
+    path = tmp_path / "ids.txt"
+    data = "t1\r\nt2\r\n".encode(encoding)
+    path.write_bytes(data if encoding == "utf-16" else b"\xfe\xff" + data)
+    with pytest.raises(InputError, match=rf"input {re.escape(str(path))}: line 1: .*UTF-16"):
+        await collect(make(path))
 
 
 @pytest.mark.anyio

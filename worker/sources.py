@@ -28,6 +28,8 @@ from worker.models import Outcome, TaskRef, TaskResult
 
 BATCH = 512
 _GZIP_MAGIC = b"\x1f\x8b"
+# A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
+_UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
 # However --id-pattern is widened, these can never be part of an ID: each could change the path,
 # query or fragment of the request, or hide a character in logs.
 _NEVER_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f\ud800-\udfff]")
@@ -173,7 +175,7 @@ class FileSource:
         stream = self._open()
         self._stream = stream
         try:
-            first = stream.readline()
+            first = self._first_line(stream)
             fmt = self._detect(first)
             items: Iterator[SourceItem]
             if fmt == "text" and not self._default_project:
@@ -193,6 +195,18 @@ class FileSource:
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             msg = f"input {self.name}: read failed: {exc}"
             raise InputError(msg) from None
+
+    def _first_line(self, stream: IO[str]) -> str:
+        """The first line without a UTF-8 byte-order mark, which Excel's "CSV UTF-8" and
+        Windows editors write: left in, it hid the CSV header and spoilt the first ID or JSON
+        line. A UTF-16 file (its mark, undecodable as UTF-8) is an input error: read as UTF-8,
+        every line of it would be skipped as invalid and the run would end 0 having sent
+        nothing."""
+        first = stream.readline()
+        if first.startswith(_UTF16_MARKS):
+            msg = f"input {self.name}: line 1: the file is UTF-16; save it as UTF-8"
+            raise InputError(msg)
+        return first.removeprefix("\ufeff")
 
     @staticmethod
     def _each_line(
