@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tests.conftest import outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from tests.conftest import (
+    outcomes,
+    report,
+    run,
+    run_args,
+    seed,
+    spawn,
+    unknown_ids,
+    write_ids,
+)
 from worker.emulator import EmulatorServer, Faults
 from worker.journal import Journal
 from worker.models import TaskRef
@@ -102,6 +116,77 @@ def test_sigterm_on_slow_server_exits_4_within_grace(
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
     assert emulator.state.remaining() == 0
     assert report(tmp_path)["skipped_reasons"] == {"already_done": deleted}
+
+
+def wait_for(check: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_pipe_on_stdin_is_read_as_it_comes_and_a_stop_does_not_wait_for_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``producer | dcs-cleanup run --input -`` with a producer that writes a few IDs and goes
+    quiet: they are deleted at once (not held until 512 lines or the end of the pipe), and a
+    SIGTERM ends the run (exit 4) while the pipe stays open, naming the last line taken in."""
+    ids = seed(emulator, 5)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "worker", *run_args(emulator, tmp_path, None, "--input", "-")],
+        stdin=subprocess.PIPE,
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    assert child.stdin is not None
+    try:
+        child.stdin.write(("\n".join(ids[:3]) + "\n").encode())
+        child.stdin.flush()
+        assert wait_for(lambda: len(emulator.state.deleted) == 3, 10), "lines held back"
+        child.stdin.write(f"{ids[3]}\n".encode())
+        child.stdin.flush()
+        assert wait_for(lambda: len(emulator.state.deleted) == 4, 10), "line held back"
+        sent = time.monotonic()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == 4
+        assert time.monotonic() - sent < 5
+    finally:
+        child.kill()
+        child.stdin.close()
+        child.wait()
+    assert set(emulator.state.deleted) == set(ids[:4])
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == 4
+    assert rep["input_fully_read"] is False
+    lines = (tmp_path / "worker.log").read_text().splitlines()
+    logs = [json.loads(line) for line in lines if line.startswith("{")]
+    cut = [entry for entry in logs if entry["event"] == "cleanup.input_cut_short"]
+    assert [(c["source"], c["last_line_taken"]) for c in cut] == [("stdin", 4)]
+
+
+def test_a_fifo_input_is_read_to_its_end(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A named pipe as --input PATH: read as it is written, to the writer's end (exit 0, every
+    task deleted); --processes, which would have each process open it, refuses it."""
+    ids = seed(emulator, 30)
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with fifo.open("w") as out:
+            for task_id in ids:
+                out.write(task_id + "\n")
+                out.flush()
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    assert run(emulator, tmp_path, fifo) == 0
+    thread.join(5)
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["input_fully_read"] is True
+    assert run(emulator, tmp_path, fifo, "--processes", "2") == 2
 
 
 @pytest.mark.slow

@@ -61,7 +61,7 @@ from worker.runner import (
     save_report,
 )
 from worker.settings import Settings
-from worker.sources import FileSource, IdValidator
+from worker.sources import FileSource, IdValidator, is_stream
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
@@ -103,6 +103,9 @@ def check(settings: Settings) -> None:
         raise ConfigError("--processes above 1 needs a system with fork() (Linux, macOS)")
     if settings.input == "-":
         raise ConfigError("--processes above 1 reads a file or a queue, not stdin (--input -)")
+    if settings.input is not None and is_stream(settings.input):
+        msg = f"--processes above 1 reads a regular file, not a pipe or FIFO ({settings.input})"
+        raise ConfigError(msg)
     if settings.queue is not None and not settings.until_empty:
         msg = (
             "--processes above 1 is for batch runs (--input, or --queue with --until-empty); "

@@ -9,23 +9,30 @@ decoded as a whole raises ``InputError``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import gzip
 import hashlib
 import io
 import json
+import os
 import re
+import select
+import stat
 import sys
+import threading
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, Any, Protocol, cast
 
 import anyio.to_thread
 
 from worker.errors import InputError
+from worker.logs import get_logger
 from worker.models import Outcome, TaskRef, TaskResult
 
+log = get_logger()
 BATCH = 512
 _GZIP_MAGIC = b"\x1f\x8b"
 # A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
@@ -119,7 +126,8 @@ def check_task(
 
 
 class FileSource:
-    """Reads a file (or ``-`` for stdin) line by line in a worker thread, in batches."""
+    """Reads a file (or ``-`` for stdin) line by line in a worker thread, in batches of
+    ``BATCH``; a stream input (a pipe, FIFO or terminal) through a ``_Pump`` instead."""
 
     def __init__(
         self,
@@ -131,7 +139,12 @@ class FileSource:
     ) -> None:
         self.path = path
         self.name = "stdin" if path == "-" else path
-        self.finite = True
+        # A pipe, FIFO or terminal: its reads wait for the writer, so a stop cuts them short
+        # (not finite) and lines are handed over as they come (``_Pump``), not 512 at a time.
+        self.stream_input = is_stream(path)
+        self.finite = not self.stream_input
+        self._pump: _Pump | None = None
+        self._taken = 0  # the line number of the last item handed to the run
         self._default_project = default_project
         self._validator = validator
         self._format = fmt
@@ -142,14 +155,16 @@ class FileSource:
         self.shard: tuple[int, int] | None = None
         self.passed_over = 0
 
-    def _open(self) -> IO[str]:
+    def _open(self, before_wait: Callable[[], None] | None = None) -> IO[str]:
         try:
-            # Closed in aclose(); stdin is left open for the process.
-            raw = (
-                cast("io.BufferedReader", sys.stdin.buffer)
-                if self.path == "-"
-                else Path(self.path).open("rb")  # noqa: SIM115
-            )
+            raw: io.BufferedReader
+            if before_wait is not None:  # a stream, read by a _Pump
+                fd = sys.stdin.fileno() if self.path == "-" else os.open(self.path, os.O_RDONLY)
+                raw = io.BufferedReader(_WaitAnnouncingReader(fd, before_wait, self.path != "-"))
+            elif self.path == "-":  # stdin is left open for the process
+                raw = cast("io.BufferedReader", sys.stdin.buffer)
+            else:  # closed in aclose()
+                raw = Path(self.path).open("rb")  # noqa: SIM115
             binary = _decompressed(raw)
             return io.TextIOWrapper(binary, encoding="utf-8", errors="surrogateescape", newline="")
         except OSError as exc:
@@ -171,9 +186,10 @@ class FileSource:
             return "csv"
         return "text"
 
-    def _lines(self) -> Iterator[SourceItem]:
-        stream = self._open()
-        self._stream = stream
+    def _lines(self, before_wait: Callable[[], None] | None = None) -> Iterator[SourceItem]:
+        stream = self._open(before_wait)
+        if before_wait is None:
+            self._stream = stream  # a stream's is closed by its pump's thread, at its end
         try:
             first = self._first_line(stream)
             fmt = self._detect(first)
@@ -320,7 +336,7 @@ class FileSource:
 
     def count_lines(self) -> int | None:
         """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
-        if self.path == "-":
+        if self.path == "-" or self.stream_input:  # counting would read the writer's lines
             return None
         try:
             with Path(self.path).open("rb") as raw:
@@ -334,6 +350,21 @@ class FileSource:
         return count - 1 if fmt == "csv" else count
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        if self.stream_input:
+            self._pump = pump = _Pump(self._lines)
+            try:
+                async for batch in pump.batches():
+                    self._taken = batch[-1].line
+                    yield batch
+            finally:  # the end of the input, or a stop that cut its read short
+                if pump.close():
+                    log.warning(
+                        "cleanup.input_cut_short",
+                        source=self.name,
+                        last_line_taken=self._taken,
+                        detail="the lines after it were not read: give them to a new run",
+                    )
+            return
         lines = self._lines()
         failed: list[InputError] = []
 
@@ -362,8 +393,134 @@ class FileSource:
         """Files need no acknowledgement; the journal records progress."""
 
     async def aclose(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
         if self._stream is not None and self.path != "-":
             self._stream.close()
+
+
+def is_stream(path: str) -> bool:
+    """Whether ``path`` (``-``: stdin) is a pipe, FIFO, terminal or socket rather than a
+    regular file: reading it may wait for a writer. One that cannot be looked at counts as a
+    file (opening it gives the error)."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode if path == "-" else os.stat(path).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not stat.S_ISREG(mode)
+
+
+class _WaitAnnouncingReader(io.RawIOBase):
+    """The raw reader of a stream input: calls ``before_wait`` when a read is about to wait
+    for the writer (nothing to read yet), so what was read so far can be handed over first."""
+
+    def __init__(self, fd: int, before_wait: Callable[[], None], closefd: bool) -> None:
+        super().__init__()
+        self._fd = fd
+        self._before_wait = before_wait
+        self._closefd = closefd
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def readinto(self, buffer: Any) -> int:
+        if not select.select([self._fd], [], [], 0)[0]:
+            self._before_wait()
+        data = os.read(self._fd, len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed and self._closefd:
+            os.close(self._fd)
+        super().close()
+
+
+class _Pump:
+    """Reads a stream input on a daemon thread of its own and hands lines to the event loop as
+    they come: whatever was read goes over before a read waits for the writer, and at the
+    latest every ``BATCH`` lines. The thread stays at most a batch ahead of the run. A read
+    that waits for ever (a writer that went quiet) neither holds a stop (``batches`` is
+    cancelled at its ``await``) nor the process's exit (the thread is a daemon)."""
+
+    def __init__(self, read: Callable[[Callable[[], None]], Iterator[SourceItem]]) -> None:
+        self._cond = threading.Condition()
+        self._ready: list[SourceItem] = []  # read by the thread, not yet taken by the run
+        self._ended = False  # the thread is done: end of input, an error, or closed
+        self._error: InputError | None = None
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._read = read
+        thread = threading.Thread(target=self._run, name="dcs-cleanup input", daemon=True)
+        thread.start()
+
+    def _run(self) -> None:
+        out: list[SourceItem] = []
+        error: InputError | None = None
+
+        def before_wait() -> None:
+            self._hand_over(out, wait=False)
+
+        try:
+            for item in self._read(before_wait):
+                out.append(item)
+                if len(out) >= BATCH and not self._hand_over(out, wait=True):
+                    return
+                if self._closed:
+                    return
+        except InputError as exc:  # the lines read before it go over first
+            error = exc
+        finally:
+            with self._cond:
+                self._ready += out
+                self._error = error
+                self._ended = True
+            self._wake()
+
+    def _hand_over(self, out: list[SourceItem], *, wait: bool) -> bool:
+        """Move ``out`` to the run; with ``wait``, then wait while a batch is still waiting to
+        be taken. False once the run closed the pump."""
+        if out:
+            with self._cond:
+                self._ready += out
+            out.clear()
+            self._wake()
+        if wait:
+            with self._cond:
+                while len(self._ready) >= BATCH and not self._closed:
+                    self._cond.wait()
+        return not self._closed
+
+    def _wake(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the run is over
+            self._loop.call_soon_threadsafe(self._wakeup.set)
+
+    async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
+        while True:
+            self._wakeup.clear()
+            with self._cond:
+                batch, self._ready = self._ready, []
+                ended, error = self._ended, self._error
+                self._cond.notify()
+            if batch:
+                yield batch
+            elif ended:
+                if error is not None:
+                    raise error
+                return
+            else:
+                await self._wakeup.wait()
+
+    def close(self) -> bool:
+        """Stop the thread at its next line; True if the input was not read to its end."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            return not self._ended or bool(self._ready)
 
 
 def _id_text(line: str) -> str | None:
