@@ -315,3 +315,44 @@ def test_batch_run_pushes_metrics_to_a_pushgateway(
     assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/dcs-cleanup")]
     assert b'dcs_cleanup_tasks_total{outcome="deleted"} 20.0' in received[0][2]
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 20}
+
+
+def test_consumer_makes_its_group_again_after_redis_lost_it(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """A long-running consumer whose stream and group vanish (a Redis restarted without
+    persistence, or flushed) makes the group again: what is enqueued after that is deleted,
+    where it used to retry NOGROUP for ever while the stream filled up."""
+    ids = seed(emulator, 20)
+    first, later = ids[:10], ids[10:]
+    assert enqueue(redis_url, write_ids(tmp_path / "first.txt", first)) == 0
+    log = tmp_path / "consumer.log"
+    args = consumer_args(emulator, redis_url, "c1", "--health-port", "0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        cwd=tmp_path,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    children.append(proc)
+
+    def deleted(ids: list[str]) -> bool:
+        deadline = time.monotonic() + 30
+        while not set(ids) <= set(emulator.state.deleted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return set(ids) <= set(emulator.state.deleted)
+
+    try:
+        assert deleted(first)
+        redis.Redis.from_url(redis_url).flushall()
+        assert enqueue(redis_url, write_ids(tmp_path / "later.txt", later)) == 0
+        assert deleted(later)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 4
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines() if "{" in line]
+    assert "cleanup.queue_group_recreated" in events
+    assert pending(redis_url) == 0

@@ -103,6 +103,8 @@ class RedisStreamSource:
                     entries = await self._read_new()
                 drained = not entries and self._until_empty and await self._drained()
             except RedisError as exc:
+                if str(exc).startswith("NOGROUP") and await self._group_made_again():
+                    continue
                 # Redis restarting or unreachable: nothing is lost (entries stay in the stream).
                 log.warning("cleanup.queue_unavailable", error=str(exc)[:200], retry_in=backoff)
                 await anyio.sleep(backoff)
@@ -113,6 +115,25 @@ class RedisStreamSource:
                 yield [self._item(entry_id, fields) for entry_id, fields in entries]
             elif drained:
                 return
+
+    async def _group_made_again(self) -> bool:
+        """The stream or its group is gone: a Redis restarted without persistence, a flush, a
+        failover to a replica that lacked it. Waiting would never bring it back (``enqueue``
+        makes the stream, not the group), so make the group again, from the stream's start.
+        False if Redis cannot be reached to do it (the caller backs off)."""
+        try:
+            await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            return "BUSYGROUP" in str(exc)  # another consumer made it first
+        except RedisError:
+            return False
+        log.warning(
+            "cleanup.queue_group_recreated",
+            stream=self.stream,
+            group=self.group,
+            detail="the stream or its consumer group was gone; made again from the stream's start",
+        )
+        return True
 
     async def _read_new(self) -> list[tuple[str, dict[str, str]]]:
         reply: Any = await self._redis.xreadgroup(
