@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,10 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--region", "Not A Region"], {}, "region"),
         (["--id-pattern", "(["], {}, "id_pattern"),
         (["--deadline", "tomorrow"], {}, "deadline"),
+        (["--deadline", "-5"], {}, "deadline"),
+        (["--deadline", "nan"], {}, "deadline"),
+        (["--deadline", "10x"], {}, "a duration (90s, 45m, 1h30m)"),
+        (["--deadline", "2026-11-27T23:00:00"], {}, "timestamp needs a timezone"),
         (["--rate", "-1"], {}, "rate"),
         (["--retry-failed", "--journal", "j.sqlite"], {}, "--retry-failed reads its tasks"),
         (["--journal", "ids.txt/j.sqlite"], {}, "--journal ids.txt/j.sqlite: cannot create its"),
@@ -81,6 +86,17 @@ def test_bad_value_exits_2_naming_it(
     assert code == 2
     err = capsys.readouterr().err
     assert needle in err
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("3300", 3300.0), ("2.5", 2.5), ("90s", 90.0), ("45m", 2700.0), ("1h30m", 5400.0),
+     ("1h", 3600.0), ("1.5h", 5400.0), ("2m30s", 150.0), ("2026-11-28T01:00:00Z", 3600.0)],
+)  # fmt: skip
+def test_deadline_takes_seconds_durations_and_timestamps(value: str, seconds: float) -> None:
+    """--deadline as seconds, as the durations people write (45m, 1h30m), or as a moment."""
+    now = datetime(2026, 11, 28, tzinfo=UTC).timestamp()
+    assert load_settings({"deadline": value}).deadline_in(now) == seconds
 
 
 def test_bad_config_file_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -61,7 +61,8 @@ HELP = {
     "max_retry_after": "seconds: the longest Retry-After honoured",
     "adaptive": "adapt the rate to throttling (default: on with --rate 0; with R, a ceiling)",
     "grace": "seconds in-flight requests get after SIGTERM/SIGINT or the deadline",
-    "deadline": "stop by then: seconds from start, or an ISO-8601 timestamp",
+    "deadline": "stop by then: seconds or a duration from start (3300, 45m, 1h30m), or an "
+    "ISO-8601 timestamp",
     "max_deletes": "safety guard: abort (exit 3) before deleting more than this many tasks",
     "retry_budget": "retries the whole run may spend beyond first attempts (refilled by successes)",
     "retry_refund": "retry tokens each success adds back to the budget",

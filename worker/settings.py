@@ -8,6 +8,7 @@ held as ``SecretStr`` so no ``repr``, log line or error message shows them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -129,30 +130,30 @@ class Settings(BaseSettings):
     @field_validator("deadline")
     @classmethod
     def _deadline_shape(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+        if value is None or _duration_seconds(value) is not None:
+            return value
         try:
-            float(value)
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            try:
-                when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                msg = "must be seconds (e.g. 3300) or an ISO-8601 timestamp with a timezone"
-                raise ValueError(msg) from None
-            if when.tzinfo is None:
-                msg = "timestamp needs a timezone (e.g. 2026-11-27T23:00:00Z)"
-                raise ValueError(msg) from None
+            msg = (
+                "must be seconds (e.g. 3300), a duration (90s, 45m, 1h30m) or an ISO-8601 "
+                "timestamp with a timezone"
+            )
+            raise ValueError(msg) from None
+        if when.tzinfo is None:
+            msg = "timestamp needs a timezone (e.g. 2026-11-27T23:00:00Z)"
+            raise ValueError(msg) from None
         return value
 
     def deadline_in(self, now: float | None = None) -> float | None:
         """Seconds from ``now`` until ``--deadline`` (None when unset)."""
         if self.deadline is None:
             return None
-        try:
-            return float(self.deadline)
-        except ValueError:
-            when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
-            return when.timestamp() - (time.time() if now is None else now)
+        seconds = _duration_seconds(self.deadline)
+        if seconds is not None:
+            return seconds
+        when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
+        return when.timestamp() - (time.time() if now is None else now)
 
     @field_validator("ak", "sk", "security_token")
     @classmethod
@@ -279,6 +280,23 @@ class Settings(BaseSettings):
             "security_token": "set" if self.security_token else "unset",
         }
         return data
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def _duration_seconds(text: str) -> float | None:
+    """``3300``, ``90s``, ``45m`` or ``1h30m`` in seconds; None if ``text`` is none of these (or
+    negative, or not finite)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        match = _DURATION.fullmatch(text.strip())
+        if match is None or not any(match.groups()):
+            return None
+        hours, minutes, secs = (float(part or 0) for part in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def redact_url(url: str) -> str:
