@@ -169,6 +169,25 @@ def test_rejected_tasks_exit_1_and_do_not_stop_the_rest(
     assert report(tmp_path)["outcomes"]["rejected"] == len(rejected)
 
 
+def test_a_row_of_403s_aborts_instead_of_sending_every_task(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """An account without the permission: every answer 403. After --forbidden-limit (20) in a
+    row the run stops (exit 3, stop_reason forbidden) rather than send all 500; the rest are
+    not_attempted, and a journal re-run can pick them up. --forbidden-limit 0 sends them all."""
+    ids = seed(emulator, 500, Faults(reject_share=1.0))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--concurrency", "8") == 3
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "forbidden"
+    assert 20 <= emulator.state.deletes_received <= 20 + 8
+    assert rep["outcomes"]["rejected"] == emulator.state.deletes_received
+    assert rep["outcomes"]["not_attempted"] == 500 - emulator.state.deletes_received
+
+    assert run(emulator, tmp_path, path, "--forbidden-limit", "0") == 1
+    assert report(tmp_path)["outcomes"]["rejected"] == 500
+
+
 def test_exhausted_attempts_end_failed_with_exit_1(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

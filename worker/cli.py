@@ -68,6 +68,7 @@ HELP = {
     "retry_refund": "retry tokens each success adds back to the budget",
     "breaker_window": "answers the circuit breaker looks back over",
     "breaker_threshold": "share of failed answers in the window that opens the breaker",
+    "forbidden_limit": "abort (exit 3) after this many HTTP 403 answers in a row (0: never)",
     "retry_failed": "re-attempt the journal's failed/not_attempted tasks (not with --input)",
     "journal": "SQLite journal: a re-run skips tasks already deleted",
     "report": "write the JSON report here",

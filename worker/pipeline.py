@@ -39,7 +39,14 @@ from worker.sources import SourceItem, TaskSource
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
 CLOCK_REFUSED = "APIGW.0303"  # 401: X-Sdk-Date more than 15 minutes off (API_FACTS.md)
 ABORT_REASONS = frozenset(
-    {"credentials_refused", "circuit_open", "max_deletes", "journal_error", "input_error"}
+    {
+        "credentials_refused",
+        "circuit_open",
+        "forbidden",
+        "max_deletes",
+        "journal_error",
+        "input_error",
+    }
 )
 
 log = get_logger()
@@ -167,6 +174,7 @@ class Pipeline:
         self._reserved_deletes = 0
         self.inflight = 0
         self._bad_lines = 0
+        self._forbidden_streak = 0  # HTTP 403 answers in a row
         self.input_fully_read = False
         self.input_error: str | None = None
 
@@ -458,6 +466,7 @@ class Pipeline:
         if isinstance(answer, ApiResponse):
             if answer.status == 429:
                 return
+            self._watch_forbidden(answer)
             failed = answer.status >= 500
         else:
             failed = True
@@ -472,6 +481,23 @@ class Pipeline:
         if self.stop_reason is None:
             log.error("cleanup.aborted", reason=reason, detail=detail)
         self.request_stop(reason)
+
+    def _watch_forbidden(self, answer: ApiResponse) -> None:
+        """``--forbidden-limit`` 403s in a row, none answered otherwise between them (a 5xx
+        neither counts nor breaks the row): the account lacks the permission, and every task
+        left would be refused the same way. Stop instead of sending them all."""
+        if answer.status != 403:
+            if answer.status < 500:
+                self._forbidden_streak = 0
+            return
+        self._forbidden_streak += 1
+        limit = self.settings.forbidden_limit
+        if limit and self._forbidden_streak >= limit:
+            self._abort(
+                "forbidden",
+                f"{self._forbidden_streak} answers in a row were {_describe(answer)}: check the "
+                "IAM permission dcs:task:delete and the project ID (--forbidden-limit 0 sends on)",
+            )
 
     # -- results --------------------------------------------------------------------------
 

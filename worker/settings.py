@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     retry_refund: float = Field(default=1.0, ge=0)
     breaker_window: int = Field(default=200, ge=10)
     breaker_threshold: float = Field(default=0.8, gt=0, le=1)
+    forbidden_limit: int = Field(default=20, ge=0)
     retry_failed: bool = False
 
     # Records and outputs.
