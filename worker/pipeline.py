@@ -466,7 +466,8 @@ class Pipeline:
         if isinstance(answer, ApiResponse):
             if answer.status == 429:
                 return
-            self._watch_forbidden(answer)
+            if answer.status == 403 or self._forbidden_streak:
+                self._watch_forbidden(answer)
             failed = answer.status >= 500
         else:
             failed = True
