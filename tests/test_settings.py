@@ -51,6 +51,7 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--region", "Not A Region"], {}, "region"),
         (["--id-pattern", "(["], {}, "id_pattern"),
         (["--deadline", "tomorrow"], {}, "deadline"),
+        (["--message", "m" * 2000], {}, "(got 'mmmmmmmmmm" + "m" * 50 + "... (2000 characters)')"),
         (["--deadline", "-5"], {}, "deadline"),
         (["--deadline", "nan"], {}, "deadline"),
         (["--deadline", "10x"], {}, "a duration (90s, 45m, 1h30m)"),

@@ -379,5 +379,7 @@ def describe_validation_error(exc: ValidationError) -> str:
             shown = err.get("input")
             if isinstance(shown, str):
                 shown = redact_url(shown)
+                if len(shown) > 80:  # a --message of 2,000 characters is not read back whole
+                    shown = f"{shown[:60]}... ({len(shown)} characters)"
             lines.append(f"  {where}: {err['msg']} (got {shown!r})")
     return "\n".join(lines)
