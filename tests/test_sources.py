@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import re
 import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -150,6 +152,51 @@ async def test_plain_text_without_a_project_is_an_input_error(
         ShardFilter(source, *shard)
     with pytest.raises(InputError, match=rf"input {re.escape(str(path))}: line 3: plain-text"):
         await collect(source)
+
+
+@pytest.mark.anyio
+async def test_a_fifo_gives_its_lines_then_its_error(tmp_path: Path) -> None:
+    """Through a FIFO (read by the stream pump's thread) as from a file: the lines before a
+    read error come out first, then the error itself reaches the reader."""
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+    packed = gzip.compress(("\n".join(f"t{n}" for n in range(2000)) + "\n").encode())
+
+    def writer() -> None:
+        with fifo.open("wb") as out:
+            out.write(packed[: len(packed) // 2])
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    source = make(fifo)
+    assert source.stream_input
+    assert not source.finite
+    got: list[SourceItem] = []
+
+    async def read_all() -> None:
+        async for batch in source.batches():
+            got.extend(batch)
+
+    with pytest.raises(InputError, match="read failed"):
+        await read_all()
+    await source.aclose()
+    thread.join(5)
+    assert len(got) > 100
+    assert [i.task_id for i in got] == [f"t{n}" for n in range(len(got))]
+
+
+@pytest.mark.anyio
+async def test_a_csv_row_csv_cannot_read_is_one_bad_line(tmp_path: Path) -> None:
+    """A field over the csv module's limit (131,072 characters) used to end the run with a
+    traceback; it is that row skipped as bad_line, with its line number, and the rest read."""
+    path = tmp_path / "ids.csv"
+    path.write_text(f'task_id,project_id\nt1,\n"{"x" * 200_000}",\nt2,\n')
+    items = await collect(make(path))
+    assert [(i.task_id, i.line) for i in items if isinstance(i, TaskRef)] == [("t1", 2), ("t2", 4)]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(b.error_code, b.line) for b in bad] == [("bad_line", 3)]
+    assert bad[0].error_msg is not None
+    assert "field larger than field limit" in bad[0].error_msg
 
 
 @pytest.mark.anyio

@@ -324,7 +324,17 @@ class FileSource:
             msg = f"input {self.name}: line 1: CSV header has no task_id column (got {names!r})"
             raise InputError(msg)
         reader = csv.DictReader(stream, fieldnames=names)
-        for row in reader:
+        rows = iter(reader)
+        while True:
+            before = reader.line_num
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:  # e.g. a field over csv's limit: that row only
+                lineno = before + 2
+                yield skipped("", "", self.name, lineno, "bad_line", f"not valid CSV: {exc}")
+                continue
             lineno = reader.line_num + 1
             task_id = (row.get("task_id") or "").strip()
             if not task_id:
@@ -450,7 +460,7 @@ class _Pump:
         self._cond = threading.Condition()
         self._ready: list[SourceItem] = []  # read by the thread, not yet taken by the run
         self._ended = False  # the thread is done: end of input, an error, or closed
-        self._error: InputError | None = None
+        self._error: Exception | None = None  # raised in batches(), as a file's read would be
         self._closed = False
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
@@ -460,7 +470,7 @@ class _Pump:
 
     def _run(self) -> None:
         out: list[SourceItem] = []
-        error: InputError | None = None
+        error: Exception | None = None
 
         def before_wait() -> None:
             self._hand_over(out, wait=False)
@@ -472,7 +482,7 @@ class _Pump:
                     return
                 if self._closed:
                     return
-        except InputError as exc:  # the lines read before it go over first
+        except Exception as exc:  # noqa: BLE001 - handed to the run, after the lines before it
             error = exc
         finally:
             with self._cond:
