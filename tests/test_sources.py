@@ -41,6 +41,20 @@ async def collect(source: FileSource) -> list[SourceItem]:
     return out
 
 
+async def read_until_failure(source: FileSource) -> list[SourceItem]:
+    """Every item a source yields before its read fails (it must fail: "read failed")."""
+    got: list[SourceItem] = []
+
+    async def read_all() -> None:
+        async for batch in source.batches():
+            got.extend(batch)
+
+    with pytest.raises(InputError, match="read failed"):
+        await read_all()
+    await source.aclose()
+    return got
+
+
 def make(path: Path | str, fmt: str = "auto") -> FileSource:
     return FileSource(str(path), P, IdValidator(DEFAULT_ID_PATTERN), fmt)
 
@@ -171,15 +185,7 @@ async def test_a_fifo_gives_its_lines_then_its_error(tmp_path: Path) -> None:
     source = make(fifo)
     assert source.stream_input
     assert not source.finite
-    got: list[SourceItem] = []
-
-    async def read_all() -> None:
-        async for batch in source.batches():
-            got.extend(batch)
-
-    with pytest.raises(InputError, match="read failed"):
-        await read_all()
-    await source.aclose()
+    got = await read_until_failure(source)
     thread.join(5)
     assert len(got) > 100
     assert [i.task_id for i in got] == [f"t{n}" for n in range(len(got))]
@@ -222,16 +228,7 @@ async def test_lines_before_a_read_error_come_out_before_the_error(tmp_path: Pat
     whole_lines = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut).count(b"\n")
     assert whole_lines > 2 * BATCH
     assert whole_lines % BATCH  # the cut is inside a batch
-    got: list[SourceItem] = []
-    source = make(path)
-
-    async def read_all() -> None:
-        async for batch in source.batches():
-            got.extend(batch)
-
-    with pytest.raises(InputError, match="read failed"):
-        await read_all()
-    await source.aclose()
+    got = await read_until_failure(make(path))
     assert [i.task_id for i in got] == ids[:whole_lines]
 
 
