@@ -189,6 +189,32 @@ def test_a_fifo_input_is_read_to_its_end(emulator: EmulatorServer, tmp_path: Pat
     assert run(emulator, tmp_path, fifo, "--processes", "2") == 2
 
 
+def test_one_run_at_a_time_on_a_journal(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second run on a journal in use (a second terminal, an overlapping job) exits 2 at once,
+    naming the other run's pid, rather than claim its pending tasks again and send every DELETE
+    twice; --processes too. Once the first is killed (-9), the journal is free and a run over
+    the same input finishes it."""
+    ids = seed(emulator, 300, Faults(latency_ms=200))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = str(tmp_path / "journal.sqlite")
+    first = spawn(emulator, tmp_path, path, "--journal", journal, "--concurrency", "4")
+    try:
+        assert wait_for(lambda: emulator.state.deletes_received >= 4, 20)
+        for extra in ((), ("--processes", "2")):
+            assert run(emulator, tmp_path, path, "--journal", journal, *extra) == 2
+            err = capsys.readouterr().err
+            assert f"--journal {journal}: another run (pid {first.pid}) is using it" in err
+    finally:
+        first.kill()
+        first.wait()
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", journal) == 0
+    assert emulator.state.remaining() == 0
+    assert max(emulator.state.delete_calls.values()) <= 2
+
+
 @pytest.mark.slow
 def test_second_signal_stops_at_once(emulator: EmulatorServer, tmp_path: Path) -> None:
     """A second SIGTERM cancels in-flight requests instead of waiting out the grace period."""

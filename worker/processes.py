@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
-from worker.journal import Journal
+from worker.journal import Journal, RunLock
 from worker.logs import get_logger, route_lines, write_line
 from worker.models import TaskResult
 from worker.pipeline import (
@@ -162,6 +162,17 @@ def run_processes(
     if settings.input is not None and not Path(settings.input).exists():
         raise ConfigError(f"input {settings.input}: no such file")
     settings.base_url()  # an endpoint or region is required: say so once, not per child
+    # One run at a time on a journal; the children share this lock (they inherit it).
+    with RunLock(settings.journal) if settings.journal else contextlib.nullcontext():
+        return _fork_and_merge(settings, run_child, summary_stream=summary_stream)
+
+
+def _fork_and_merge(
+    settings: Settings,
+    run_child: Callable[[Settings, Part], int],
+    *,
+    summary_stream: IO[str] | None = None,
+) -> int:
     n = settings.processes
     run_id = new_run_id()
     started = time.time()

@@ -25,7 +25,7 @@ import anyio.abc
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
-from worker.journal import Journal
+from worker.journal import Journal, RunLock
 from worker.logs import get_logger, route_lines
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
@@ -307,6 +307,17 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
     return None
 
 
+def _journal_path(settings: Settings, stack: AsyncExitStack, part: Part | None) -> Path:
+    """``--journal``, held for this run (a ``--processes`` child runs under its parent's
+    lock); without one, a journal in a temporary folder that goes at the end."""
+    if settings.journal is None:
+        tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcs-cleanup-"))
+        return Path(tmpdir) / "journal.sqlite"
+    if part is None:
+        stack.enter_context(RunLock(settings.journal))
+    return settings.journal
+
+
 async def execute(
     settings: Settings,
     *,
@@ -330,12 +341,7 @@ async def execute(
     metrics = _metrics_for(settings)
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
-        tmpdir = None
-        if settings.journal is None:
-            tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcs-cleanup-"))
-            journal_path = Path(tmpdir) / "journal.sqlite"
-        else:
-            journal_path = settings.journal
+        journal_path = _journal_path(settings, stack, part)
         journal = Journal(journal_path, run_id)
         stack.callback(journal.close)
         if source is None:
