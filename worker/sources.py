@@ -372,7 +372,7 @@ class FileSource:
                         "cleanup.input_cut_short",
                         source=self.name,
                         last_line_taken=self._taken,
-                        detail="the lines after it were not read: give them to a new run",
+                        detail="the lines after it were not taken in: give them to a new run",
                     )
             return
         lines = self._lines()
