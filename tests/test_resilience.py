@@ -246,9 +246,12 @@ def test_deadline_stops_like_sigterm(emulator: EmulatorServer, tmp_path: Path) -
 
 
 @pytest.mark.slow
-def test_full_outage_is_bounded_and_resumable(emulator: EmulatorServer, tmp_path: Path) -> None:
+def test_full_outage_is_bounded_and_resumable(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Every answer 500 on a 10,000-task run: requests stay under both bounds, the breaker opens,
-    exit 3; after the outage the same journal lets a run finish everything."""
+    exit 3, and its log line says what the answers were; after the outage the same journal lets a
+    run finish everything."""
     tasks, concurrency, budget, window = 10_000, 32, 200, 200
     ids = seed(emulator, tasks, Faults(error_rate=1.0))
     path = write_ids(tmp_path / "ids.txt", ids)
@@ -269,6 +272,7 @@ def test_full_outage_is_bounded_and_resumable(emulator: EmulatorServer, tmp_path
     assert rep["requests"] - rep["retries"] <= tasks
     assert rep["retries"] <= budget
     assert rep["outcomes"]["not_attempted"] + rep["outcomes"]["failed"] == tasks
+    assert "answers failed; the last: HTTP 500 DCS.5000" in capsys.readouterr().out
     emulator.state.set_faults(Faults())
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
     assert emulator.state.remaining() == 0

@@ -475,7 +475,7 @@ class Pipeline:
             self._abort(
                 "circuit_open",
                 f"{self.breaker.failure_ratio:.0%} of the last "
-                f"{self.breaker.window} answers failed",
+                f"{self.breaker.window} answers failed; the last: {_describe(answer)}",
             )
 
     def _abort(self, reason: str, detail: str) -> None:
