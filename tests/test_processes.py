@@ -238,6 +238,7 @@ def test_refused_signature_over_processes_sends_at_most_the_concurrency(
     assert 1 <= emulator.state.requests <= 8
     rep = report(tmp_path)
     assert rep["stop_reason"] == "credentials_refused"
+    assert rep["stop_detail"].startswith("HTTP 401 APIGW.")  # one child's words for it
     assert rep["outcomes"]["not_attempted"] == 300
 
 

@@ -273,6 +273,7 @@ def test_full_outage_is_bounded_and_resumable(
     assert rep["retries"] <= budget
     assert rep["outcomes"]["not_attempted"] + rep["outcomes"]["failed"] == tasks
     assert "answers failed; the last: HTTP 500 DCS.5000" in capsys.readouterr().out
+    assert rep["stop_detail"] == "100% of the last 200 answers failed; the last: HTTP 500 DCS.5000"
     emulator.state.set_faults(Faults())
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
     assert emulator.state.remaining() == 0

@@ -180,6 +180,8 @@ def test_a_row_of_403s_aborts_instead_of_sending_every_task(
     assert run(emulator, tmp_path, path, "--concurrency", "8") == 3
     rep = report(tmp_path)
     assert rep["stop_reason"] == "forbidden"
+    assert "answers in a row were HTTP 403 DCS.4403" in rep["stop_detail"]
+    assert "dcs:task:delete" in rep["stop_detail"]
     assert 20 <= emulator.state.deletes_received <= 20 + 8
     assert rep["outcomes"]["rejected"] == emulator.state.deletes_received
     assert rep["outcomes"]["not_attempted"] == 500 - emulator.state.deletes_received
@@ -287,4 +289,5 @@ def test_input_that_breaks_midway_keeps_every_line_read_before(
     assert set(emulator.state.deleted) == set(before)
     rep = report(tmp_path)
     assert (rep["stop_reason"], rep["input_fully_read"]) == ("input_error", False)
+    assert rep["stop_detail"].startswith(f"input {path}: read failed")
     assert rep["outcomes"]["deleted"] == len(before)

@@ -175,6 +175,7 @@ class Pipeline:
         self.inflight = 0
         self._bad_lines = 0
         self._forbidden_streak = 0  # HTTP 403 answers in a row
+        self._abort_detail: str | None = None
         self.input_fully_read = False
         self.input_error: str | None = None
 
@@ -481,7 +482,16 @@ class Pipeline:
     def _abort(self, reason: str, detail: str) -> None:
         if self.stop_reason is None:
             log.error("cleanup.aborted", reason=reason, detail=detail)
+            self._abort_detail = detail
         self.request_stop(reason)
+
+    @property
+    def stop_detail(self) -> str | None:
+        """Why the run stopped early, in words, for the report: the abort's detail, or the
+        input error that ended the input."""
+        if self.stop_reason is None:
+            return self.input_error
+        return self._abort_detail
 
     def _watch_forbidden(self, answer: ApiResponse) -> None:
         """``--forbidden-limit`` 403s in a row, none answered otherwise between them (a 5xx

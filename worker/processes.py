@@ -498,7 +498,9 @@ def merge(
     )
     if exit_code == EXIT_USAGE:
         exit_code = EXIT_ABORTED if stats.requests else EXIT_USAGE
+    details = [r.get("stop_detail") for r in reports if r["stop_reason"] == stop_reason]
     extra: dict[str, Any] = {
+        "stop_detail": next((d for d in details if d), None),
         "processes": children,
         "input_fully_read": len(reports) == len(parts)
         and all(r.get("input_fully_read") for r in reports),

@@ -513,6 +513,7 @@ def _build_report(
         exit_code=end.exit_code,
         stop_reason=end.stop_reason,
         extra={
+            "stop_detail": pipeline.stop_detail,
             "input_fully_read": pipeline.input_fully_read,
             "retry_budget": {
                 "capacity": budget.capacity,
