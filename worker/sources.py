@@ -478,8 +478,8 @@ class _Pump:
         try:
             for item in self._read(before_wait):
                 out.append(item)
-                if len(out) >= BATCH and not self._hand_over(out, wait=True):
-                    return
+                if len(out) >= BATCH:
+                    self._hand_over(out, wait=True)
                 if self._closed:
                     return
         except Exception as exc:  # noqa: BLE001 - handed to the run, after the lines before it
@@ -491,9 +491,9 @@ class _Pump:
                 self._ended = True
             self._wake()
 
-    def _hand_over(self, out: list[SourceItem], *, wait: bool) -> bool:
+    def _hand_over(self, out: list[SourceItem], *, wait: bool) -> None:
         """Move ``out`` to the run; with ``wait``, then wait while a batch is still waiting to
-        be taken. False once the run closed the pump."""
+        be taken (or until the run closes the pump)."""
         if out:
             with self._cond:
                 self._ready += out
@@ -503,7 +503,6 @@ class _Pump:
             with self._cond:
                 while len(self._ready) >= BATCH and not self._closed:
                     self._cond.wait()
-        return not self._closed
 
     def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is gone: the run is over
