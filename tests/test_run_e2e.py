@@ -5,14 +5,27 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import urllib.request
 import zlib
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import PROJECT, outcomes, report, run, seed, unknown_ids, write_ids
+from tests.conftest import (
+    DEMO_AK,
+    DEMO_SK,
+    PROJECT,
+    outcomes,
+    report,
+    run,
+    seed,
+    unknown_ids,
+    write_ids,
+)
 from worker.emulator import EmulatorServer, Faults
+from worker.signer import Credentials, Signer
 
 
 def test_existing_and_unknown_ids_end_deleted_and_absent(
@@ -267,6 +280,50 @@ def test_unusable_input_exits_2_and_sends_nothing(
         "input_error",
         False,
     )
+
+
+def _list_response(emu: EmulatorServer) -> dict[str, Any]:
+    """The emulator's ListCenterTask answer (signed GET), as an operator would save it."""
+    signer = Signer(Credentials(DEMO_AK, DEMO_SK))
+    host = emu.url.removeprefix("http://")
+    path, query = f"/v2/{PROJECT}/tasks", "limit=1000&offset=0"
+    headers = signer.sign_json("GET", host, path, query, PROJECT)
+    with urllib.request.urlopen(
+        urllib.request.Request(f"{emu.url}{path}?{query}", headers=headers)
+    ) as resp:
+        body: dict[str, Any] = json.load(resp)
+    return body
+
+
+def test_a_saved_list_response_is_refused_and_its_tasks_one_a_line_are_deleted(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator saves ListCenterTask's answer and hands it to the run. As one JSON document
+    (pretty-printed or not) every line would be skipped and the run end 0 with nothing sent:
+    it is exit 2 naming line 1 and the jq command. The tasks one a line, as that command
+    gives them (``id``, no ``task_id``), are all deleted."""
+    ids = seed(emulator, 40)
+    listed = _list_response(emulator)
+    assert sorted(t["id"] for t in listed["tasks"]) == sorted(ids)
+    before = emulator.state.requests
+    for indent in (2, None):
+        doc = tmp_path / "list.json"
+        doc.write_text(json.dumps(listed, indent=indent), encoding="utf-8")
+        assert run(emulator, tmp_path, doc) == 2
+        errors = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        failed = [e["error"] for e in errors if e["event"] == "cleanup.input_failed"]
+        assert failed == [
+            f"input {doc}: line 1: one JSON document, not JSON Lines (an object with a task_id "
+            f"a line); for a ListCenterTask response, its tasks one a line: jq -c '.tasks[]' {doc}"
+        ]
+    assert emulator.state.requests == before
+    assert emulator.state.remaining() == 40
+    lines = tmp_path / "tasks.jsonl"
+    lines.write_text("".join(json.dumps(t) + "\n" for t in listed["tasks"]), encoding="utf-8")
+    assert run(emulator, tmp_path, lines) == 0
+    assert emulator.state.remaining() == 0
+    assert sorted(emulator.state.deleted) == sorted(ids)
+    assert report(tmp_path)["outcomes"]["deleted"] == 40
 
 
 def test_input_that_breaks_midway_keeps_every_line_read_before(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import re
 import sys
@@ -245,13 +246,82 @@ async def test_per_line_project_id_overrides_default(tmp_path: Path) -> None:
 async def test_bad_json_and_missing_field_are_skipped_not_fatal(tmp_path: Path) -> None:
     """Broken JSON Lines are skipped with their line; the good ones still come through."""
     path = tmp_path / "ids.jsonl"
-    path.write_text('{"task_id": "t1"}\n{oops\n{"id": "x"}\n{"task_id": "t2"}\n')
+    path.write_text('{"task_id": "t1"}\n{oops\n{"name": "x"}\n["t3"]\n{"task_id": "t2"}\n')
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(i.line, i.error_code) for i in bad] == [
+        (2, "bad_line"),
+        (3, "bad_line"),
+        (4, "bad_line"),
+    ]
+    assert [str(i.error_msg).split(": ", 1)[1] for i in bad] == [
+        "not valid JSON",
+        "no string task_id (or id) field",
+        "not a JSON object",
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_task_as_the_list_api_gives_it_is_read_by_its_id(tmp_path: Path) -> None:
+    """``jq -c '.tasks[]'`` over a ListCenterTask response gives objects with ``id``, not
+    ``task_id``: each is read as its task (task_id wins when a line has both)."""
+    path = tmp_path / "tasks.jsonl"
+    path.write_text(
+        '{"id": "t1", "name": "EXTEND", "status": "SUCCESS"}\n'
+        '{"task_id": "t2", "id": "not-this"}\n'
+        '{"id": "bad/id"}\n'
+    )
     items = await collect(make(path))
     assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
     assert [(i.line, i.error_code) for i in items if isinstance(i, TaskResult)] == [
-        (2, "bad_line"),
-        (3, "bad_line"),
+        (3, "invalid_id")
     ]
+
+
+LIST_RESPONSE = {"task_count": "2", "tasks": [{"id": "t1"}, {"id": "t2"}]}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("list.json", json.dumps(LIST_RESPONSE, indent=2)),
+        ("list.json", json.dumps(LIST_RESPONSE)),
+        ("list.json", json.dumps(LIST_RESPONSE, indent=1).replace("\n", "", 1)),
+        ("tasks.jsonl", json.dumps(LIST_RESPONSE["tasks"])),
+        ("tasks.jsonl", json.dumps(LIST_RESPONSE["tasks"], indent=2)),
+        ("no-extension", json.dumps(LIST_RESPONSE, indent=4)),
+    ],
+)
+async def test_a_json_document_is_an_input_error(name: str, content: str, tmp_path: Path) -> None:
+    """A saved ListCenterTask response or a JSON array, pretty-printed or on one line, is not
+    JSON Lines: every line of it would be skipped and the run end 0 having sent nothing. It
+    is an error naming the file and line 1, with the command that makes it JSON Lines."""
+    path = tmp_path / name
+    path.write_text(content + "\n")
+    assert content.lstrip().startswith(("{", "["))
+    pattern = rf"input {re.escape(str(path))}: line 1: one JSON document, not JSON Lines"
+    with pytest.raises(InputError, match=pattern) as caught:
+        await collect(make(path))
+    assert f"jq -c '.tasks[]' {path}" in str(caught.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "first",
+    ['{"task_id": "t1"}', "{oops", '{"task_id": "t1", "tasks": []}', '{"id": "t1", "tasks": []}'],
+)
+async def test_a_json_lines_file_whatever_its_first_line_is_not_a_document(
+    first: str, tmp_path: Path
+) -> None:
+    """The document check refuses only documents: JSON Lines whose first line is a task, or
+    broken, are read line by line as before."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text(first + '\n{"task_id": "t2"}\n')
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)][-1] == "t2"
+    assert len(items) == 2
 
 
 @pytest.mark.anyio

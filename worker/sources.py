@@ -193,6 +193,8 @@ class FileSource:
         try:
             first = self._first_line(stream)
             fmt = self._detect(first)
+            if fmt == "jsonl":
+                self._refuse_json_document(first)
             items: Iterator[SourceItem]
             if fmt == "text" and not self._default_project:
                 items = self._each_line(first, stream, self._text_line_without_project)
@@ -223,6 +225,32 @@ class FileSource:
             msg = f"input {self.name}: line 1: the file is UTF-16; save it as UTF-8"
             raise InputError(msg)
         return first.removeprefix("\ufeff")
+
+    def _refuse_json_document(self, first: str) -> None:
+        """A JSON document read as JSON Lines: a saved ListCenterTask response (pretty-printed,
+        or on one line) or an array. Each of its lines would be skipped as a bad line and the
+        run end 0 having sent nothing, so it is an input error naming the file instead."""
+        text = first.strip()
+        if not text.startswith(("{", "[")):
+            return
+        try:
+            obj = json.loads(text)
+        except ValueError:  # the first line of a document spread over lines
+            document = text.endswith(("{", "[", ","))
+        else:
+            document = isinstance(obj, list) or (
+                isinstance(obj, dict)
+                and "task_id" not in obj
+                and "id" not in obj
+                and isinstance(obj.get("tasks"), list)
+            )
+        if document:
+            msg = (
+                f"input {self.name}: line 1: one JSON document, not JSON Lines (an object with "
+                "a task_id a line); for a ListCenterTask response, its tasks one a line: "
+                f"jq -c '.tasks[]' {self.name}"
+            )
+            raise InputError(msg)
 
     @staticmethod
     def _each_line(
@@ -306,12 +334,18 @@ class FileSource:
             obj = json.loads(text)
         except ValueError:
             return skipped(text[:64], "", self.name, lineno, "bad_line", "not valid JSON")
-        if not isinstance(obj, dict) or not isinstance(obj.get("task_id"), str):
-            return skipped(text[:64], "", self.name, lineno, "bad_line", "no string task_id field")
+        if not isinstance(obj, dict):
+            return skipped(text[:64], "", self.name, lineno, "bad_line", "not a JSON object")
+        task_id = obj.get("task_id")
+        if task_id is None:  # a task as ListCenterTask gives it (jq -c '.tasks[]')
+            task_id = obj.get("id")
+        if not isinstance(task_id, str):
+            msg = "no string task_id (or id) field"
+            return skipped(text[:64], "", self.name, lineno, "bad_line", msg)
         project = obj.get("project_id")
         message = obj.get("message")
         return self._check(
-            obj["task_id"],
+            task_id,
             project if isinstance(project, str) and project else None,
             lineno,
             message if isinstance(message, str) else None,
