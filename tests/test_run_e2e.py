@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
-    DEMO_AK,
-    DEMO_SK,
     PROJECT,
     outcomes,
     report,
@@ -25,6 +23,7 @@ from tests.conftest import (
     write_ids,
 )
 from worker.emulator import EmulatorServer, Faults
+from worker.emulator.app import DEMO_AK, DEMO_SK
 from worker.signer import Credentials, Signer
 
 
