@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
 import os
 import re
+import sqlite3
 import sys
 import threading
+import tracemalloc
 import zlib
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from worker.queue import RedisStreamSource
 from worker.settings import DEFAULT_ID_PATTERN
 from worker.sources import (
     BATCH,
+    MAX_LINE,
     FileSource,
     IdValidator,
     ShardFilter,
@@ -97,9 +101,10 @@ async def test_every_format_yields_the_same_tasks(
 
 
 def _mixed_lines(fmt: str) -> str:
-    """200 IDs with every kind of line a shard must place: bad IDs, repeats, blanks, comments
-    (text), a line with another project (CSV, JSON Lines)."""
+    """200 IDs with every kind of line a shard must place: bad IDs, repeats, lines too long,
+    blanks, comments (text), a line with another project (CSV, JSON Lines)."""
     ids = [f"t{n:03d}" if n % 17 else f"bad/{n}" for n in range(200)] + ["t001", "t002"]
+    ids[50] = ids[121] = "x" * (MAX_LINE + 10)  # too long: bad lines
     if fmt == "text":
         return "# tasks\n" + "".join(
             f"{i}\n" + ("\n" if n % 9 == 0 else "") for n, i in enumerate(ids)
@@ -204,6 +209,95 @@ async def test_a_csv_row_csv_cannot_read_is_one_bad_line(tmp_path: Path) -> None
     assert [(b.error_code, b.line) for b in bad] == [("bad_line", 3)]
     assert bad[0].error_msg is not None
     assert "field larger than field limit" in bad[0].error_msg
+
+
+LONG_LINES = {
+    "ids.txt": ("t1\n{long}\nt2\n", 2),
+    "ids.csv": ("task_id,project_id\nt1,\n{long},\nt2,\n", 3),
+    "ids.jsonl": ('{{"task_id": "t1"}}\n{{"task_id": "{long}"}}\n{{"task_id": "t2"}}\n', 2),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(LONG_LINES))
+@pytest.mark.parametrize("compressed", [False, True])
+async def test_a_line_too_long_is_one_bad_line_and_never_held_whole(
+    name: str, compressed: bool, tmp_path: Path
+) -> None:
+    """A 40 MiB line (a binary file, a JSON document on one line) is read through in pieces:
+    the reader's memory stays a few MiB, where it held the whole line (and a CronJob's memory
+    limit could end the run with no report). The line is one bad_line, the rest are read."""
+    template, long_line = LONG_LINES[name]
+    data = template.format(long="a" * (40 * 1024 * 1024)).encode()
+    path = tmp_path / (name + (".gz" if compressed else ""))
+    path.write_bytes(gzip.compress(data, compresslevel=1) if compressed else data)
+    del data
+    tracemalloc.start()
+    try:
+        items = await collect(make(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * 1024 * 1024
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t1", "t2"]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(b.line, b.error_code) for b in bad] == [(long_line, "bad_line")]
+    assert f"{path}:{long_line}: line longer than 1 MiB, starting " in str(bad[0].error_msg)
+
+
+def test_the_bars_line_count_reads_a_long_line_in_pieces(tmp_path: Path) -> None:
+    """The progress bar's total counts a 40 MiB line once, without holding it whole."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"# ids\nt1\n" + b"a" * (40 * 1024 * 1024) + b"\n\nt2\n")
+    tracemalloc.start()
+    try:
+        total = make(path).count_lines()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 3
+    assert peak < 4 * 1024 * 1024
+
+
+@pytest.mark.anyio
+async def test_a_first_line_too_long_is_a_bad_line_or_tells_the_format(tmp_path: Path) -> None:
+    """Cut at line 1: plain text goes on after it; a CSV header that long is an input error;
+    JSON that opens a document that long is the JSON document error."""
+    long = "a" * (MAX_LINE + 1)
+    text = tmp_path / "ids.txt"
+    text.write_text(f"{long}\nt1\n")
+    items = await collect(make(text))
+    assert [(type(i).__name__, i.line) for i in items] == [("TaskResult", 1), ("TaskRef", 2)]
+    header = tmp_path / "ids.csv"
+    header.write_text(f"task_id,{long}\nt1\n")
+    with pytest.raises(InputError, match="line 1: the CSV header is longer than"):
+        await collect(make(header))
+    document = tmp_path / "list.json"
+    document.write_text(f'{{"task_count": "1", "tasks": [{{"id": "{long}"}}]}}\n')
+    with pytest.raises(InputError, match="line 1: one JSON document, not JSON Lines"):
+        await collect(make(document))
+
+
+PROGRAM = Path(sys.executable).resolve()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["journal", "gzip of a journal", "program"])
+async def test_a_binary_file_is_an_input_error(kind: str, tmp_path: Path) -> None:
+    """A binary file given by mistake (the journal itself, an archive, a program) is refused at
+    line 1 by its NUL byte: its runs of letters would have been read as IDs and some sent."""
+    journal = tmp_path / "j.sqlite"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        db.execute("CREATE TABLE tasks (task_id TEXT)")
+        db.executemany("INSERT INTO tasks VALUES (?)", [(f"task{n}",) for n in range(100)])
+        db.commit()
+    path = {"journal": journal, "program": PROGRAM}.get(kind)
+    if path is None:
+        path = tmp_path / "j.sqlite.gz"
+        path.write_bytes(gzip.compress(journal.read_bytes()))
+    pattern = rf"input {re.escape(str(path))}: line 1: a NUL byte; this is not a text"
+    with pytest.raises(InputError, match=pattern):
+        await collect(make(path))
 
 
 @pytest.mark.anyio

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import functools
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import re
@@ -41,6 +43,11 @@ _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
 # query or fragment of the request, or hide a character in logs.
 _NEVER_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f\ud800-\udfff]")
 _PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# The most of a line held in memory (characters). A longer line (a binary file, a JSON document on
+# one line) is passed over in pieces of this size and is one bad line: no entry of any format
+# comes near it, and held whole it could take gigabytes.
+MAX_LINE = 1024 * 1024
 
 SourceItem = TaskRef | TaskResult
 
@@ -191,22 +198,23 @@ class FileSource:
         if before_wait is None:
             self._stream = stream  # a stream's is closed by its pump's thread, at its end
         try:
-            first = self._first_line(stream)
-            fmt = self._detect(first)
+            lines = _Lines(stream)
+            first, head = self._first_line(lines)
+            fmt = self._detect(head)
             if fmt == "jsonl":
-                self._refuse_json_document(first)
+                self._refuse_json_document(head, cut=first is CUT)
             items: Iterator[SourceItem]
             if fmt == "text" and not self._default_project:
-                items = self._each_line(first, stream, self._text_line_without_project)
+                items = self._each_line(first, lines, self._text_line_without_project)
             elif fmt == "text" and self.shard is not None:
                 # Filters as it parses: most other shards' lines are never checked.
-                items = self._each_line(first, stream, self._text_of_shard(*self.shard))
+                items = self._each_line(first, lines, self._text_of_shard(*self.shard))
             else:
                 if fmt == "csv":
-                    items = self._csv(first, stream)
+                    items = self._csv(first, lines)
                 else:
                     parse = self._jsonl_line if fmt == "jsonl" else self._text_line
-                    items = self._each_line(first, stream, parse)
+                    items = self._each_line(first, lines, parse)
                 if self.shard is not None:
                     items = self._of_shard(items, *self.shard)
             yield from items
@@ -214,37 +222,36 @@ class FileSource:
             msg = f"input {self.name}: read failed: {exc}"
             raise InputError(msg) from None
 
-    def _first_line(self, stream: IO[str]) -> str:
-        """The first line without a UTF-8 byte-order mark, which Excel's "CSV UTF-8" and
-        Windows editors write: left in, it hid the CSV header and spoilt the first ID or JSON
-        line. A UTF-16 file (its mark, undecodable as UTF-8) is an input error: read as UTF-8,
-        every line of it would be skipped as invalid and the run would end 0 having sent
-        nothing."""
-        first = stream.readline()
-        if first.startswith(_UTF16_MARKS):
+    def _first_line(self, lines: _Lines) -> tuple[str, str]:
+        """The first line (``CUT`` if too long) and its start, to tell the format by, both
+        without a UTF-8 byte-order mark, which Excel's "CSV UTF-8" and Windows editors write:
+        left in, it hid the CSV header and spoilt the first ID or JSON line. A UTF-16 file (its
+        mark, undecodable as UTF-8) is an input error: read as UTF-8, every line of it would be
+        skipped as invalid and the run would end 0 having sent nothing. So is a NUL byte on the
+        first line, which no text holds: a binary file (a journal, an archive, a program) given
+        by mistake, whose odd runs of letters could otherwise be sent as IDs."""
+        first = next(lines, "")
+        head = lines.cut[0][1] if first is CUT else first
+        if head.startswith(_UTF16_MARKS):
             msg = f"input {self.name}: line 1: the file is UTF-16; save it as UTF-8"
             raise InputError(msg)
-        return first.removeprefix("\ufeff")
+        if "\x00" in head:
+            msg = (
+                f"input {self.name}: line 1: a NUL byte; this is not a text, CSV or JSON Lines file"
+            )
+            raise InputError(msg)
+        if first is CUT:
+            return first, head.removeprefix("\ufeff")
+        first = first.removeprefix("\ufeff")
+        return first, first
 
-    def _refuse_json_document(self, first: str) -> None:
+    def _refuse_json_document(self, first: str, *, cut: bool) -> None:
         """A JSON document read as JSON Lines: a saved ListCenterTask response (pretty-printed,
         or on one line) or an array. Each of its lines would be skipped as a bad line and the
-        run end 0 having sent nothing, so it is an input error naming the file instead."""
+        run end 0 having sent nothing, so it is an input error naming the file instead.
+        ``cut``: ``first`` is the start of a line over ``MAX_LINE``, which no entry is."""
         text = first.strip()
-        if not text.startswith(("{", "[")):
-            return
-        try:
-            obj = json.loads(text)
-        except ValueError:  # the first line of a document spread over lines
-            document = text.endswith(("{", "[", ","))
-        else:
-            document = isinstance(obj, list) or (
-                isinstance(obj, dict)
-                and "task_id" not in obj
-                and "id" not in obj
-                and isinstance(obj.get("tasks"), list)
-            )
-        if document:
+        if text.startswith(("{", "[")) and (cut or _starts_a_document(text)):
             msg = (
                 f"input {self.name}: line 1: one JSON document, not JSON Lines (an object with "
                 "a task_id a line); for a ListCenterTask response, its tasks one a line: "
@@ -252,16 +259,19 @@ class FileSource:
             )
             raise InputError(msg)
 
-    @staticmethod
     def _each_line(
-        first: str, stream: IO[str], parse: Callable[[str, int], SourceItem | None]
+        self, first: str, lines: _Lines, parse: Callable[[str, int], SourceItem | None]
     ) -> Iterator[SourceItem]:
-        lineno = 1
-        item = parse(first, lineno)
-        if item is not None:
-            yield item
-        for line in stream:
+        lineno = 0
+        for line in itertools.chain((first,), lines):
             lineno += 1
+            if line is CUT:
+                cut = lines.cut_line(self.name)
+                if self.shard is None or in_shard(cut, *self.shard):
+                    yield cut
+                else:
+                    self.passed_over += 1
+                continue
             item = parse(line, lineno)
             if item is not None:
                 yield item
@@ -351,23 +361,33 @@ class FileSource:
             message if isinstance(message, str) else None,
         )
 
-    def _csv(self, header: str, stream: IO[str]) -> Iterator[SourceItem]:
+    def _csv(self, header: str, lines: _Lines) -> Iterator[SourceItem]:
+        if header is CUT:
+            msg = f"input {self.name}: line 1: the CSV header is longer than {MAX_LINE} characters"
+            raise InputError(msg)
         names = next(csv.reader([header]), [])
         names = [name.strip() for name in names]
         if "task_id" not in names:
             msg = f"input {self.name}: line 1: CSV header has no task_id column (got {names!r})"
             raise InputError(msg)
-        reader = csv.DictReader(stream, fieldnames=names)
+        reader = csv.DictReader(lines, fieldnames=names)
         rows = iter(reader)
         while True:
             before = reader.line_num
+            row: dict[str, str | None] | csv.Error | None
             try:
                 row = next(rows)
             except StopIteration:
-                return
+                row = None
             except csv.Error as exc:  # e.g. a field over csv's limit: that row only
-                lineno = before + 2
-                yield skipped("", "", self.name, lineno, "bad_line", f"not valid CSV: {exc}")
+                row = exc
+            while lines.cut:  # too long: the csv module read each as a blank row
+                yield lines.cut_line(self.name)
+            if row is None:
+                return
+            if isinstance(row, csv.Error):
+                msg = f"not valid CSV: {row}"
+                yield skipped("", "", self.name, before + 2, "bad_line", msg)
                 continue
             lineno = reader.line_num + 1
             task_id = (row.get("task_id") or "").strip()
@@ -385,9 +405,12 @@ class FileSource:
         try:
             with Path(self.path).open("rb") as raw:
                 stream = _decompressed(raw)
-                count = sum(
-                    1 for line in stream if line.strip() and not line.lstrip().startswith(b"#")
-                )
+                count = 0
+                starts_a_line = True
+                for piece in iter(functools.partial(stream.readline, MAX_LINE), b""):
+                    if starts_a_line and piece.strip() and not piece.lstrip().startswith(b"#"):
+                        count += 1
+                    starts_a_line = piece.endswith(b"\n")
         except (OSError, EOFError):
             return None
         fmt = self._detect("") if self._format == "auto" else self._format
@@ -564,6 +587,71 @@ class _Pump:
             self._closed = True
             self._cond.notify()
             return not self._ended or bool(self._ready)
+
+
+class _Cut(str):
+    """The type of ``CUT``: a line longer than ``MAX_LINE``, as ``_Lines`` hands it on."""
+
+    __slots__ = ()
+
+
+# A blank CSV row to the csv module (which passes over it); found by identity everywhere else.
+CUT = _Cut("\r\n")
+
+
+class _Lines:
+    """The lines of a text stream, none held longer than ``MAX_LINE`` characters: a longer one
+    is read through in pieces and handed on as ``CUT``, its number and first characters kept
+    in ``cut`` until the reader takes them."""
+
+    __slots__ = ("_iter", "_stream", "cut")
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.cut: list[tuple[int, str]] = []
+        self._iter = self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return self._iter
+
+    def __next__(self) -> str:
+        return next(self._iter)
+
+    def _read(self) -> Iterator[str]:
+        readline = functools.partial(self._stream.readline, MAX_LINE)
+        for lineno, line in enumerate(iter(readline, ""), 1):
+            if len(line) >= MAX_LINE and line[-1] not in "\r\n":
+                rest = line
+                while rest and rest[-1] not in "\r\n":
+                    rest = readline()
+                self.cut.append((lineno, line[:64]))
+                yield CUT
+            else:
+                yield line
+
+    def cut_line(self, source: str) -> TaskResult:
+        """The bad line of the oldest cut line not yet taken."""
+        lineno, head = self.cut.pop(0)
+        msg = f"line longer than {MAX_LINE // 1024 // 1024} MiB, starting {head[:40]!r}"
+        return skipped(head, "", source, lineno, "bad_line", msg)
+
+
+def _starts_a_document(text: str) -> bool:
+    """Whether a first line (starting ``{`` or ``[``) is, or opens, one JSON document rather
+    than an entry of JSON Lines: an array, a list answer (``tasks``, no ``task_id`` or ``id``),
+    or a broken line that ends as a document's first line does (``{``, ``[`` or ``,``)."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text.endswith(("{", "[", ","))
+    if isinstance(obj, list):
+        return True
+    return (
+        isinstance(obj, dict)
+        and "task_id" not in obj
+        and "id" not in obj
+        and isinstance(obj.get("tasks"), list)
+    )
 
 
 def _id_text(line: str) -> str | None:
