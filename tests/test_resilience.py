@@ -29,6 +29,7 @@ from tests.conftest import (
     unknown_ids,
     write_ids,
 )
+from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.journal import Journal
 from worker.models import TaskRef
@@ -275,6 +276,43 @@ def test_full_outage_is_bounded_and_resumable(
     assert "answers failed; the last: HTTP 500 DCS.5000" in capsys.readouterr().out
     assert rep["stop_detail"] == "100% of the last 200 answers failed; the last: HTTP 500 DCS.5000"
     emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The outcomes file refuses writes (ENOSPC: /dev/full stands in for a full volume). The
+    run used to hang for ever with its event loop idle. It now stops sending (exit 3,
+    output_error, the detail saying how to get the outcomes back), every answer it had is in
+    the journal, ``report --journal`` writes them all, and a new run finishes the rest."""
+    ids = seed(emulator, 2000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--journal", str(journal), "--outcomes", "/dev/full",
+        "--concurrency", "8",
+    )  # fmt: skip
+    try:
+        assert child.wait(timeout=30) == 3
+    finally:
+        child.kill()
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "output_error"
+    assert rep["stop_detail"] == (
+        "outcomes /dev/full: write failed: No space left on device; dcs-cleanup report "
+        f"--journal {journal} --outcomes NEW_FILE writes them all"
+    )
+    deleted = set(emulator.state.deleted)
+    assert 0 < len(deleted) < len(ids)
+    assert rep["outcomes"]["deleted"] == len(deleted)
+    assert journal_outcomes(journal)["deleted"] == len(deleted)
+    again = tmp_path / "again.jsonl"
+    args = ["report", "--journal", str(journal), "--outcomes", str(again)]
+    assert main([*args, "--report", str(tmp_path / "again.json")]) == 0
+    rows = [json.loads(line) for line in again.read_text().splitlines()]
+    assert {r["task_id"] for r in rows if r["outcome"] == "deleted"} == deleted
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
     assert emulator.state.remaining() == 0
 

@@ -10,6 +10,7 @@ them. Messages never contain credentials::
     ├── TransportError         one request did not get an HTTP answer (retryable)
     │   └── RequestTimeoutError    the per-request deadline passed
     ├── JournalError           the journal cannot be opened or written
+    ├── OutputError            the outcomes file cannot be written (disk full, I/O error)
     └── AbortRun               the run must stop sending now (exit 3)
 """
 
@@ -43,6 +44,10 @@ class RequestTimeoutError(TransportError):
 
 class JournalError(CleanupError):
     """The journal database cannot be opened, read or written."""
+
+
+class OutputError(CleanupError):
+    """The outcomes file cannot be written; the journal still holds every outcome."""
 
 
 class AbortRun(CleanupError):  # noqa: N818 - it is a control signal, not an error in the code

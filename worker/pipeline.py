@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
-from worker.errors import InputError, JournalError, TransportError
+from worker.errors import InputError, JournalError, OutputError, TransportError
 from worker.journal import Journal
 from worker.logs import debug_enabled, get_logger
 from worker.models import FAILURES, SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
@@ -45,6 +45,7 @@ ABORT_REASONS = frozenset(
         "forbidden",
         "max_deletes",
         "journal_error",
+        "output_error",
         "input_error",
     }
 )
@@ -79,6 +80,9 @@ class Sink:
         self._wakeup = anyio.Event()
         self._closing = False
         self.error: JournalError | None = None
+        # The outcomes file failed (disk full): the journal still takes every outcome, and the
+        # pipeline stops the run (output_error).
+        self.output_error: OutputError | None = None
 
     async def record(self, results: Sequence[TaskResult]) -> None:
         """Hand over final outcomes and wait until they are durable.
@@ -96,22 +100,27 @@ class Sink:
             raise self.error
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except BaseException as exc:
+            # However the writer ends, nobody waits for it for ever (a stop's shielded clean-up
+            # awaits record()): later calls raise at once.
+            if self.error is None:
+                self.error = JournalError(f"outcomes not recorded: the writer stopped: {exc!r}")
+            self._done.set()
+            raise
+
+    async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup = anyio.Event()
             batch, self._pending = self._pending, []
             done, self._done = self._done, anyio.Event()
-            if batch:
-                try:
-                    await self._write(batch)
-                except JournalError as exc:
-                    self.error = exc
-                self._stats.on_results(batch)
-                if self._on_batch is not None:
-                    self._on_batch(batch)
-                if self.error is None:
-                    await self._source.acknowledge(batch)
-            done.set()
+            try:
+                if batch:
+                    await self._take(batch)
+            finally:
+                done.set()
             if self.error is None and self._journal.checkpoint_due():
                 try:
                     await anyio.to_thread.run_sync(self._journal.checkpoint)
@@ -120,12 +129,29 @@ class Sink:
             if self._closing and not self._pending:
                 return
 
+    async def _take(self, batch: list[TaskResult]) -> None:
+        try:
+            await self._write(batch)
+        except JournalError as exc:
+            self.error = exc
+        self._stats.on_results(batch)
+        if self._on_batch is not None:
+            self._on_batch(batch)
+        if self.error is None:
+            await self._source.acknowledge(batch)
+
     async def _write(self, batch: list[TaskResult]) -> None:
         """Journal, then outcomes file. On the loop's thread unless another process holds the
-        journal's write lock: then in a worker thread that waits for it."""
+        journal's write lock: then in a worker thread that waits for it. Once the outcomes
+        file has failed, the journal alone."""
         if not self._journal.try_record(batch):
             await anyio.to_thread.run_sync(self._journal.record, batch)
-        self._outcomes.write(batch)
+        if self.output_error is None:
+            try:
+                self._outcomes.write(batch)
+            except OutputError as exc:
+                self.output_error = exc
+                log.error("cleanup.outcomes_failed", error=str(exc))
 
     def close(self) -> None:
         self._closing = True
@@ -257,6 +283,14 @@ class Pipeline:
         except JournalError as exc:
             self._abort("journal_error", str(exc))
             return False
+        if self._sink.output_error is not None and self.stop_reason is None:
+            journal = self.settings.journal
+            where = (
+                f"dcs-cleanup report --journal {journal} --outcomes NEW_FILE writes them all"
+                if journal is not None
+                else "the report counts them (no --journal to write them from)"
+            )
+            self._abort("output_error", f"{self._sink.output_error}; {where}")
         return True
 
     async def _send(self, work_tx: MemoryObjectSendStream[TaskRef], refs: list[TaskRef]) -> int:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from worker import __version__
-from worker.errors import RequestTimeoutError, TransportError
+from worker.errors import OutputError, RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome, TaskResult
 
 if TYPE_CHECKING:
@@ -199,16 +199,22 @@ class OutcomeWriter:
 
     def __init__(self, path: Path | None) -> None:
         self._fd: int | None = None
+        self._path = path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, results: Sequence[TaskResult]) -> None:
+        """Append the results' lines; ``OutputError`` if the file refuses them (disk full)."""
         if self._fd is None or not results:
             return
         data = memoryview(b"".join([_line(r) for r in results]))
-        while data:
-            data = data[os.write(self._fd, data) :]
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        except OSError as exc:
+            msg = f"outcomes {self._path}: write failed: {exc.strerror or exc}"
+            raise OutputError(msg) from None
 
     def close(self) -> None:
         if self._fd is not None:
