@@ -317,6 +317,32 @@ def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
     assert emulator.state.remaining() == 0
 
 
+def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The journal's first claim fails (the file may not grow: RLIMIT_FSIZE stands in for a
+    full disk). The claim's error escaped the pipeline: a traceback, exit 1 and no report. It
+    is now exit 3, journal_error, with the report, and no task of the unclaimed batch sent."""
+    ids = seed(emulator, 600)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+
+    args = run_args(emulator, tmp_path, path, "--journal", str(journal))
+    small_files = ["bash", "-c", 'ulimit -f 64 && exec "$@"', "-"]  # no file over 64 KiB
+    with (tmp_path / "worker.log").open("wb") as out:
+        child = subprocess.Popen(
+            [*small_files, sys.executable, "-m", "worker", *args],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+        assert child.wait(timeout=60) == 3
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "journal_error"
+    assert rep["stop_detail"].startswith(f"journal {journal}: claim failed: ")
+    assert emulator.state.requests == 0
+    assert emulator.state.remaining() == len(ids)
+
+
 def test_retry_failed_takes_its_tasks_from_the_journal(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -333,7 +333,12 @@ class Pipeline:
             if self.stop_reason is None:
                 self.input_fully_read = self.input_error is None
                 return
-            if self._source.finite and not self._hard and self.input_error is None:
+            if (
+                self._source.finite
+                and not self._hard
+                and self.input_error is None
+                and self.stop_reason != "journal_error"  # nothing more can be recorded
+            ):
                 # Account for the rest of a file too (not_attempted), as far as grace allows.
                 with anyio.move_on_after(self.settings.grace):
                     async for batch in batches:
@@ -372,9 +377,13 @@ class Pipeline:
         for bad in final:
             self._warn_bad_input(bad)
         if refs:
-            verdicts = self._journal.try_claim(refs)
-            if verdicts is None:  # another process is writing: wait for it in a thread
-                verdicts = await anyio.to_thread.run_sync(self._journal.claim, refs)
+            try:
+                verdicts = self._journal.try_claim(refs)
+                if verdicts is None:  # another process is writing: wait for it in a thread
+                    verdicts = await anyio.to_thread.run_sync(self._journal.claim, refs)
+            except JournalError as exc:  # nothing claimed, so nothing of the batch is sent
+                self._abort("journal_error", str(exc))
+                return []
             go: list[TaskRef] = []
             for ref, verdict in zip(refs, verdicts, strict=True):
                 if verdict is None:
