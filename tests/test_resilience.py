@@ -79,11 +79,13 @@ def test_kill_9_then_resume_finishes_everything(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_on_slow_server_exits_4_within_grace(
-    emulator: EmulatorServer, tmp_path: Path
+    sig: signal.Signals, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     """SIGTERM mid-run: exit 4 within the grace period, report written, outcomes' deleted count
-    equals what the emulator deleted; a resumed run finishes the rest."""
+    equals what the emulator deleted; a resumed run finishes the rest. SIGHUP (the terminal of
+    a run started by hand went away) stops it the same way; it used to kill it outright."""
     ids = seed(emulator, 400, Faults(latency_ms=300))
     path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
@@ -102,7 +104,7 @@ def test_sigterm_on_slow_server_exits_4_within_grace(
     while emulator.state.deletes_received < 30:
         time.sleep(0.01)
     sent = time.monotonic()
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(sig)
     assert child.wait(timeout=grace + 10) == 4
     assert time.monotonic() - sent < grace + 2
     rep = report(tmp_path)
@@ -117,6 +119,41 @@ def test_sigterm_on_slow_server_exits_4_within_grace(
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 0
     assert emulator.state.remaining() == 0
     assert report(tmp_path)["skipped_reasons"] == {"already_done": deleted}
+
+
+@pytest.mark.parametrize("reader", ["pipe", "terminal"])
+def test_a_log_reader_that_goes_away_does_not_end_the_run(
+    reader: str, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The logs' reader goes away mid-run: ``dcs-cleanup run … | head -1`` (EPIPE), or the
+    terminal of a run started by hand (EIO, console logs and a progress bar). The next log
+    line used to end the run with a traceback, exit 1. The run now goes on without its logs:
+    every task deleted, exit 0, the report and outcomes written."""
+    ids = seed(emulator, 1500, Faults(latency_ms=2))
+    path = write_ids(tmp_path / "ids.txt", ["bad/1", *ids])
+    args = [sys.executable, "-m", "worker", *run_args(emulator, tmp_path, path)]
+    if reader == "pipe":
+        child = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+        assert child.stdout is not None
+        assert b"cleanup.run_started" in child.stdout.readline()
+        child.stdout.close()
+    else:
+        term, side = os.openpty()
+        for flag in ("--log-format", "--progress"):  # auto: console logs and a bar
+            at = args.index(flag)
+            del args[at : at + 2]
+        child = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=side, stderr=side, cwd=tmp_path
+        )
+        os.close(side)
+        assert os.read(term, 1024)  # the first output is on the terminal
+        os.close(term)
+    assert child.wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == len(ids)
+    assert len(outcomes(tmp_path)) == len(ids) + 1
 
 
 def wait_for(check: Callable[[], bool], seconds: float) -> bool:

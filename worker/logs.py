@@ -7,7 +7,10 @@ behind never logging credentials in the first place.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import IO, Any, TextIO, cast
@@ -41,9 +44,51 @@ class SecretMasker:
         return event
 
 
+def drop_lost_stream(stream: IO[str]) -> None:
+    """The reader of ``stream`` is gone: a closed pipe (``dcs-cleanup run … | head``: EPIPE) or
+    a hung-up terminal (EIO). Its descriptor is pointed at /dev/null, so that every later write
+    to it, by anyone, goes nowhere instead of ending the run with a traceback and no report. The
+    report, the outcomes file and the journal still carry what the logs would have said."""
+    with contextlib.suppress(OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+
+
+class GuardedStream:
+    """A text stream whose write errors are not the run's (``drop_lost_stream``): for the
+    progress bar and the end-of-run summary."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self.stream.write(text)
+        except OSError:
+            drop_lost_stream(self.stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.stream.flush()
+        except OSError:
+            drop_lost_stream(self.stream)
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+
 class _Output:
     """The logs' stream; while a progress bar is drawn, whole lines go through a hook instead,
-    so a log line never lands in the middle of the bar."""
+    so a log line never lands in the middle of the bar. A stream whose reader is gone is
+    dropped (``drop_lost_stream``), and the run goes on."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -51,16 +96,22 @@ class _Output:
         self._parts: list[str] = []
 
     def write(self, text: str) -> int:
-        if self.hook is None:
-            return self.stream.write(text)
-        self._parts.append(text)
-        if text.endswith("\n"):
-            line, self._parts = "".join(self._parts), []
-            self.hook(line.rstrip("\n"))
+        try:
+            if self.hook is None:
+                return self.stream.write(text)
+            self._parts.append(text)
+            if text.endswith("\n"):
+                line, self._parts = "".join(self._parts), []
+                self.hook(line.rstrip("\n"))  # to stdout, above the bar
+        except OSError:
+            drop_lost_stream(self.stream)
         return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except OSError:
+            drop_lost_stream(self.stream)
 
     def isatty(self) -> bool:
         return self.stream.isatty()

@@ -65,7 +65,7 @@ from worker.sources import FileSource, IdValidator, is_stream
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
-_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -447,7 +447,7 @@ def _load(path: Path) -> dict[str, Any] | None:
 
 def combine_exit(codes: Sequence[int], reasons: Sequence[str | None]) -> tuple[int, str | None]:
     """One exit code for the run from the children's (negative: killed by that signal)."""
-    interrupted_by = {-signal.SIGTERM, -signal.SIGINT}
+    interrupted_by = {-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP}
     died = [c for c in codes if c not in (0, 1, 2, 3, 4) and c not in interrupted_by]
     aborts = [r for r in reasons if r in ABORT_REASONS]
     if codes and all(c == EXIT_USAGE for c in codes):

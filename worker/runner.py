@@ -26,7 +26,7 @@ from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.journal import Journal, RunLock
-from worker.logs import get_logger, route_lines
+from worker.logs import GuardedStream, get_logger, route_lines
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
@@ -94,6 +94,8 @@ class ProgressBar:
     def __init__(self, stream: IO[str]) -> None:
         from tqdm import tqdm
 
+        # tqdm stops drawing by itself on a terminal that hung up (EIO). Its stream stays the
+        # plain one: tqdm.write() clears the bar before a log line only on sys.stdout/stderr.
         self._bar: Any = tqdm(unit=" tasks", file=stream, dynamic_ncols=True, mininterval=0.2)
         route_lines(lambda line: tqdm.write(line, file=sys.stdout))
 
@@ -160,7 +162,8 @@ class Progress:
 
 
 async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[None]) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # SIGHUP: the terminal of a run started by hand went away (an ssh session dropped).
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
         count = 0
         async for signum in signals:
@@ -416,7 +419,7 @@ def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
         requests=report["requests"],
         duration_s=report["duration_s"],
     )
-    print(summary_table(report), file=stream or sys.stderr)
+    print(summary_table(report), file=GuardedStream(stream or sys.stderr), flush=True)
 
 
 def check_outputs(settings: Settings) -> None:
