@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import random
+import sqlite3
 import urllib.request
 import zlib
 from collections import Counter
@@ -323,6 +325,35 @@ def test_a_saved_list_response_is_refused_and_its_tasks_one_a_line_are_deleted(
     assert emulator.state.remaining() == 0
     assert sorted(emulator.state.deleted) == sorted(ids)
     assert report(tmp_path)["outcomes"]["deleted"] == 40
+
+
+@pytest.mark.parametrize("kind", ["the ID file", "another database", "a tasks table not ours"])
+def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(
+    kind: str, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--journal names the wrong file: the ID file itself, another application's SQLite
+    database, or one with a tasks table of its own. That was exit 3 for the first; the others
+    had the journal's tables (and WAL mode) added to them: the run went on inside the other
+    database, or failed at its first claim on the foreign tasks table. Now each is exit 2
+    naming the file, nothing is sent, and its bytes are unchanged."""
+    ids = seed(emulator, 5)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = path
+    if kind != "the ID file":
+        journal = tmp_path / "app.sqlite"
+        with contextlib.closing(sqlite3.connect(journal)) as db:
+            if kind == "another database":
+                db.execute("CREATE TABLE users (name TEXT)")
+            else:
+                db.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT)")
+            db.commit()
+    before = journal.read_bytes()
+    assert run(emulator, tmp_path, path, "--journal", str(journal)) == 2
+    assert emulator.state.requests == 0
+    assert journal.read_bytes() == before
+    error = capsys.readouterr().err
+    assert f"dcs-cleanup: journal {journal}: " in error
+    assert ("cannot open it" if kind == "the ID file" else "not a dcs-cleanup journal") in error
 
 
 def test_input_that_breaks_midway_keeps_every_line_read_before(

@@ -30,6 +30,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -64,6 +65,14 @@ CREATE TABLE IF NOT EXISTS runs (
     report      TEXT
 );
 """
+# Every column SCHEMA gives the tasks table: a journal must have them all.
+_COLUMNS = frozenset(
+    re.findall(
+        r"^\s+(\w+)\s+(?:TEXT|INTEGER|REAL)",
+        SCHEMA.partition("CREATE TABLE IF NOT EXISTS runs")[0],
+        re.MULTILINE,
+    )
+)
 PENDING = "pending"
 _DONE = (Outcome.DELETED.value, Outcome.ABSENT.value)
 _INSERT = """
@@ -111,7 +120,7 @@ class Journal:
         self._unchecked = 0
         self._lock = threading.Lock()
         try:
-            self._db = _connect(path)
+            self._db = _connect(path, first=True)
             self._db.executescript(SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
@@ -121,8 +130,10 @@ class Journal:
             self._now.execute("PRAGMA busy_timeout=0")  # busy: the caller goes to a thread
             self._now.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
+            # Before anything is sent: a configuration error (exit 2), e.g. another file given
+            # as --journal ("file is not a database").
             msg = f"journal {path}: cannot open it: {exc}"
-            raise JournalError(msg) from None
+            raise ConfigError(msg) from None
 
     def __repr__(self) -> str:
         return f"Journal({str(self.path)!r}, run_id={self.run_id!r})"
@@ -313,8 +324,16 @@ class Journal:
             raise JournalError(f"journal {self.path}: {what} failed: {exc}") from None
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, first: bool = False) -> sqlite3.Connection:
+    """A connection to the journal; the ``first`` one checks, before it changes anything (WAL
+    mode included), that the file is a journal or empty."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    if first:
+        try:
+            _refuse_another_database(db, path)
+        except ConfigError:
+            db.close()
+            raise
     db.execute("PRAGMA journal_mode=WAL")
     # NORMAL: a commit survives a process crash (SIGKILL); only power loss may undo
     # the last commits, which then get a 404 -> absent on the re-run.
@@ -322,6 +341,24 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA busy_timeout=5000")
     db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     return db
+
+
+def _refuse_another_database(db: sqlite3.Connection, path: Path) -> None:
+    """A database given as ``--journal`` by mistake is left as it was (no table added): it
+    must be empty (a new journal) or have a tasks table with every column of ours."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables:
+        return
+    if "tasks" not in tables:
+        msg = f"journal {path}: not a dcs-cleanup journal: it has no tasks table"
+        raise ConfigError(msg)
+    missing = _COLUMNS - {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+    if missing:
+        msg = (
+            f"journal {path}: not a dcs-cleanup journal: its tasks table has no "
+            f"{', '.join(sorted(missing))} column"
+        )
+        raise ConfigError(msg)
 
 
 def _busy(exc: sqlite3.Error) -> bool:
