@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -52,12 +54,17 @@ def test_stats_endpoint_tells_what_was_received(emulator: EmulatorServer, tmp_pa
 def test_report_command_rerenders_from_the_journal(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """report --journal: the final state of every task across runs, as report and outcomes."""
+    """report --journal: the final state of every task across runs, as report and outcomes.
+    It only reads: the journal's runs table is as the run left it (a "report" run that never
+    finished was added to it)."""
     ids = seed(emulator, 40, Faults(reject_share=0.25))
     journal = tmp_path / "journal.sqlite"
     path = write_ids(tmp_path / "ids.txt", [*ids, *unknown_ids(4)])
     assert run(emulator, tmp_path, path, "--journal", str(journal)) == 1
     first = Counter(r["outcome"] for r in outcomes(tmp_path))
+    runs = "SELECT run_id, finished_at, exit_code FROM runs"
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        before = db.execute(runs).fetchall()
     out_dir = tmp_path / "rerender"
     out_dir.mkdir()
     code = main(
@@ -65,6 +72,9 @@ def test_report_command_rerenders_from_the_journal(
          "--outcomes", str(out_dir / "outcomes.jsonl")]
     )  # fmt: skip
     assert code == 0
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        assert db.execute(runs).fetchall() == before
+    assert len(before) == 1
     again = Counter(r["outcome"] for r in outcomes(out_dir))
     assert again == first
     rep = report(out_dir)

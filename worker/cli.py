@@ -382,7 +382,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not args.journal.exists():
         raise ConfigError(f"--journal {args.journal}: no such file")
-    journal = Journal(args.journal, "report")
+    journal = Journal(args.journal, "report", reader=True)
     stats = RunStats()
     writer = OutcomeWriter(args.outcomes)
     try:

@@ -111,8 +111,14 @@ class Journal:
     connection that never waits (the event loop's thread only)."""
 
     def __init__(
-        self, path: Path, run_id: str, *, checkpoint_bytes: int = CHECKPOINT_BYTES
+        self,
+        path: Path,
+        run_id: str,
+        *,
+        checkpoint_bytes: int = CHECKPOINT_BYTES,
+        reader: bool = False,
     ) -> None:
+        """``reader``: opened to read (``dcs-cleanup report``), so no run is added to ``runs``."""
         self.path = path
         self.run_id = run_id
         self._wal = f"{path}-wal"
@@ -122,10 +128,11 @@ class Journal:
         try:
             self._db = _connect(path, first=True)
             self._db.executescript(SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
-                (run_id, time.time()),
-            )
+            if not reader:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
+                    (run_id, time.time()),
+                )
             self._now = _connect(path)
             self._now.execute("PRAGMA busy_timeout=0")  # busy: the caller goes to a thread
             self._now.execute("PRAGMA wal_autocheckpoint=0")
