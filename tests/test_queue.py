@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -175,6 +176,29 @@ def test_enqueue_writes_the_documented_entry_format(
         {"task_id": "t1", "project_id": "p2", "message": "bye"},
         {"task_id": "t3", "project_id": PROJECT, "message": "bye"},
     ]
+
+
+def test_enqueue_of_many_bad_lines_keeps_flat_memory(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """200,000 bad lines: the first 100 are named, the rest counted, and enqueue's memory
+    stays flat (it kept every bad line's outcome, 96 MB here, to print 100 of them)."""
+    path = tmp_path / "ids.txt"
+    path.write_text("t1\n" + "bad/id\n" * 200_000 + "t2\n")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    before = len(entries(client, STREAM))
+    tracemalloc.start()
+    try:
+        assert enqueue(redis_url, path) == 1
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024
+    err = capsys.readouterr().err.splitlines()
+    assert sum(line.startswith("dcs-cleanup: skipped ") for line in err) == 100
+    assert "dcs-cleanup: ... and 199900 more" in err
+    assert err[-1] == f"enqueued 2 task(s) on {STREAM}; 200000 bad line(s) skipped"
+    assert len(entries(client, STREAM)) == before + 2
 
 
 @pytest.mark.slow

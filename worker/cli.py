@@ -354,16 +354,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     async def go() -> int:
         client = queue.connect(args.queue)
         try:
-            added, bad = await queue.enqueue(
+            added, bad, shown = await queue.enqueue(
                 client, args.stream, source.batches(), message=args.message
             )
         finally:
             await client.aclose()
             await source.aclose()
-        for result in bad[:100]:
+        for result in shown:
             print(f"dcs-cleanup: skipped {result.error_msg}", file=sys.stderr)
+        if bad > len(shown):
+            print(f"dcs-cleanup: ... and {bad - len(shown)} more", file=sys.stderr)
         print(
-            f"enqueued {added} task(s) on {args.stream}; {len(bad)} bad line(s) skipped",
+            f"enqueued {added} task(s) on {args.stream}; {bad} bad line(s) skipped",
             file=sys.stderr,
         )
         return 1 if bad else 0

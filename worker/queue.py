@@ -237,16 +237,20 @@ async def enqueue(
     items: AsyncGenerator[list[SourceItem], None],
     *,
     message: str | None = None,
-) -> tuple[int, list[TaskResult]]:
-    """XADD every valid task in pipelined batches; return (added, bad lines)."""
-    added = 0
-    bad: list[TaskResult] = []
+    examples: int = 100,
+) -> tuple[int, int, list[TaskResult]]:
+    """XADD every valid task in pipelined batches; return (added, bad lines, the first
+    ``examples`` of them). Memory stays flat however many lines are bad."""
+    added = bad = 0
+    shown: list[TaskResult] = []
     async for batch in items:
         async with client.pipeline(transaction=False) as pipe:
             count = 0
             for item in batch:
                 if isinstance(item, TaskResult):
-                    bad.append(item)
+                    bad += 1
+                    if len(shown) < examples:
+                        shown.append(item)
                     continue
                 fields: dict[Any, Any] = {"task_id": item.task_id, "project_id": item.project_id}
                 text = item.message or message
@@ -257,7 +261,7 @@ async def enqueue(
             if count:
                 await pipe.execute()
             added += count
-    return added, bad
+    return added, bad, shown
 
 
 # GCRA with reservation on the server's clock: returns how long the caller waits for its slot.
