@@ -77,6 +77,7 @@ def test_report_command_rerenders_from_the_journal(
     assert len(before) == 1
     again = Counter(r["outcome"] for r in outcomes(out_dir))
     assert again == first
+    assert {r["run_id"] for r in outcomes(out_dir)} == {before[0][0]}
     rep = report(out_dir)
     assert rep["outcomes"]["rejected"] == first["rejected"] > 0
     assert rep["exit_code"] == 1

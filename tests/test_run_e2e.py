@@ -60,18 +60,26 @@ def test_every_outcome_line_has_the_contract_fields(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     """Each outcome line carries task_id, project_id, outcome, status, attempts, error fields,
-    request_id and elapsed_ms; a 404 keeps the service's error code and request id."""
+    request_id and elapsed_ms; a 404 keeps the service's error code and request id. Each also
+    names its run, so the lines of runs appended to one file can be told apart."""
     ids = seed(emulator, 5) + unknown_ids(1)
-    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 0
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path) == 0
+    first_run = report(tmp_path)["run_id"]
     rows = {row["task_id"]: row for row in outcomes(tmp_path)}
     required = {
         "task_id", "project_id", "outcome", "status", "attempts",
-        "error_code", "error_msg", "request_id", "elapsed_ms",
+        "error_code", "error_msg", "request_id", "elapsed_ms", "run_id",
     }  # fmt: skip
     for row in rows.values():
         assert required <= row.keys()
         assert row["project_id"] == PROJECT
         assert row["request_id"]
+        assert row["run_id"] == first_run
+    assert run(emulator, tmp_path, path) == 0
+    second_run = report(tmp_path)["run_id"]
+    assert second_run != first_run
+    assert [row["run_id"] for row in outcomes(tmp_path)] == [first_run] * 6 + [second_run] * 6
     absent = rows[ids[-1]]
     assert absent["outcome"] == "absent"
     assert absent["status"] == 404

@@ -289,7 +289,7 @@ class Journal:
         """Every task's latest record, for re-rendering a report."""
         cursor = self._db.execute(
             "SELECT task_id, project_id, outcome, status, attempts, error_code, error_msg, "
-            "request_id, elapsed_ms, source, line FROM tasks"
+            "request_id, elapsed_ms, source, line, run_id FROM tasks"
         )
         for row in cursor:
             outcome = Outcome.NOT_ATTEMPTED if row[2] == PENDING else Outcome(row[2])
@@ -305,6 +305,7 @@ class Journal:
                 elapsed_ms=row[8],
                 source=row[9],
                 line=row[10],
+                run_id=row[11],
             )
 
     def finish_run(self, exit_code: int, report_json: str) -> None:

@@ -56,9 +56,11 @@ class TaskResult(NamedTuple):
     source: str = ""
     line: int = 0
     ack: str | None = None
+    run_id: str | None = None  # set when read back from the journal; a run's writer adds its own
 
     def as_record(self) -> dict[str, object]:
-        """The outcome line's fields, in a stable order (the ack token is internal)."""
+        """The outcome line's fields, in a stable order (the ack token is internal; the run's
+        ID is added by the writer)."""
         return {
             "task_id": self.task_id,
             "project_id": self.project_id,

@@ -197,9 +197,12 @@ class OutcomeWriter:
     one file never interleave inside a line. orjson encodes about ten times as fast as ``json``.
     """
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path | None, run_id: str | None = None) -> None:
+        """``run_id``: the run each line is written for (a result read back from the journal
+        carries its own), so the lines of several runs appended to one file can be told apart."""
         self._fd: int | None = None
         self._path = path
+        self._run_id = run_id
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -208,7 +211,8 @@ class OutcomeWriter:
         """Append the results' lines; ``OutputError`` if the file refuses them (disk full)."""
         if self._fd is None or not results:
             return
-        data = memoryview(b"".join([_line(r) for r in results]))
+        run_id = self._run_id
+        data = memoryview(b"".join([_line(r, run_id) for r in results]))
         try:
             while data:
                 data = data[os.write(self._fd, data) :]
@@ -222,8 +226,9 @@ class OutcomeWriter:
             self._fd = None
 
 
-def _line(result: TaskResult) -> bytes:
+def _line(result: TaskResult, run_id: str | None) -> bytes:
     record = result.as_record()
+    record["run_id"] = result.run_id or run_id
     try:
         return orjson.dumps(record) + b"\n"
     except orjson.JSONEncodeError:

@@ -351,7 +351,7 @@ async def execute(
             source = _make_source(settings, journal)
         stack.push_async_callback(source.aclose)
         try:
-            outcomes = OutcomeWriter(settings.outcomes)
+            outcomes = OutcomeWriter(settings.outcomes, run_id)
         except OSError as exc:
             raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
         stack.callback(outcomes.close)
