@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT, run, seed, write_ids
-from worker.cli import main
+from worker.cli import build_parser, main
 from worker.emulator import EmulatorServer
 from worker.emulator.app import DEMO_AK, DEMO_SK
 from worker.settings import SECRET_FIELDS, Settings, load_settings
@@ -29,6 +29,55 @@ def test_precedence_flag_env_dotenv_file_default(
     assert settings.rate == 8.0  # .env over file
     assert settings.concurrency == 5  # file over default
     assert settings.timeout == 30.0  # default
+
+
+def test_a_misspelt_environment_name_is_refused_not_ignored(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """DCS_CLEANUP_MAX_DELETE (for ..._MAX_DELETES) was ignored, and the safety guard it meant
+    to set with it: every task was deleted. A DCS_CLEANUP_* name that is not a setting, in the
+    environment or the .env file, is now exit 2 with the name it is closest to; no value is
+    shown (DCS_CLEANUP_SK holds a secret key), and nothing is sent."""
+    ids = seed(emulator, 20)
+    monkeypatch.setenv("DCS_CLEANUP_MAX_DELETE", "5")
+    monkeypatch.setenv("DCS_CLEANUP_SK", "sk-SECRET-value")
+    (tmp_path / ".env").write_text("DCS_CLEANUP_RATEE=5\nDCS_CLEANUP_BURST=4\n")
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 2
+    assert emulator.state.requests == 0
+    err = capsys.readouterr().err
+    assert (
+        "DCS_CLEANUP_MAX_DELETE (in the environment): did you mean DCS_CLEANUP_MAX_DELETES?" in err
+    )
+    assert "DCS_CLEANUP_SK (in the environment): did you mean CLOUD_SDK_SK?" in err
+    assert "DCS_CLEANUP_RATEE (in .env): did you mean DCS_CLEANUP_RATE?" in err
+    assert "BURST" not in err
+    assert "SECRET" not in err
+    monkeypatch.delenv("DCS_CLEANUP_MAX_DELETE")
+    monkeypatch.delenv("DCS_CLEANUP_SK")
+    (tmp_path / ".env").unlink()
+    monkeypatch.setenv("DCS_CLEANUP_MAX_DELETES", "5")
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 3
+    assert len(emulator.state.deleted) == 5
+
+
+def test_config_and_env_file_are_read_from_the_environment_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--config and --env-file, like every flag, also come from DCS_CLEANUP_CONFIG and
+    DCS_CLEANUP_ENV_FILE (they were not read); the flag wins."""
+    (tmp_path / "a.toml").write_text("concurrency = 5\n")
+    (tmp_path / "b.toml").write_text("concurrency = 6\n")
+    (tmp_path / "a.env").write_text("DCS_CLEANUP_BURST=7\n")
+    monkeypatch.setenv("DCS_CLEANUP_CONFIG", str(tmp_path / "a.toml"))
+    monkeypatch.setenv("DCS_CLEANUP_ENV_FILE", str(tmp_path / "a.env"))
+    args = build_parser().parse_args(["run"])
+    settings = load_settings({}, args.config, args.env_file)
+    assert (settings.concurrency, settings.burst) == (5, 7)
+    args = build_parser().parse_args(["run", "--config", str(tmp_path / "b.toml")])
+    assert load_settings({}, args.config, args.env_file).concurrency == 6
 
 
 def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,9 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="read IDs, delete them, report")
     run.add_argument(
-        "--config", type=Path, help="TOML config file (keys are the flag names with _)"
+        "--config",
+        type=Path,
+        default=os.environ.get("DCS_CLEANUP_CONFIG"),
+        help="TOML config file (keys are the flag names with _); env DCS_CLEANUP_CONFIG",
     )
-    run.add_argument("--env-file", type=Path, help="dotenv file to read (default: ./.env)")
+    run.add_argument(
+        "--env-file",
+        type=Path,
+        default=os.environ.get("DCS_CLEANUP_ENV_FILE"),
+        help="dotenv file to read (default: ./.env); env DCS_CLEANUP_ENV_FILE",
+    )
     add_settings_flags(run)
 
     demo = sub.add_parser("demo", help="the main job against the embedded emulator")

@@ -8,6 +8,7 @@ held as ``SecretStr`` so no ``repr``, log line or error message shows them.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -326,6 +328,7 @@ def load_settings(
     Raises ``ConfigError`` naming each bad field, its flag and environment names and the rule;
     the value is echoed only for fields that are not secret.
     """
+    check_environment(env_file)
     settings_cls: type[Settings] = Settings
     if config_file is not None:
         _check_config_file(config_file)
@@ -340,6 +343,40 @@ def load_settings(
         return settings_cls(**flags)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+
+
+# Read from the environment besides one variable a setting: the files of --config and
+# --env-file (flags that are not settings).
+FILE_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "ENV_FILE"})
+_CREDENTIAL_VARIABLES = {
+    ENV_PREFIX + "AK": "CLOUD_SDK_AK",
+    ENV_PREFIX + "SK": "CLOUD_SDK_SK",
+    ENV_PREFIX + "SECURITY_TOKEN": "CLOUD_SDK_SECURITY_TOKEN",
+}
+
+
+def check_environment(env_file: Path | None) -> None:
+    """Every ``DCS_CLEANUP_*`` name in the environment and the ``.env`` file must be one this
+    program reads: a misspelt one (``DCS_CLEANUP_MAX_DELETE``) was ignored, and the guard it
+    meant to set with it. Only names are shown, never values."""
+    settings = {ENV_PREFIX + name.upper() for name in Settings.model_fields} - {
+        ENV_PREFIX + name.upper() for name in SECRET_FIELDS
+    }
+    found = [(name, "the environment", settings | FILE_VARIABLES) for name in os.environ]
+    path = env_file or Path(".env")
+    if path.is_file():
+        found += [(name, str(path), settings) for name in dotenv_values(path)]
+    lines = []
+    for name, where, known in found:
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        guess = _CREDENTIAL_VARIABLES.get(upper) or next(
+            iter(difflib.get_close_matches(upper, sorted(known), n=1)), None
+        )
+        lines.append(f"  {name} (in {where})" + (f": did you mean {guess}?" if guess else ""))
+    if lines:
+        raise ConfigError("\n".join(["unknown setting(s), which would be ignored:", *lines]))
 
 
 def _check_config_file(path: Path) -> None:
