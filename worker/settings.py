@@ -8,7 +8,6 @@ held as ``SecretStr`` so no ``repr``, log line or error message shows them.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -371,6 +370,8 @@ def check_environment(env_file: Path | None) -> None:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known:
             continue
+        import difflib  # 12 ms of start-up, for an error only
+
         guess = _CREDENTIAL_VARIABLES.get(upper) or next(
             iter(difflib.get_close_matches(upper, sorted(known), n=1)), None
         )
