@@ -9,7 +9,7 @@ them. Messages never contain credentials::
     ├── InputError             an input source cannot be opened or read at all (exit 2)
     ├── TransportError         one request did not get an HTTP answer (retryable)
     │   └── RequestTimeoutError    the per-request deadline passed
-    ├── JournalError           the journal cannot be opened or written
+    ├── JournalError           the journal cannot be read or written (not opened: ConfigError)
     ├── OutputError            the outcomes file cannot be written (disk full, I/O error)
     └── AbortRun               the run must stop sending now (exit 3)
 """
@@ -43,7 +43,8 @@ class RequestTimeoutError(TransportError):
 
 
 class JournalError(CleanupError):
-    """The journal database cannot be opened, read or written."""
+    """The journal database cannot be read or written. One that cannot be opened, before
+    anything is sent, is a ``ConfigError``."""
 
 
 class OutputError(CleanupError):
