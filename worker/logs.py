@@ -59,8 +59,8 @@ def drop_lost_stream(stream: IO[str]) -> None:
 
 
 class GuardedStream:
-    """A text stream whose write errors are not the run's (``drop_lost_stream``): for the
-    progress bar and the end-of-run summary."""
+    """A text stream whose write errors are not the run's (``drop_lost_stream``): the logs'
+    and the end-of-run summary's."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -85,36 +85,27 @@ class GuardedStream:
         return self.stream.fileno()
 
 
-class _Output:
+class _Output(GuardedStream):
     """The logs' stream; while a progress bar is drawn, whole lines go through a hook instead,
     so a log line never lands in the middle of the bar. A stream whose reader is gone is
     dropped (``drop_lost_stream``), and the run goes on."""
 
     def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.hook: Callable[[str], None] | None = None
         self._parts: list[str] = []
 
     def write(self, text: str) -> int:
-        try:
-            if self.hook is None:
-                return self.stream.write(text)
-            self._parts.append(text)
-            if text.endswith("\n"):
-                line, self._parts = "".join(self._parts), []
+        if self.hook is None:
+            return super().write(text)
+        self._parts.append(text)
+        if text.endswith("\n"):
+            line, self._parts = "".join(self._parts), []
+            try:
                 self.hook(line.rstrip("\n"))  # to stdout, above the bar
-        except OSError:
-            drop_lost_stream(self.stream)
+            except OSError:
+                drop_lost_stream(self.stream)
         return len(text)
-
-    def flush(self) -> None:
-        try:
-            self.stream.flush()
-        except OSError:
-            drop_lost_stream(self.stream)
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
 
 
 _output: _Output | None = None
