@@ -354,6 +354,37 @@ def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
     assert emulator.state.remaining() == 0
 
 
+@pytest.mark.parametrize("journal", [True, False])
+def test_a_full_disk_under_processes_points_to_a_journal_that_is_kept(
+    journal: bool, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--processes 2 and an outcomes file that refuses writes: exit 3, output_error. The
+    detail names the journal to write the outcomes from only when there is one to keep: a
+    run without --journal pointed at its children's temporary journal, deleted at the end."""
+    ids = seed(emulator, 2000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    extra = ["--journal", str(tmp_path / "journal.sqlite")] if journal else []
+    child = spawn(
+        emulator, tmp_path, path, *extra, "--outcomes", "/dev/full", "--processes", "2",
+        "--concurrency", "8",
+    )  # fmt: skip
+    try:
+        assert child.wait(timeout=30) == 3
+    finally:
+        child.kill()
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "output_error"
+    detail = rep["stop_detail"]
+    assert detail.startswith("outcomes /dev/full: write failed: No space left on device; ")
+    if journal:
+        assert detail.endswith(
+            f"dcs-cleanup report --journal {tmp_path / 'journal.sqlite'} --outcomes NEW_FILE "
+            "writes them all"
+        )
+    else:
+        assert detail.endswith("the report counts them (no --journal to write them from)")
+
+
 def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -117,9 +117,12 @@ class Journal:
         *,
         checkpoint_bytes: int = CHECKPOINT_BYTES,
         reader: bool = False,
+        kept: bool = True,
     ) -> None:
-        """``reader``: opened to read (``dcs-cleanup report``), so no run is added to ``runs``."""
+        """``reader``: opened to read (``dcs-cleanup report``), so no run is added to ``runs``.
+        ``kept``: the file outlives the run (a ``--journal``, not a temporary one)."""
         self.path = path
+        self.kept = kept
         self.run_id = run_id
         self._wal = f"{path}-wal"
         self._checkpoint_bytes = checkpoint_bytes

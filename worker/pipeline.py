@@ -284,10 +284,10 @@ class Pipeline:
             self._abort("journal_error", str(exc))
             return False
         if self._sink.output_error is not None and self.stop_reason is None:
-            journal = self.settings.journal
             where = (
-                f"dcs-cleanup report --journal {journal} --outcomes NEW_FILE writes them all"
-                if journal is not None
+                f"dcs-cleanup report --journal {self._journal.path} --outcomes NEW_FILE "
+                "writes them all"
+                if self._journal.kept
                 else "the report counts them (no --journal to write them from)"
             )
             self._abort("output_error", f"{self._sink.output_error}; {where}")

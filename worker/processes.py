@@ -77,6 +77,7 @@ class Part:
     run_id: str
     done: Any  # a shared array of int64: tasks finished, one slot per process
     stats_path: Path
+    journal_kept: bool = True  # the run has a --journal (not one in a folder that goes)
 
     def counting(
         self, inner: Callable[[Sequence[TaskResult]], None]
@@ -182,7 +183,8 @@ def _fork_and_merge(
         # Created (schema, WAL) once here, so the children never race to create it.
         Journal(journal_path, run_id).close()
         done = RawArray("q", n)
-        parts = [Part(j, n, run_id, done, folder / f"process-{j}.json") for j in range(n)]
+        kept = settings.journal is not None
+        parts = [Part(j, n, run_id, done, folder / f"process-{j}.json", kept) for j in range(n)]
         log.info("cleanup.processes_starting", run_id=run_id, processes=n)
         parent_pid = os.getpid()
         sys.stdout.flush()

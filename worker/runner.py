@@ -345,7 +345,8 @@ async def execute(
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
         journal_path = _journal_path(settings, stack, part)
-        journal = Journal(journal_path, run_id)
+        kept = settings.journal is not None and (part is None or part.journal_kept)
+        journal = Journal(journal_path, run_id, kept=kept)
         stack.callback(journal.close)
         if source is None:
             source = _make_source(settings, journal)
