@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -317,6 +318,23 @@ def test_full_outage_is_bounded_and_resumable(
     assert emulator.state.remaining() == 0
 
 
+def _run_on_a_full_disk(
+    emulator: EmulatorServer, tmp_path: Path, *extra: str
+) -> tuple[list[str], Path, dict[str, Any]]:
+    """2,000 tasks with an outcomes file that refuses every write (/dev/full): the run must
+    stop (exit 3, output_error) within 30 s. Returns the IDs, the input and the report."""
+    ids = seed(emulator, 2000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(emulator, tmp_path, path, *extra, "--outcomes", "/dev/full", "--concurrency", "8")
+    try:
+        assert child.wait(timeout=30) == 3
+    finally:
+        child.kill()
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "output_error"
+    return ids, path, rep
+
+
 def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -324,19 +342,8 @@ def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
     run used to hang for ever with its event loop idle. It now stops sending (exit 3,
     output_error, the detail saying how to get the outcomes back), every answer it had is in
     the journal, ``report --journal`` writes them all, and a new run finishes the rest."""
-    ids = seed(emulator, 2000)
-    path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
-    child = spawn(
-        emulator, tmp_path, path, "--journal", str(journal), "--outcomes", "/dev/full",
-        "--concurrency", "8",
-    )  # fmt: skip
-    try:
-        assert child.wait(timeout=30) == 3
-    finally:
-        child.kill()
-    rep = report(tmp_path)
-    assert rep["stop_reason"] == "output_error"
+    ids, path, rep = _run_on_a_full_disk(emulator, tmp_path, "--journal", str(journal))
     assert rep["stop_detail"] == (
         "outcomes /dev/full: write failed: No space left on device; dcs-cleanup report "
         f"--journal {journal} --outcomes NEW_FILE writes them all"
@@ -361,19 +368,8 @@ def test_a_full_disk_under_processes_points_to_a_journal_that_is_kept(
     """--processes 2 and an outcomes file that refuses writes: exit 3, output_error. The
     detail names the journal to write the outcomes from only when there is one to keep: a
     run without --journal pointed at its children's temporary journal, deleted at the end."""
-    ids = seed(emulator, 2000)
-    path = write_ids(tmp_path / "ids.txt", ids)
     extra = ["--journal", str(tmp_path / "journal.sqlite")] if journal else []
-    child = spawn(
-        emulator, tmp_path, path, *extra, "--outcomes", "/dev/full", "--processes", "2",
-        "--concurrency", "8",
-    )  # fmt: skip
-    try:
-        assert child.wait(timeout=30) == 3
-    finally:
-        child.kill()
-    rep = report(tmp_path)
-    assert rep["stop_reason"] == "output_error"
+    _, _, rep = _run_on_a_full_disk(emulator, tmp_path, *extra, "--processes", "2")
     detail = rep["stop_detail"]
     assert detail.startswith("outcomes /dev/full: write failed: No space left on device; ")
     if journal:
