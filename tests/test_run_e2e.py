@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import os
 import random
 import sqlite3
+import stat
+import threading
 import urllib.request
 import zlib
 from collections import Counter
@@ -20,10 +23,12 @@ from tests.conftest import (
     outcomes,
     report,
     run,
+    run_args,
     seed,
     unknown_ids,
     write_ids,
 )
+from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.emulator.app import DEMO_AK, DEMO_SK
 from worker.signer import Credentials, Signer
@@ -335,19 +340,20 @@ def test_a_saved_list_response_is_refused_and_its_tasks_one_a_line_are_deleted(
     assert report(tmp_path)["outcomes"]["deleted"] == 40
 
 
-@pytest.mark.parametrize("kind", ["the ID file", "another database", "a tasks table not ours"])
+@pytest.mark.parametrize("kind", ["a text file", "another database", "a tasks table not ours"])
 def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(
     kind: str, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """--journal names the wrong file: the ID file itself, another application's SQLite
+    """--journal names the wrong file: a copy of the IDs, another application's SQLite
     database, or one with a tasks table of its own. That was exit 3 for the first; the others
     had the journal's tables (and WAL mode) added to them: the run went on inside the other
     database, or failed at its first claim on the foreign tasks table. Now each is exit 2
     naming the file, nothing is sent, and its bytes are unchanged."""
     ids = seed(emulator, 5)
     path = write_ids(tmp_path / "ids.txt", ids)
-    journal = path
-    if kind != "the ID file":
+    journal = tmp_path / "ids-copy.txt"
+    journal.write_bytes(path.read_bytes())
+    if kind != "a text file":
         journal = tmp_path / "app.sqlite"
         with contextlib.closing(sqlite3.connect(journal)) as db:
             if kind == "another database":
@@ -361,7 +367,69 @@ def test_a_file_that_is_not_a_journal_is_refused_and_left_as_it_was(
     assert journal.read_bytes() == before
     error = capsys.readouterr().err
     assert f"dcs-cleanup: journal {journal}: " in error
-    assert ("cannot open it" if kind == "the ID file" else "not a dcs-cleanup journal") in error
+    assert ("cannot open it" if kind == "a text file" else "not a dcs-cleanup journal") in error
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (("--report", "ids.txt"), None),  # the input itself
+        (("--journal", "ids.txt"), None),
+        (("--report", "out.json"), ("--outcomes", "out.json")),
+        (("--outcomes", "j.sqlite"), ("--journal", "j.sqlite")),
+        (("--report", "j.sqlite-wal"), ("--journal", "j.sqlite")),
+        (("--outcomes", "link.jsonl"), ("--report", "ids.txt")),  # a hard link to the input
+    ],
+)
+def test_outputs_that_share_a_file_are_refused_before_anything_is_written(
+    first: tuple[str, str],
+    second: tuple[str, str] | None,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A typo that gave two outputs, or an output and the input, one file: ``--report ids.txt``
+    replaced the input with the report at the end; ``--report`` and ``--outcomes`` on one path
+    lost every outcome line; ``--outcomes`` on the journal appended JSON to the database. Each
+    is exit 2 naming both, with nothing sent and the input as it was."""
+    ids = seed(emulator, 5)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    before = path.read_bytes()
+    (tmp_path / "link.jsonl").hardlink_to(path)
+    args = run_args(emulator, tmp_path, path)
+    for flag, name in (first, *([second] if second else [])):
+        args += [flag, str(tmp_path / name)]
+    assert main(args) == 2
+    assert emulator.state.requests == 0
+    assert path.read_bytes() == before
+    assert (
+        f"dcs-cleanup: {first[0]} {tmp_path / first[1]} is the file of " in capsys.readouterr().err
+    )
+
+
+def test_a_report_to_a_pipe_is_written_into_it_not_over_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``--report`` naming a FIFO (as ``/dev/stdout`` names a pipe or terminal): the report is
+    written into it. The atomic write renamed a temporary file over the path, replacing the
+    FIFO itself (as root, ``--report /dev/null`` replaced the machine's /dev/null)."""
+    ids = seed(emulator, 5)
+    fifo = tmp_path / "report.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+
+    def read() -> None:
+        with fifo.open(encoding="utf-8") as pipe:
+            got.append(pipe.read())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    args = run_args(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids))
+    assert main([*args, "--report", str(fifo)]) == 0
+    reader.join(timeout=10)
+    assert got, "nothing was written into the FIFO"
+    assert json.loads(got[0])["outcomes"]["deleted"] == 5
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 def test_input_that_breaks_midway_keeps_every_line_read_before(

@@ -10,6 +10,7 @@ import collections
 import json
 import math
 import os
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -237,10 +238,21 @@ def _line(result: TaskResult, run_id: str | None) -> bytes:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
-    """Write the report atomically (temp file, then rename) so a reader never sees half of it."""
+    """Write the report atomically (temp file, then rename) so a reader never sees half of it.
+    A path that is there and no regular file (``/dev/stdout``, a FIFO) is written in place: the
+    rename would have replaced the device or pipe itself (as root, ``/dev/null`` too)."""
+    text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        in_place = not stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        in_place = False
+    if in_place:
+        with path.open("w", encoding="utf-8") as out:
+            out.write(text)
+        return
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 

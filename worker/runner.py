@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -442,6 +443,44 @@ def check_outputs(settings: Settings) -> None:
             raise ConfigError(f"{flag} {path}: is a folder; give a file path")
         if not os.access(path if path.exists() else path.parent, os.W_OK):
             raise ConfigError(f"{flag} {path}: not writable")
+    _refuse_shared_files(settings)
+
+
+def _refuse_shared_files(settings: Settings) -> None:
+    """Each output needs a file of its own, and none may be the input: ``--report ids.txt``
+    replaced the input with the report at the end, ``--report`` and ``--outcomes`` on one
+    path lost every outcome line, and ``--outcomes`` on the journal appended JSON to the
+    database. Devices (``/dev/null``) may be shared."""
+    journal = settings.journal
+    files: list[tuple[str, Path]] = []
+    if settings.input is not None and settings.input != "-":
+        files.append(("--input", Path(settings.input)))
+    if journal is not None:
+        files += [("--journal", journal)] + [
+            ("--journal", Path(f"{journal}{suffix}")) for suffix in ("-wal", "-shm", ".lock")
+        ]
+    files += [
+        (flag, path)
+        for flag, path in (("--outcomes", settings.outcomes), ("--report", settings.report))
+        if path is not None
+    ]
+    for i, (flag, path) in enumerate(files):
+        for other_flag, other in files[:i]:
+            if other_flag != flag and _same_file(path, other):
+                msg = f"{flag} {path} is the file of {other_flag} {other}: give each its own"
+                raise ConfigError(msg)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One regular file (or one path yet to be made) under two names: the same resolved path,
+    or a hard link. A device such as /dev/null is no file of anyone's."""
+    try:
+        a_stat, b_stat = a.stat(), b.stat()
+    except OSError:  # one is still to be made
+        return a.resolve() == b.resolve()
+    if not (stat.S_ISREG(a_stat.st_mode) and stat.S_ISREG(b_stat.st_mode)):
+        return False
+    return (a_stat.st_dev, a_stat.st_ino) == (b_stat.st_dev, b_stat.st_ino)
 
 
 def save_report(settings: Settings, report: dict[str, Any]) -> None:
