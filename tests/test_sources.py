@@ -295,9 +295,22 @@ async def test_a_binary_file_is_an_input_error(kind: str, tmp_path: Path) -> Non
     if path is None:
         path = tmp_path / "j.sqlite.gz"
         path.write_bytes(gzip.compress(journal.read_bytes()))
-    pattern = rf"input {re.escape(str(path))}: line 1: a NUL byte; this is not a text"
+    pattern = rf"input {re.escape(str(path))}: line 1: NUL bytes; this is not a text"
     with pytest.raises(InputError, match=pattern):
         await collect(make(path))
+
+
+@pytest.mark.anyio
+async def test_one_stray_nul_on_line_1_is_that_lines_problem_alone(tmp_path: Path) -> None:
+    """A text file with one NUL on its first line is no binary file: that line is skipped, the
+    rest are read (one bad ID never stops the other tasks)."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"t\x001\nt2\nt3\n")
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t2", "t3"]
+    assert [(i.line, i.error_code) for i in items if isinstance(i, TaskResult)] == [
+        (1, "invalid_id")
+    ]
 
 
 @pytest.mark.anyio

@@ -227,17 +227,18 @@ class FileSource:
         without a UTF-8 byte-order mark, which Excel's "CSV UTF-8" and Windows editors write:
         left in, it hid the CSV header and spoilt the first ID or JSON line. A UTF-16 file (its
         mark, undecodable as UTF-8) is an input error: read as UTF-8, every line of it would be
-        skipped as invalid and the run would end 0 having sent nothing. So is a NUL byte on the
-        first line, which no text holds: a binary file (a journal, an archive, a program) given
-        by mistake, whose odd runs of letters could otherwise be sent as IDs."""
+        skipped as invalid and the run would end 0 having sent nothing. So are NUL bytes in the
+        first line's first 64 characters, which no text holds: a binary file (a journal, an
+        archive, a program) given by mistake, whose odd runs of letters could otherwise be sent
+        as IDs."""
         first = next(lines, "")
         head = lines.cut[0][1] if first is CUT else first
         if head.startswith(_UTF16_MARKS):
             msg = f"input {self.name}: line 1: the file is UTF-16; save it as UTF-8"
             raise InputError(msg)
-        if "\x00" in head:
+        if head[:64].count("\x00") >= 2:  # one stray NUL is that line's problem alone
             msg = (
-                f"input {self.name}: line 1: a NUL byte; this is not a text, CSV or JSON Lines file"
+                f"input {self.name}: line 1: NUL bytes; this is not a text, CSV or JSON Lines file"
             )
             raise InputError(msg)
         if first is CUT:
