@@ -417,7 +417,13 @@ async def test_a_json_document_is_an_input_error(name: str, content: str, tmp_pa
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     "first",
-    ['{"task_id": "t1"}', "{oops", '{"task_id": "t1", "tasks": []}', '{"id": "t1", "tasks": []}'],
+    [
+        '{"task_id": "t1"}',
+        "{oops",
+        '{"task_id": "t0",',  # broken as a document's first line may be; the next is JSON
+        '{"task_id": "t1", "tasks": []}',
+        '{"id": "t1", "tasks": []}',
+    ],
 )
 async def test_a_json_lines_file_whatever_its_first_line_is_not_a_document(
     first: str, tmp_path: Path

@@ -202,7 +202,7 @@ class FileSource:
             first, head = self._first_line(lines)
             fmt = self._detect(head)
             if fmt == "jsonl":
-                self._refuse_json_document(head, cut=first is CUT)
+                self._refuse_json_document(head, lines, cut=first is CUT)
             items: Iterator[SourceItem]
             if fmt == "text" and not self._default_project:
                 items = self._each_line(first, lines, self._text_line_without_project)
@@ -246,13 +246,13 @@ class FileSource:
         first = first.removeprefix("\ufeff")
         return first, first
 
-    def _refuse_json_document(self, first: str, *, cut: bool) -> None:
+    def _refuse_json_document(self, first: str, lines: _Lines, *, cut: bool) -> None:
         """A JSON document read as JSON Lines: a saved ListCenterTask response (pretty-printed,
         or on one line) or an array. Each of its lines would be skipped as a bad line and the
         run end 0 having sent nothing, so it is an input error naming the file instead.
         ``cut``: ``first`` is the start of a line over ``MAX_LINE``, which no entry is."""
         text = first.strip()
-        if text.startswith(("{", "[")) and (cut or _starts_a_document(text)):
+        if text.startswith(("{", "[")) and (cut or _starts_a_document(text, lines)):
             msg = (
                 f"input {self.name}: line 1: one JSON document, not JSON Lines (an object with "
                 "a task_id a line); for a ListCenterTask response, its tasks one a line: "
@@ -618,6 +618,13 @@ class _Lines:
     def __next__(self) -> str:
         return next(self._iter)
 
+    def peek(self) -> str:
+        """The next line ("" at the end), left to be read again."""
+        line = next(self._iter, "")
+        if line:
+            self._iter = itertools.chain((line,), self._iter)
+        return line
+
     def _read(self) -> Iterator[str]:
         readline = functools.partial(self._stream.readline, MAX_LINE)
         for lineno, line in enumerate(iter(readline, ""), 1):
@@ -637,14 +644,21 @@ class _Lines:
         return skipped(head, "", source, lineno, "bad_line", msg)
 
 
-def _starts_a_document(text: str) -> bool:
+def _starts_a_document(text: str, lines: _Lines) -> bool:
     """Whether a first line (starting ``{`` or ``[``) is, or opens, one JSON document rather
     than an entry of JSON Lines: an array, a list answer (``tasks``, no ``task_id`` or ``id``),
-    or a broken line that ends as a document's first line does (``{``, ``[`` or ``,``)."""
+    ``{`` or ``[`` alone, or a broken line ending as a document's first line may (``{``, ``[``
+    or ``,``) followed by a line that is no JSON either. A broken first entry followed by good
+    ones is only that line's problem."""
     try:
         obj = json.loads(text)
     except ValueError:
-        return text.endswith(("{", "[", ","))
+        if text in ("{", "["):
+            return True
+        if not text.endswith(("{", "[", ",")):
+            return False
+        second = lines.peek()
+        return second is CUT or not _is_json(second.strip())
     if isinstance(obj, list):
         return True
     return (
@@ -653,6 +667,14 @@ def _starts_a_document(text: str) -> bool:
         and "id" not in obj
         and isinstance(obj.get("tasks"), list)
     )
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _id_text(line: str) -> str | None:
