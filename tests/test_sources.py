@@ -262,7 +262,8 @@ def test_the_bars_line_count_reads_a_long_line_in_pieces(tmp_path: Path) -> None
 @pytest.mark.anyio
 async def test_a_first_line_too_long_is_a_bad_line_or_tells_the_format(tmp_path: Path) -> None:
     """Cut at line 1: plain text goes on after it; a CSV header that long is an input error;
-    JSON that opens a document that long is the JSON document error."""
+    JSON that opens a document that long is the JSON document error, but a first entry that
+    long followed by good ones is one bad line."""
     long = "a" * (MAX_LINE + 1)
     text = tmp_path / "ids.txt"
     text.write_text(f"{long}\nt1\n")
@@ -276,6 +277,10 @@ async def test_a_first_line_too_long_is_a_bad_line_or_tells_the_format(tmp_path:
     document.write_text(f'{{"task_count": "1", "tasks": [{{"id": "{long}"}}]}}\n')
     with pytest.raises(InputError, match="line 1: one JSON document, not JSON Lines"):
         await collect(make(document))
+    entries = tmp_path / "ids.jsonl"  # an absurd first entry, then good ones: that line only
+    entries.write_text(f'{{"task_id": "{long}"}}\n{{"task_id": "t1"}}\n')
+    items = await collect(make(entries))
+    assert [(type(i).__name__, i.line) for i in items] == [("TaskResult", 1), ("TaskRef", 2)]
 
 
 PROGRAM = Path(sys.executable).resolve()

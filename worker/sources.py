@@ -250,9 +250,9 @@ class FileSource:
         """A JSON document read as JSON Lines: a saved ListCenterTask response (pretty-printed,
         or on one line) or an array. Each of its lines would be skipped as a bad line and the
         run end 0 having sent nothing, so it is an input error naming the file instead.
-        ``cut``: ``first`` is the start of a line over ``MAX_LINE``, which no entry is."""
+        ``cut``: ``first`` is the start of a line over ``MAX_LINE``."""
         text = first.strip()
-        if text.startswith(("{", "[")) and (cut or _starts_a_document(text, lines)):
+        if text.startswith(("{", "[")) and _starts_a_document(text, lines, cut=cut):
             msg = (
                 f"input {self.name}: line 1: one JSON document, not JSON Lines (an object with "
                 "a task_id a line); for a ListCenterTask response, its tasks one a line: "
@@ -644,21 +644,19 @@ class _Lines:
         return skipped(head, "", source, lineno, "bad_line", msg)
 
 
-def _starts_a_document(text: str, lines: _Lines) -> bool:
+def _starts_a_document(text: str, lines: _Lines, *, cut: bool) -> bool:
     """Whether a first line (starting ``{`` or ``[``) is, or opens, one JSON document rather
     than an entry of JSON Lines: an array, a list answer (``tasks``, no ``task_id`` or ``id``),
-    ``{`` or ``[`` alone, or a broken line ending as a document's first line may (``{``, ``[``
-    or ``,``) followed by a line that is no JSON either. A broken first entry followed by good
-    ones is only that line's problem."""
+    ``{`` or ``[`` alone; or, followed by a line that is no JSON either, a line over
+    ``MAX_LINE`` (``cut``: ``text`` is its start) or a broken one ending as a document's first
+    line may (``{``, ``[`` or ``,``). A broken first entry followed by good ones is only that
+    line's problem."""
+    if cut:
+        return _no_json_next(lines)
     try:
         obj = json.loads(text)
     except ValueError:
-        if text in ("{", "["):
-            return True
-        if not text.endswith(("{", "[", ",")):
-            return False
-        second = lines.peek()
-        return second is CUT or not _is_json(second.strip())
+        return text in ("{", "[") or (text.endswith(("{", "[", ",")) and _no_json_next(lines))
     if isinstance(obj, list):
         return True
     return (
@@ -669,12 +667,16 @@ def _starts_a_document(text: str, lines: _Lines) -> bool:
     )
 
 
-def _is_json(text: str) -> bool:
+def _no_json_next(lines: _Lines) -> bool:
+    """Whether the next line (peeked, left to be read) is no JSON: a document's second line."""
+    second = lines.peek()
+    if second is CUT:
+        return True
     try:
-        json.loads(text)
+        json.loads(second)
     except ValueError:
-        return False
-    return True
+        return True
+    return False
 
 
 def _id_text(line: str) -> str | None:
