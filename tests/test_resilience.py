@@ -435,6 +435,18 @@ def test_retry_failed_takes_its_tasks_from_the_journal(
     assert journal_outcomes(journal) == {"deleted": 1500}
 
 
+def test_retry_failed_on_a_journal_that_is_not_there_is_refused(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--retry-failed with a mistyped --journal made a new, empty journal and ended 0 having
+    retried nothing. It is exit 2 naming the path, and no file is made."""
+    journal = tmp_path / "jounral.sqlite"
+    args = run_args(emulator, tmp_path, None, "--retry-failed", "--journal", str(journal))
+    assert main(args) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert f"--journal {journal}: no such file" in capsys.readouterr().err
+
+
 def test_max_deletes_guard_never_exceeds(emulator: EmulatorServer, tmp_path: Path) -> None:
     """--max-deletes 30 of 100: exit 3 and exactly 30 deleted, never more."""
     ids = seed(emulator, 100)

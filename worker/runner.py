@@ -515,6 +515,10 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError("--until-empty goes with --queue")
     if settings.retry_failed and settings.journal is None:
         raise ConfigError("--retry-failed needs --journal")
+    if settings.retry_failed and settings.journal is not None and not settings.journal.exists():
+        # A mistyped path would make a new, empty journal and end 0 having retried nothing.
+        msg = f"--journal {settings.journal}: no such file; --retry-failed reads an existing one"
+        raise ConfigError(msg)
     if settings.backoff_cap < settings.backoff_base:
         raise ConfigError("backoff_cap must be at least backoff_base")
 
