@@ -28,7 +28,14 @@ from pydantic import SecretStr
 from worker import __version__
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
-from worker.settings import SECRET_FIELDS, Settings, load_settings, redact_url
+from worker.settings import (
+    CONFIG_VARIABLE,
+    ENV_FILE_VARIABLE,
+    SECRET_FIELDS,
+    Settings,
+    load_settings,
+    redact_url,
+)
 
 HELP = {
     "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
@@ -130,14 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config",
         type=Path,
-        default=os.environ.get("DCS_CLEANUP_CONFIG"),
-        help="TOML config file (keys are the flag names with _); env DCS_CLEANUP_CONFIG",
+        default=os.environ.get(CONFIG_VARIABLE),
+        help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
     )
     run.add_argument(
         "--env-file",
         type=Path,
-        default=os.environ.get("DCS_CLEANUP_ENV_FILE"),
-        help="dotenv file to read (default: ./.env); env DCS_CLEANUP_ENV_FILE",
+        default=os.environ.get(ENV_FILE_VARIABLE),
+        help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
     )
     add_settings_flags(run)
 

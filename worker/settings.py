@@ -135,7 +135,7 @@ class Settings(BaseSettings):
         if value is None or _duration_seconds(value) is not None:
             return value
         try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            when = _timestamp(value)
         except ValueError:
             msg = (
                 "must be seconds (e.g. 3300), a duration (90s, 45m, 1h30m) or an ISO-8601 "
@@ -154,8 +154,7 @@ class Settings(BaseSettings):
         seconds = _duration_seconds(self.deadline)
         if seconds is not None:
             return seconds
-        when = datetime.fromisoformat(self.deadline.replace("Z", "+00:00"))
-        return when.timestamp() - (time.time() if now is None else now)
+        return _timestamp(self.deadline).timestamp() - (time.time() if now is None else now)
 
     @field_validator("ak", "sk", "security_token")
     @classmethod
@@ -301,6 +300,11 @@ def _duration_seconds(text: str) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _timestamp(text: str) -> datetime:
+    """An ISO-8601 ``--deadline`` (``Z`` for UTC too); ``ValueError`` if it is not one."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of a ``user:password@`` part shown as ``***``, for logs, the
     report and error messages. Everything between ``://`` and the last ``@`` counts as that
@@ -346,12 +350,9 @@ def load_settings(
 
 # Read from the environment besides one variable a setting: the files of --config and
 # --env-file (flags that are not settings).
-FILE_VARIABLES = frozenset({ENV_PREFIX + "CONFIG", ENV_PREFIX + "ENV_FILE"})
-_CREDENTIAL_VARIABLES = {
-    ENV_PREFIX + "AK": "CLOUD_SDK_AK",
-    ENV_PREFIX + "SK": "CLOUD_SDK_SK",
-    ENV_PREFIX + "SECURITY_TOKEN": "CLOUD_SDK_SECURITY_TOKEN",
-}
+CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
+ENV_FILE_VARIABLE = ENV_PREFIX + "ENV_FILE"
+FILE_VARIABLES = frozenset({CONFIG_VARIABLE, ENV_FILE_VARIABLE})
 
 
 def check_environment(env_file: Path | None) -> None:
@@ -372,8 +373,11 @@ def check_environment(env_file: Path | None) -> None:
             continue
         import difflib  # 12 ms of start-up, for an error only
 
-        guess = _CREDENTIAL_VARIABLES.get(upper) or next(
-            iter(difflib.get_close_matches(upper, sorted(known), n=1)), None
+        credential = upper.removeprefix(ENV_PREFIX).lower()  # DCS_CLEANUP_SK: CLOUD_SDK_SK
+        guess = (
+            _environment_name(credential)
+            if credential in SECRET_FIELDS
+            else next(iter(difflib.get_close_matches(upper, sorted(known), n=1)), None)
         )
         lines.append(f"  {name} (in {where})" + (f": did you mean {guess}?" if guess else ""))
     if lines:
