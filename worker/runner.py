@@ -311,15 +311,19 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
     return None
 
 
-def _journal_path(settings: Settings, stack: AsyncExitStack, part: Part | None) -> Path:
-    """``--journal``, held for this run (a ``--processes`` child runs under its parent's
-    lock); without one, a journal in a temporary folder that goes at the end."""
+def _journal_path(
+    settings: Settings, stack: AsyncExitStack, part: Part | None
+) -> tuple[Path, bool]:
+    """The journal's path and whether it outlives the run: ``--journal``, held for this run (a
+    ``--processes`` child runs under its parent's lock, on the parent's journal or its
+    temporary one); without one, a journal in a temporary folder that goes at the end."""
     if settings.journal is None:
         tmpdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dcs-cleanup-"))
-        return Path(tmpdir) / "journal.sqlite"
+        return Path(tmpdir) / "journal.sqlite", False
     if part is None:
         stack.enter_context(RunLock(settings.journal))
-    return settings.journal
+        return settings.journal, True
+    return settings.journal, part.journal_kept
 
 
 async def execute(
@@ -345,8 +349,7 @@ async def execute(
     metrics = _metrics_for(settings)
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
-        journal_path = _journal_path(settings, stack, part)
-        kept = settings.journal is not None and (part is None or part.journal_kept)
+        journal_path, kept = _journal_path(settings, stack, part)
         journal = Journal(journal_path, run_id, kept=kept)
         stack.callback(journal.close)
         if source is None:
