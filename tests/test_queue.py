@@ -16,13 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import redis
+import redis.asyncio
 from aiohttp import web
 
 from tests.conftest import PROJECT, free_port, outcomes, report, run, seed, spawn, write_ids
+from worker import queue
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
+from worker.models import Outcome, TaskRef, TaskResult
+from worker.settings import DEFAULT_ID_PATTERN
+from worker.sources import IdValidator
 
 STREAM = "dcs-cleanup:tasks"
 GROUP = "dcs-cleanup"
@@ -380,3 +386,115 @@ def test_consumer_makes_its_group_again_after_redis_lost_it(
     events = [json.loads(line)["event"] for line in log.read_text().splitlines() if "{" in line]
     assert "cleanup.queue_group_recreated" in events
     assert pending(redis_url) == 0
+
+
+def test_a_drained_stream_keeps_only_the_entries_some_group_still_needs(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """XACK deletes nothing: a stream used to keep every task it ever carried. The consumer now
+    trims what every consumer group has read and acknowledged. Another group that has read 100
+    entries and acknowledged 50 keeps its pending 50 and the 200 it has not read; once that group
+    is gone, the next drain leaves the stream empty."""
+    ids = seed(emulator, 300)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.xgroup_create(STREAM, "audit", id="0")
+    reply: Any = client.xreadgroup("audit", "a1", {STREAM: ">"}, count=100)
+    read_by_audit = [entry_id for entry_id, _ in reply[0][1]]
+    client.xack(STREAM, "audit", *read_by_audit[:50])
+    args = consumer_args(emulator, redis_url, "c1", "--until-empty")
+    assert main([*args, "--report", str(tmp_path / "first.json")]) == 0
+    assert emulator.state.remaining() == 0
+    left: Any = client.xrange(STREAM)
+    assert len(left) == 250
+    assert left[0][0] == read_by_audit[50]  # the audit group's oldest pending entry
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert first["queue"]["trimmed"] == 50
+
+    client.xgroup_destroy(STREAM, "audit")
+    more = seed(emulator, 20)
+    assert enqueue(redis_url, write_ids(tmp_path / "more.txt", more)) == 0
+    assert main([*args, "--report", str(tmp_path / "second.json")]) == 0
+    assert client.xlen(STREAM) == 0
+    assert json.loads((tmp_path / "second.json").read_text())["queue"]["trimmed"] == 270
+    assert pending(redis_url) == 0
+
+
+def test_keep_acked_leaves_the_stream_whole(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """For readers outside any consumer group (XREAD, XRANGE), --keep-acked trims nothing."""
+    ids = seed(emulator, 50)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    args = consumer_args(emulator, redis_url, "c1", "--until-empty", "--keep-acked")
+    assert main([*args, "--report", str(tmp_path / "report.json")]) == 0
+    assert emulator.state.remaining() == 0
+    assert redis.Redis.from_url(redis_url).xlen(STREAM) == 50
+    assert report(tmp_path)["queue"]["trimmed"] == 0
+    assert pending(redis_url) == 0
+
+
+def test_a_user_without_xtrim_drains_the_stream_and_is_told_once(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """A Redis ACL that denies XTRIM costs the trim, not the run: every task is deleted and
+    acknowledged, exit 0, one warning says the entries stay; the password is never written."""
+    admin = redis.Redis.from_url(redis_url)
+    secret = "queue-password-not-in-logs"
+    admin.acl_setuser(
+        "cleaner", enabled=True, passwords=[f"+{secret}"], keys=["~*"], categories=["+@all"],
+        commands=["-xtrim"],
+    )  # fmt: skip
+    try:
+        url = redis_url.replace("redis://", f"redis://cleaner:{secret}@")
+        ids = seed(emulator, 40)
+        assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
+        log = tmp_path / "consumer.log"
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", *consumer_args(emulator, url, "c1", "--until-empty")],
+            cwd=tmp_path,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0
+    finally:
+        admin.acl_deluser("cleaner")
+    assert emulator.state.remaining() == 0
+    assert admin.xlen(STREAM) == 40
+    assert pending(redis_url) == 0
+    text = log.read_text()
+    events = [json.loads(line)["event"] for line in text.splitlines() if line.startswith("{")]
+    assert events.count("cleanup.queue_trim_off") == 1
+    assert secret not in text
+
+
+@pytest.mark.anyio
+async def test_a_consumer_that_never_drains_trims_as_it_goes(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived consumer (no --until-empty) trims every TRIM_EVERY seconds while it works:
+    by the time it hands out the second batch, the acknowledged first one is gone."""
+    monkeypatch.setattr(queue, "TRIM_EVERY", 0.0)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    source = queue.RedisStreamSource(
+        client, STREAM, GROUP, "c1", PROJECT, IdValidator(DEFAULT_ID_PATTERN),
+        until_empty=False, claim_idle=30, batch=10,
+    )  # fmt: skip
+    for n in range(10):
+        await client.xadd(STREAM, {"task_id": f"first{n}"})
+    lengths: list[int] = []
+    with anyio.fail_after(10):
+        async for batch in source.batches():
+            lengths.append(await client.xlen(STREAM))
+            refs = [item for item in batch if isinstance(item, TaskRef)]
+            done = [TaskResult(r.task_id, r.project_id, Outcome.DELETED, ack=r.ack) for r in refs]
+            await source.acknowledge(done)
+            if len(lengths) == 2:
+                break
+            for n in range(10):
+                await client.xadd(STREAM, {"task_id": f"second{n}"})
+    await source.aclose()
+    assert lengths == [10, 10]  # 20 entries were added; the first 10 are gone
+    assert source.trimmed == 10

@@ -46,6 +46,8 @@ HELP = {
     "consumer": "with --queue: this consumer's name (default: hostname-pid)",
     "until_empty": "with --queue: exit once the stream is drained",
     "claim_idle": "with --queue: seconds a pending entry stays idle before others reclaim it",
+    "keep_acked": "with --queue: leave entries in the stream once acknowledged (default: trim "
+    "the ones every consumer group has acknowledged)",
     "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",
     "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
     "redis": "Redis URL for --shared-rate-key when the input is a file",

@@ -541,6 +541,7 @@ def merge(
             "acked": sum(q["acked"] for q in queues),
             "dead_lettered": sum(q["dead_lettered"] for q in queues),
             "dead_letter_stream": queues[0]["dead_letter_stream"],
+            "trimmed": sum(q["trimmed"] for q in queues),
         }
     return stats.build_report(
         run_id=run_id,

@@ -9,8 +9,10 @@ outcome is in its journal. ``rejected``, ``failed`` and invalid (``skipped``) en
 to the dead-letter stream (``<stream>:dead``) with their outcome in the same MULTI as the ack;
 ``not_attempted`` entries are left pending so another consumer reclaims them (XAUTOCLAIM) once
 they have been idle ``--claim-idle`` seconds, which is also how a dead consumer's work is taken
-over. The shared rate limiter is GCRA in a Lua script on the server's clock, so any number of
-replicas together keep one rate.
+over. Entries that every consumer group of the stream has read and acknowledged are trimmed away
+(XTRIM MINID, every ``TRIM_EVERY`` seconds of work and when drained), so a long-lived stream does
+not keep every task it ever carried; ``--keep-acked`` leaves them. The shared rate limiter is
+GCRA in a Lua script on the server's clock, so any number of replicas together keep one rate.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from worker.sources import IdValidator, SourceItem, check_task, skipped
 
 log = get_logger()
 BLOCK_MS = 1000
+TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
 _INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
 
@@ -63,6 +66,7 @@ class RedisStreamSource:
         *,
         until_empty: bool,
         claim_idle: float,
+        keep_acked: bool = False,
         batch: int = 256,
         message: str | None = None,
     ) -> None:
@@ -81,8 +85,12 @@ class RedisStreamSource:
         self._message = message
         self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
         self._last_claim = 0.0
+        self._keep_acked = keep_acked
+        self._last_trim = time.monotonic()
+        self._acked_at_trim = 0
         self.acked = 0
         self.dead_lettered = 0
+        self.trimmed = 0
 
     async def ensure_group(self) -> None:
         try:
@@ -111,6 +119,8 @@ class RedisStreamSource:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
+            if drained or time.monotonic() - self._last_trim >= TRIM_EVERY:
+                await self._trim()
             if entries:
                 yield [self._item(entry_id, fields) for entry_id, fields in entries]
             elif drained:
@@ -168,6 +178,54 @@ class RedisStreamSource:
                 return int(info.get("pending") or 0) == 0 and (lag is None or int(lag) == 0)
         return True
 
+    async def _trim(self) -> None:
+        """Remove the entries that every consumer group of the stream has read and acknowledged.
+
+        ACK does not delete an entry: without this a long-lived stream keeps every task it ever
+        carried (some 90 bytes each), which fills a small DCS instance. The floor is the oldest
+        entry any group still needs: its oldest pending one, or the first it has not read. A
+        group that reads nothing (stale, or made for another reader) holds the floor down; a
+        reader without a group (XREAD, XRANGE) is not seen at all, hence ``--keep-acked``."""
+        self._last_trim = time.monotonic()
+        if self._keep_acked or self.acked == self._acked_at_trim:
+            return
+        self._acked_at_trim = self.acked
+        try:
+            floor = await self._trim_floor()
+            if floor is None:
+                return
+            removed = int(await self._redis.xtrim(self.stream, minid=floor, approximate=False))
+        except ResponseError as exc:
+            # No permission (an ACL without XTRIM/XINFO), or a Redis before 6.2 (no MINID).
+            self._keep_acked = True
+            log.warning(
+                "cleanup.queue_trim_off",
+                stream=self.stream,
+                error=str(exc)[:200],
+                detail="acknowledged entries stay in the stream; trim it with XTRIM MINID",
+            )
+            return
+        except RedisError as exc:  # unreachable for now: the next trim catches up
+            self._acked_at_trim = -1
+            log.debug("cleanup.queue_trim_failed", stream=self.stream, error=str(exc)[:200])
+            return
+        self.trimmed += removed
+        if removed:
+            log.debug("cleanup.queue_trimmed", stream=self.stream, entries=removed, below=floor)
+
+    async def _trim_floor(self) -> str | None:
+        """The ID below which no consumer group of the stream needs an entry, or None."""
+        floor: tuple[int, int] | None = None
+        groups: Any = await self._redis.xinfo_groups(self.stream)
+        for group in groups:
+            needed = _after(_text(group["last-delivered-id"]))
+            if int(group.get("pending") or 0):
+                summary: Any = await self._redis.xpending(self.stream, group["name"])
+                if summary.get("min"):
+                    needed = min(needed, _stream_id(_text(summary["min"])))
+            floor = needed if floor is None else min(floor, needed)
+        return None if floor is None else f"{floor[0]}-{floor[1]}"
+
     def _item(self, entry_id: str, fields: dict[str, str]) -> SourceItem:
         self._held.add(entry_id)
         source = f"{self.stream}/{entry_id}"
@@ -214,6 +272,18 @@ class RedisStreamSource:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _stream_id(entry_id: str) -> tuple[int, int]:
+    """A stream entry ID (``ms-seq``) as a pair that sorts like the IDs do."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(entry_id: str) -> tuple[int, int]:
+    """The smallest stream ID above ``entry_id``."""
+    ms, seq = _stream_id(entry_id)
+    return (ms, seq + 1) if seq < 2**64 - 1 else (ms + 1, 0)
 
 
 def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:

@@ -555,6 +555,7 @@ def _build_report(
             "acked": inner.acked,
             "dead_lettered": inner.dead_lettered,
             "dead_letter_stream": inner.dead_letter,
+            "trimmed": inner.trimmed,
         }
     budget, breaker = pipeline.budget, pipeline.breaker
     return stats.build_report(
@@ -599,6 +600,7 @@ def _make_source(settings: Settings, journal: Journal) -> TaskSource:
             validator,
             until_empty=settings.until_empty,
             claim_idle=settings.claim_idle,
+            keep_acked=settings.keep_acked,
             message=settings.message,
         )
     else:

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     consumer: str | None = None
     until_empty: bool = False
     claim_idle: float = Field(default=30.0, gt=0)
+    keep_acked: bool = False
     shard: str | None = None
     shard_count: int | None = Field(default=None, ge=1)
     redis: str | None = None
