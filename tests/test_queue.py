@@ -22,7 +22,17 @@ import redis
 import redis.asyncio
 from aiohttp import web
 
-from tests.conftest import PROJECT, free_port, outcomes, report, run, seed, spawn, write_ids
+from tests.conftest import (
+    PROJECT,
+    free_port,
+    outcomes,
+    report,
+    run,
+    seed,
+    spawn,
+    unknown_ids,
+    write_ids,
+)
 from worker import queue
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
@@ -205,6 +215,63 @@ def test_enqueue_of_many_bad_lines_keeps_flat_memory(
     assert "dcs-cleanup: ... and 199900 more" in err
     assert err[-1] == f"enqueued 2 task(s) on {STREAM}; 200000 bad line(s) skipped"
     assert len(entries(client, STREAM)) == before + 2
+
+
+def test_enqueue_refused_part_way_says_where_to_go_on(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis full (maxmemory) part-way through 20,000 IDs: enqueue used to end with a bare
+    pipeline error, exit 2 ("nothing was sent") though thousands were added, and no way to go on
+    but adding them all again. It now exits 3 naming the first line not added; --from-line
+    there adds the rest: every ID once, in order."""
+    unique = unknown_ids(20_000)
+    path = write_ids(tmp_path / "ids.txt", unique)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used + 300_000)
+    try:
+        assert enqueue(redis_url, path) == 3
+    finally:
+        client.config_set("maxmemory", 0)
+    err = capsys.readouterr().err
+    stopped = int(err.split("stopped at line ")[1].split()[0])
+    assert 1 < stopped < 20_000
+    assert f"--from-line {stopped}" in err
+    assert f"enqueued {stopped - 1} task(s)" in err
+    assert client.xlen(STREAM) == stopped - 1
+    assert main([
+        "enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT,
+        "--from-line", str(stopped),
+    ]) == 0  # fmt: skip
+    assert [e["task_id"] for e in entries(client, STREAM)] == unique
+
+
+def test_enqueue_under_max_backlog_waits_for_consumers(redis_url: str, tmp_path: Path) -> None:
+    """--max-backlog 100: enqueue never lets the stream hold more than 100 entries; it waits,
+    saying why, while something takes them (here the test, trimming them as consumers do)."""
+    path = write_ids(tmp_path / "ids.txt", unknown_ids(500))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", "enqueue", "--queue", redis_url, "--input", str(path),
+         "--project-id", PROJECT, "--max-backlog", "100"],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    longest = taken = 0
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        length = client.xlen(STREAM)
+        longest = max(longest, length)
+        if length >= 100:
+            time.sleep(0.2)  # long enough for enqueue to notice it is full
+            taken += client.xtrim(STREAM, maxlen=0)
+        time.sleep(0.01)
+    assert proc.wait(timeout=10) == 0
+    stream: Any = client.xinfo_stream(STREAM)
+    assert int(stream["entries-added"]) == 500
+    assert taken + client.xlen(STREAM) == 500
+    assert longest == 100
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    assert f"{STREAM} holds 100 entries (--max-backlog 100); waiting for consumers" in err
 
 
 @pytest.mark.slow

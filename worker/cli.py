@@ -190,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--project-id", default=None, help="project for lines that name none")
     enq.add_argument("--message", default=None, help="message field for every entry")
     enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
+    enq.add_argument(
+        "--from-line",
+        type=_positive_int,
+        default=1,
+        help="start at this line of the input (an enqueue that stopped part-way names it)",
+    )
+    enq.add_argument(
+        "--max-backlog",
+        type=_positive_int,
+        default=None,
+        help="wait while the stream holds this many entries, for consumers to take them "
+        "(default: no limit)",
+    )
 
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
     rep.add_argument("--journal", type=Path, required=True, help="the journal of a run")
@@ -355,6 +368,16 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {value}")
+    return value
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
     from worker import queue
@@ -368,24 +391,49 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         args.input, settings.project_id, IdValidator(args.id_pattern or DEFAULT_ID_PATTERN)
     )
 
+    def waiting(length: int) -> None:
+        print(
+            f"dcs-cleanup: {args.stream} holds {length} entries (--max-backlog "
+            f"{args.max_backlog}); waiting for consumers to take them",
+            file=sys.stderr,
+        )
+
     async def go() -> int:
         client = queue.connect(args.queue)
         try:
-            added, bad, shown = await queue.enqueue(
-                client, args.stream, source.batches(), message=args.message
+            done = await queue.enqueue(
+                client,
+                args.stream,
+                source.batches(),
+                message=args.message,
+                from_line=args.from_line,
+                max_backlog=args.max_backlog or 0,
+                waiting=waiting,
             )
         finally:
             await client.aclose()
             await source.aclose()
-        for result in shown:
+        for result in done.shown:
             print(f"dcs-cleanup: skipped {result.error_msg}", file=sys.stderr)
-        if bad > len(shown):
-            print(f"dcs-cleanup: ... and {bad - len(shown)} more", file=sys.stderr)
+        if done.bad > len(done.shown):
+            print(f"dcs-cleanup: ... and {done.bad - len(done.shown)} more", file=sys.stderr)
         print(
-            f"enqueued {added} task(s) on {args.stream}; {bad} bad line(s) skipped",
+            f"enqueued {done.added} task(s) on {args.stream}; {done.bad} bad line(s) skipped",
             file=sys.stderr,
         )
-        return 1 if bad else 0
+        if done.stopped_at is None:
+            return 1 if done.bad else 0
+        where = f"--queue {redact_url(args.queue)}: stopped at line {done.stopped_at}"
+        error = (done.error or "")[:300]
+        if not done.added:
+            print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
+            return EXIT_USAGE
+        print(
+            f"dcs-cleanup: {where} of {args.input}: {error}; the tasks before it are on the "
+            f"stream: go on with --from-line {done.stopped_at}",
+            file=sys.stderr,
+        )
+        return EXIT_ABORTED
 
     from redis.exceptions import RedisError
 

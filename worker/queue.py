@@ -17,8 +17,10 @@ GCRA in a Lua script on the server's clock, so any number of replicas together k
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -27,7 +29,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from worker.errors import InputError
 from worker.logs import get_logger
-from worker.models import Outcome, TaskResult
+from worker.models import Outcome, TaskRef, TaskResult
 from worker.policy import GcraRate
 from worker.settings import redact_url
 from worker.sources import IdValidator, SourceItem, check_task, skipped
@@ -301,6 +303,18 @@ def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
     }
 
 
+@dataclass
+class Enqueued:
+    """What ``enqueue`` did: tasks added, bad lines (the first ``examples`` of them kept), and,
+    if Redis refused or went away part-way, the first line not added and why."""
+
+    added: int = 0
+    bad: int = 0
+    shown: list[TaskResult] = field(default_factory=list)
+    stopped_at: int | None = None
+    error: str | None = None
+
+
 async def enqueue(
     client: aioredis.Redis,
     stream: str,
@@ -308,30 +322,71 @@ async def enqueue(
     *,
     message: str | None = None,
     examples: int = 100,
-) -> tuple[int, int, list[TaskResult]]:
-    """XADD every valid task in pipelined batches; return (added, bad lines, the first
-    ``examples`` of them). Memory stays flat however many lines are bad."""
-    added = bad = 0
-    shown: list[TaskResult] = []
+    from_line: int = 1,
+    max_backlog: int = 0,
+    waiting: Callable[[int], None] | None = None,
+) -> Enqueued:
+    """XADD every valid task from ``from_line`` on in pipelined batches. Memory stays flat
+    however many lines are bad. With ``max_backlog``, wait (calling ``waiting`` with the
+    stream's length now and then) while the stream holds that many entries, so consumers keep
+    Redis's memory bounded. A Redis error part-way stops it, naming the first line not added:
+    the entries before it stay, so a second enqueue goes on ``from_line`` there."""
+    done = Enqueued()
     async for batch in items:
-        async with client.pipeline(transaction=False) as pipe:
-            count = 0
-            for item in batch:
-                if isinstance(item, TaskResult):
-                    bad += 1
-                    if len(shown) < examples:
-                        shown.append(item)
-                    continue
-                fields: dict[Any, Any] = {"task_id": item.task_id, "project_id": item.project_id}
-                text = item.message or message
-                if text:
-                    fields["message"] = text
-                pipe.xadd(stream, fields)
-                count += 1
-            if count:
-                await pipe.execute()
-            added += count
-    return added, bad, shown
+        refs: list[TaskRef] = []
+        for item in batch:
+            if item.line < from_line:
+                continue
+            if isinstance(item, TaskResult):
+                done.bad += 1
+                if len(done.shown) < examples:
+                    done.shown.append(item)
+            else:
+                refs.append(item)
+        while refs:
+            chunk = refs
+            try:
+                if max_backlog:
+                    chunk = refs[: await _room_for(client, stream, max_backlog, waiting)]
+                async with client.pipeline(transaction=False) as pipe:
+                    for ref in chunk:
+                        pipe.xadd(stream, _entry_fields(ref, message))
+                    replies = await pipe.execute(raise_on_error=False)
+            except RedisError as exc:
+                done.stopped_at, done.error = chunk[0].line, str(exc)
+                return done
+            refused = [i for i, reply in enumerate(replies) if isinstance(reply, Exception)]
+            done.added += len(chunk) - len(refused)
+            if refused:
+                done.stopped_at, done.error = chunk[refused[0]].line, str(replies[refused[0]])
+                return done
+            refs = refs[len(chunk) :]
+    return done
+
+
+def _entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"task_id": ref.task_id, "project_id": ref.project_id}
+    text = ref.message or message
+    if text:
+        fields["message"] = text
+    return fields
+
+
+async def _room_for(
+    client: aioredis.Redis,
+    stream: str,
+    max_backlog: int,
+    waiting: Callable[[int], None] | None,
+) -> int:
+    """Wait until the stream holds fewer than ``max_backlog`` entries (consumers trim it);
+    return how many more it may take."""
+    told = -math.inf
+    while (length := int(await client.xlen(stream))) >= max_backlog:
+        if waiting is not None and time.monotonic() - told >= 60:
+            told = time.monotonic()
+            waiting(length)
+        await anyio.sleep(0.5)
+    return max_backlog - length
 
 
 # GCRA with reservation on the server's clock: returns how long the caller waits for its slot.
