@@ -274,6 +274,39 @@ def test_enqueue_under_max_backlog_waits_for_consumers(redis_url: str, tmp_path:
     assert f"{STREAM} holds 100 entries (--max-backlog 100); waiting for consumers" in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_enqueue_stopped_by_a_signal_says_where_to_go_on(
+    redis_url: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """An enqueue waiting under --max-backlog, stopped by SIGTERM or Ctrl-C, used to end in a
+    traceback that said nothing of what was added. It now exits 4 naming the line to go on
+    from, and --from-line there adds the rest: every ID once, in order."""
+    unique = unknown_ids(500)
+    path = write_ids(tmp_path / "ids.txt", unique)
+    base = ["enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *base, "--max-backlog", "100"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    while client.xlen(STREAM) < 100:
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # waiting for room now
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4
+    assert "Traceback" not in err
+    assert f"interrupted by {sig.name}; the tasks before it are on the stream" in err
+    assert "go on with --from-line 101" in err
+    assert "enqueued 100 task(s)" in err
+    assert main([*base, "--from-line", "101"]) == 0
+    assert [e["task_id"] for e in entries(client, STREAM)] == unique
+
+
 @pytest.mark.slow
 def test_three_processes_share_one_rate_limit(
     emulator: EmulatorServer,

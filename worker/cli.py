@@ -15,19 +15,22 @@ import gc
 import json
 import os
 import random
+import signal
 import sys
 import tempfile
+import time
 import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 from pydantic import SecretStr
 
 from worker import __version__
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
-from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
+from worker.pipeline import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
 from worker.settings import (
     CONFIG_VARIABLE,
     ENV_FILE_VARIABLE,
@@ -368,6 +371,21 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _stop_on_signal(
+    scope: anyio.CancelScope,
+    stopped_by: list[str],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at SIGTERM, SIGINT or SIGHUP, naming the signal in ``stopped_by``."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
+        async for signum in signals:
+            stopped_by.append(signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -391,7 +409,12 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         args.input, settings.project_id, IdValidator(args.id_pattern or DEFAULT_ID_PATTERN)
     )
 
+    told = [float("-inf")]
+
     def waiting(length: int) -> None:
+        if time.monotonic() - told[0] < 60:  # once a minute at most
+            return
+        told[0] = time.monotonic()
         print(
             f"dcs-cleanup: {args.stream} holds {length} entries (--max-backlog "
             f"{args.max_backlog}); waiting for consumers to take them",
@@ -400,19 +423,27 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         client = queue.connect(args.queue)
+        done = queue.Enqueued(next_line=args.from_line)
+        stopped_by: list[str] = []
+        finished = False
         try:
-            done = await queue.enqueue(
-                client,
-                args.stream,
-                source.batches(),
-                message=args.message,
-                from_line=args.from_line,
-                max_backlog=args.max_backlog or 0,
-                waiting=waiting,
-            )
+            async with anyio.create_task_group() as group:
+                await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
+                await queue.enqueue(
+                    client,
+                    args.stream,
+                    source.batches(),
+                    done,
+                    message=args.message,
+                    max_backlog=args.max_backlog or 0,
+                    waiting=waiting,
+                )
+                finished = True
+                group.cancel_scope.cancel()
         finally:
-            await client.aclose()
-            await source.aclose()
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+                await source.aclose()
         for result in done.shown:
             print(f"dcs-cleanup: skipped {result.error_msg}", file=sys.stderr)
         if done.bad > len(done.shown):
@@ -421,19 +452,24 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             f"enqueued {done.added} task(s) on {args.stream}; {done.bad} bad line(s) skipped",
             file=sys.stderr,
         )
+        interrupted = bool(stopped_by) and not finished
+        if interrupted:
+            done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by[0]}"
         if done.stopped_at is None:
             return 1 if done.bad else 0
         where = f"--queue {redact_url(args.queue)}: stopped at line {done.stopped_at}"
         error = (done.error or "")[:300]
         if not done.added:
             print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
-            return EXIT_USAGE
-        print(
-            f"dcs-cleanup: {where} of {args.input}: {error}; the tasks before it are on the "
-            f"stream: go on with --from-line {done.stopped_at}",
-            file=sys.stderr,
-        )
-        return EXIT_ABORTED
+        else:
+            print(
+                f"dcs-cleanup: {where} of {args.input}: {error}; the tasks before it are on "
+                f"the stream: go on with --from-line {done.stopped_at}",
+                file=sys.stderr,
+            )
+        if interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_ABORTED if done.added else EXIT_USAGE
 
     from redis.exceptions import RedisError
 

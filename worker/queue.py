@@ -17,7 +17,6 @@ GCRA in a Lua script on the server's clock, so any number of replicas together k
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -305,9 +304,11 @@ def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
 
 @dataclass
 class Enqueued:
-    """What ``enqueue`` did: tasks added, bad lines (the first ``examples`` of them kept), and,
-    if Redis refused or went away part-way, the first line not added and why."""
+    """What ``enqueue`` did, kept up to date as it goes (a stop reads it): tasks added, bad
+    lines (the first ``examples`` of them kept), the first line not yet handled, and, if Redis
+    refused or went away part-way, the first line not added and why."""
 
+    next_line: int = 1
     added: int = 0
     bad: int = 0
     shown: list[TaskResult] = field(default_factory=list)
@@ -319,19 +320,20 @@ async def enqueue(
     client: aioredis.Redis,
     stream: str,
     items: AsyncGenerator[list[SourceItem], None],
+    done: Enqueued,
     *,
     message: str | None = None,
     examples: int = 100,
-    from_line: int = 1,
     max_backlog: int = 0,
     waiting: Callable[[int], None] | None = None,
-) -> Enqueued:
-    """XADD every valid task from ``from_line`` on in pipelined batches. Memory stays flat
-    however many lines are bad. With ``max_backlog``, wait (calling ``waiting`` with the
-    stream's length now and then) while the stream holds that many entries, so consumers keep
-    Redis's memory bounded. A Redis error part-way stops it, naming the first line not added:
-    the entries before it stay, so a second enqueue goes on ``from_line`` there."""
-    done = Enqueued()
+) -> None:
+    """XADD every valid task from ``done.next_line`` on, in pipelined batches, recording the
+    progress in ``done``. Memory stays flat however many lines are bad. With ``max_backlog``,
+    wait (calling ``waiting`` with the stream's length at each look) while the stream holds
+    that many entries, so consumers keep Redis's memory bounded. A Redis error part-way stops
+    it, naming the first line not added: the entries before it stay, so a second enqueue goes
+    on from there. Cancelled (a signal), it stops between two pipelines, never inside one."""
+    from_line = done.next_line
     async for batch in items:
         refs: list[TaskRef] = []
         for item in batch:
@@ -348,20 +350,22 @@ async def enqueue(
             try:
                 if max_backlog:
                     chunk = refs[: await _room_for(client, stream, max_backlog, waiting)]
-                async with client.pipeline(transaction=False) as pipe:
-                    for ref in chunk:
-                        pipe.xadd(stream, _entry_fields(ref, message))
-                    replies = await pipe.execute(raise_on_error=False)
+                with anyio.CancelScope(shield=True):
+                    async with client.pipeline(transaction=False) as pipe:
+                        for ref in chunk:
+                            pipe.xadd(stream, _entry_fields(ref, message))
+                        replies = await pipe.execute(raise_on_error=False)
             except RedisError as exc:
                 done.stopped_at, done.error = chunk[0].line, str(exc)
-                return done
+                return
             refused = [i for i, reply in enumerate(replies) if isinstance(reply, Exception)]
             done.added += len(chunk) - len(refused)
             if refused:
                 done.stopped_at, done.error = chunk[refused[0]].line, str(replies[refused[0]])
-                return done
+                return
+            done.next_line = chunk[-1].line + 1
             refs = refs[len(chunk) :]
-    return done
+        done.next_line = max(done.next_line, batch[-1].line + 1)
 
 
 def _entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
@@ -380,10 +384,8 @@ async def _room_for(
 ) -> int:
     """Wait until the stream holds fewer than ``max_backlog`` entries (consumers trim it);
     return how many more it may take."""
-    told = -math.inf
     while (length := int(await client.xlen(stream))) >= max_backlog:
-        if waiting is not None and time.monotonic() - told >= 60:
-            told = time.monotonic()
+        if waiting is not None:
             waiting(length)
         await anyio.sleep(0.5)
     return max_backlog - length
