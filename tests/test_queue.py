@@ -598,3 +598,40 @@ async def test_a_consumer_that_never_drains_trims_as_it_goes(
     await source.aclose()
     assert lengths == [10, 10]  # 20 entries were added; the first 10 are gone
     assert source.trimmed == 10
+
+
+def test_a_consumer_drains_a_stream_on_a_redis_out_of_memory(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """Out of memory, Redis refuses every command queued in a MULTI, XACK too: acks with dead
+    letters failed for ever, the entries were re-sent every --claim-idle and --until-empty
+    never ended. Now they are acknowledged with a plain XACK (which Redis still takes), the
+    dead-letter copies that could not be written are named in a warning, and the drained
+    stream is trimmed, giving the memory back. A consumer started then finds its group."""
+    ids = seed(emulator, 100)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.xadd(STREAM, {"task_id": "../instances/x", "project_id": PROJECT})
+    client.xgroup_create(STREAM, GROUP, id="0")
+    client.config_set("maxmemory", 1)  # every command that needs memory is refused
+    try:
+        log = tmp_path / "consumer.log"
+        args = consumer_args(emulator, redis_url, "c1", "--until-empty", "--claim-idle", "1")
+        proc = subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            cwd=tmp_path,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        client.config_set("maxmemory", 0)
+    assert proc.returncode == 0
+    assert emulator.state.remaining() == 0
+    assert max(emulator.state.deleted.values()) == 1  # none re-sent
+    assert pending(redis_url) == 0
+    assert client.xlen(STREAM) == 0
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    lost = [line for line in lines if line["event"] == "cleanup.queue_dead_letter_lost"]
+    assert [line["task_ids"] for line in lost] == [["../instances/x"]]

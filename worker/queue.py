@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
 from worker.errors import InputError
 from worker.logs import get_logger
@@ -97,10 +97,20 @@ class RedisStreamSource:
         try:
             await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            # Out of memory, Redis refuses XGROUP CREATE before it sees the group is there.
+            if "BUSYGROUP" not in str(exc) and not (
+                isinstance(exc, OutOfMemoryError) and await self._group_exists()
+            ):
                 raise InputError(f"--queue: cannot create group {self.group!r}: {exc}") from None
         except RedisError as exc:
             raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+
+    async def _group_exists(self) -> bool:
+        try:
+            groups: Any = await self._redis.xinfo_groups(self.stream)
+        except ResponseError:  # no such stream
+            return False
+        return any(_text(group["name"]) == self.group for group in groups)
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         await self.ensure_group()
@@ -259,17 +269,37 @@ class RedisStreamSource:
         self.dead_lettered += dead
 
     async def _settle(self, settle: list[TaskResult]) -> int:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            dead = 0
-            for r in settle:
-                if r.outcome in _DEAD_LETTER and (
-                    r.outcome is not Outcome.SKIPPED or r.error_code in _INVALID_CODES
-                ):
+        """XACK, with the dead letters in the same MULTI; return how many were dead-lettered.
+
+        Redis out of memory refuses every command queued in a MULTI, XACK included, though a
+        plain XACK (which frees memory) still goes through. Left unacknowledged, the entries
+        would be reclaimed and re-sent for as long as memory stays short, and a drain would
+        never end; so they are acknowledged, and the dead-letter copies that could not be
+        written are named in a warning (their outcomes are in the journal and outcomes)."""
+        acks = [r.ack for r in settle if r.ack]
+        dead = [r for r in settle if _dead_letter(r)]
+        if not dead:
+            await self._redis.xack(self.stream, self.group, *acks)
+            return 0
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for r in dead:
                     pipe.xadd(self.dead_letter, _dead_letter_fields(r))
-                    dead += 1
-            pipe.xack(self.stream, self.group, *[r.ack for r in settle if r.ack])
-            await pipe.execute()
-        return dead
+                pipe.xack(self.stream, self.group, *acks)
+                await pipe.execute()
+        except OutOfMemoryError as exc:
+            await self._redis.xack(self.stream, self.group, *acks)
+            log.warning(
+                "cleanup.queue_dead_letter_lost",
+                stream=self.dead_letter,
+                entries=len(dead),
+                task_ids=[r.task_id for r in dead[:20]],
+                error=str(exc)[:200],
+                detail="Redis is out of memory: acknowledged without their dead-letter copies; "
+                "their outcomes are in the journal, the outcomes file and the log",
+            )
+            return 0
+        return len(dead)
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -285,6 +315,13 @@ def _after(entry_id: str) -> tuple[int, int]:
     """The smallest stream ID above ``entry_id``."""
     ms, seq = _stream_id(entry_id)
     return (ms, seq + 1) if seq < 2**64 - 1 else (ms + 1, 0)
+
+
+def _dead_letter(result: TaskResult) -> bool:
+    """Whether a settled entry is copied to the dead-letter stream: failures and bad entries."""
+    return result.outcome in _DEAD_LETTER and (
+        result.outcome is not Outcome.SKIPPED or result.error_code in _INVALID_CODES
+    )
 
 
 def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
