@@ -3,6 +3,7 @@ shards, health and metrics. Against a real redis-server and the emulator."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import redis
 import redis.asyncio
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
     PROJECT,
@@ -403,6 +405,75 @@ def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 4
     assert pending(redis_url) == 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The samples of a consumer's /metrics page, by name (labels left out)."""
+    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+@pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
+def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
+    emulator: EmulatorServer, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """/metrics reads the stream at each scrape: its length, the group's lag and pending
+    entries, and what this consumer acknowledged and trimmed. dcs_cleanup_queue_up goes to 0
+    when Redis goes away, while /healthz stays ok (a restart would not bring Redis back)."""
+    redis_port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    children.append(server)
+    url = f"redis://127.0.0.1:{redis_port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    ids = seed(emulator, 40)
+    assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    port = free_port()
+    args = consumer_args(
+        emulator, url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path)
+    children.append(proc)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                seen = scrape(port)
+                if seen.get("dcs_cleanup_queue_acked_total") == 40:
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert emulator.state.remaining() == 0
+        assert seen["dcs_cleanup_queue_up"] == 1
+        assert seen["dcs_cleanup_queue_lag"] == 0
+        assert seen["dcs_cleanup_queue_pending"] == 0
+        assert seen["dcs_cleanup_queue_length"] + seen["dcs_cleanup_queue_trimmed_total"] == 40
+        assert seen["dcs_cleanup_queue_length"] == client.xlen(STREAM)
+
+        server.terminate()
+        server.wait(timeout=10)
+        assert scrape(port)["dcs_cleanup_queue_up"] == 0
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert json.loads(health.read())["status"] == "ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 4
 
 
 def test_batch_run_pushes_metrics_to_a_pushgateway(

@@ -3,7 +3,7 @@ end of a batch run. Each run has its own registry, so tests and repeated runs ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
 
@@ -39,6 +39,35 @@ class Metrics:
         self.rate = Gauge(
             "dcs_cleanup_rate_limit", "Request rate limit now (0 = none)", registry=self.registry
         )
+        self._queue: dict[str, Gauge] = {}
+        self._queue_counts: dict[str, Counter] = {}
+        self._queue_seen: dict[str, int] = {}
+
+    def on_queue(self, state: Mapping[str, float] | None, counts: Mapping[str, int]) -> None:
+        """A queue consumer's look at its stream (None: Redis did not answer) and its running
+        counts of entries acknowledged, dead-lettered and trimmed."""
+        if not self._queue:
+            for name, what in (
+                ("up", "1 if Redis answered the last look at the queue, else 0"),
+                ("length", "Entries in the stream"),
+                ("lag", "Entries of the stream not yet delivered to the group"),
+                ("pending", "Entries delivered to the group and not yet acknowledged"),
+            ):
+                self._queue[name] = Gauge(f"dcs_cleanup_queue_{name}", what, registry=self.registry)
+            for name, what in (
+                ("acked", "Entries this consumer acknowledged"),
+                ("dead_lettered", "Entries this consumer copied to the dead-letter stream"),
+                ("trimmed", "Entries this consumer trimmed from the stream"),
+            ):
+                self._queue_counts[name] = Counter(
+                    f"dcs_cleanup_queue_{name}", what, registry=self.registry
+                )
+        self._queue["up"].set(0 if state is None else 1)
+        for name, value in (state or {}).items():
+            self._queue[name].set(value)
+        for name, count in counts.items():
+            self._queue_counts[name].inc(count - self._queue_seen.get(name, 0))
+            self._queue_seen[name] = count
 
     def on_answer(self, status: str, elapsed_ms: float | None, *, throttled: bool) -> None:
         """One answer, as ``RunStats`` classified it (``status`` may be timeout/network)."""

@@ -17,6 +17,7 @@ GCRA in a Lua script on the server's clock, so any number of replicas together k
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,28 @@ class RedisStreamSource:
                 raise InputError(f"--queue: cannot create group {self.group!r}: {exc}") from None
         except RedisError as exc:
             raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+
+    async def look(self) -> dict[str, float] | None:
+        """The stream's length and the group's lag (NaN when Redis cannot tell) and pending
+        entries; None if Redis does not answer within 2 s."""
+        try:
+            with anyio.fail_after(2):
+                length = int(await self._redis.xlen(self.stream))
+                groups: Any = await self._redis.xinfo_groups(self.stream)
+        except (RedisError, TimeoutError):
+            return None
+        for group in groups:
+            if _text(group["name"]) == self.group:
+                lag = group.get("lag")
+                return {
+                    "length": length,
+                    "lag": math.nan if lag is None else int(lag),
+                    "pending": int(group.get("pending") or 0),
+                }
+        return {"length": length, "lag": length, "pending": 0}  # no group (yet): all undelivered
+
+    def counts(self) -> dict[str, int]:
+        return {"acked": self.acked, "dead_lettered": self.dead_lettered, "trimmed": self.trimmed}
 
     async def _group_exists(self) -> bool:
         try:

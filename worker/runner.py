@@ -190,7 +190,7 @@ async def _drive(
     a queue consumer the health and metrics endpoint."""
     async with anyio.create_task_group() as tg:
         if metrics is not None and _consumer_mode(pipeline.settings):
-            await tg.start(_serve_health, pipeline, metrics)
+            await tg.start(_serve_health, pipeline, metrics, source)
         if handle_signals:
             await tg.start(_watch_signals, pipeline)
         deadline = pipeline.settings.deadline_in()
@@ -218,9 +218,16 @@ def _consumer_mode(settings: Settings) -> bool:
 
 
 async def _serve_health(
-    pipeline: Pipeline, metrics: Metrics, task_status: anyio.abc.TaskStatus[None]
+    pipeline: Pipeline,
+    metrics: Metrics,
+    source: TaskSource,
+    task_status: anyio.abc.TaskStatus[None],
 ) -> None:
-    """``/healthz`` (503 once stopping) and ``/metrics`` for a long-running queue consumer."""
+    """``/healthz`` (503 once stopping) and ``/metrics`` for a long-running queue consumer.
+
+    Redis out of reach leaves ``/healthz`` ok: a restart would not bring it back, and the
+    consumer goes on by itself when it returns. ``dcs_cleanup_queue_up`` is the thing to alert
+    on, with the stream's lag and pending entries, which ``/metrics`` reads at each scrape."""
     from aiohttp import web
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -234,9 +241,15 @@ async def _serve_health(
         del request
         metrics.inflight.set(pipeline.inflight)
         metrics.rate.set(pipeline.limiter.rate)
+        if queue is not None:
+            metrics.on_queue(await queue.look(), queue.counts())
         data = generate_latest(metrics.registry)
         return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    from worker.queue import RedisStreamSource
+
+    inner = source.inner if isinstance(source, ShardFilter) else source
+    queue = inner if isinstance(inner, RedisStreamSource) else None
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
