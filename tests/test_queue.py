@@ -589,6 +589,7 @@ def test_a_drained_stream_keeps_only_the_entries_some_group_still_needs(
     assert client.xlen(STREAM) == 0
     assert json.loads((tmp_path / "second.json").read_text())["queue"]["trimmed"] == 270
     assert pending(redis_url) == 0
+    assert client.xinfo_consumers(STREAM, GROUP) == []  # c1 left the group when done
 
 
 def test_keep_acked_leaves_the_stream_whole(
@@ -706,3 +707,40 @@ def test_a_consumer_drains_a_stream_on_a_redis_out_of_memory(
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     lost = [line for line in lines if line["event"] == "cleanup.queue_dead_letter_lost"]
     assert [line["task_ids"] for line in lost] == [["../instances/x"]]
+
+
+@pytest.mark.anyio
+async def test_consumers_that_died_are_forgotten_but_not_their_entries(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group kept every consumer that ever read (one per pod and process, for ever). A
+    consumer silent for FORGET_IDLE with nothing pending is now forgotten, and one that ends
+    leaves; one with an entry pending stays, so the entry is not dropped from the group."""
+    monkeypatch.setattr(queue, "TRIM_EVERY", 0.0)
+    monkeypatch.setattr(queue, "FORGET_IDLE", 0.5)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    for n in range(3):
+        await client.xadd(STREAM, {"task_id": f"t{n}"})
+    await client.xgroup_create(STREAM, GROUP, id="0")
+    reply: Any = await client.xreadgroup(GROUP, "ghost", {STREAM: ">"}, count=1)
+    await client.xack(STREAM, GROUP, reply[0][1][0][0])
+    await client.xreadgroup(GROUP, "ghost-holding-one", {STREAM: ">"}, count=1)
+    await anyio.sleep(0.6)
+    source = queue.RedisStreamSource(
+        client, STREAM, GROUP, "c1", PROJECT, IdValidator(DEFAULT_ID_PATTERN),
+        until_empty=False, claim_idle=300,
+    )  # fmt: skip
+    with anyio.fail_after(10):
+        async for batch in source.batches():
+            refs = [item for item in batch if isinstance(item, TaskRef)]
+            assert [r.task_id for r in refs] == ["t2"]
+            names: Any = await client.xinfo_consumers(STREAM, GROUP)
+            assert {c["name"] for c in names} == {"c1", "ghost-holding-one"}
+            done = [TaskResult(r.task_id, r.project_id, Outcome.DELETED, ack=r.ack) for r in refs]
+            await source.acknowledge(done)
+            break
+    await source.aclose()
+    left: Any = redis.Redis.from_url(redis_url, decode_responses=True).xinfo_consumers(
+        STREAM, GROUP
+    )
+    assert [(c["name"], c["pending"]) for c in left] == [("ghost-holding-one", 1)]

@@ -11,12 +11,15 @@ to the dead-letter stream (``<stream>:dead``) with their outcome in the same MUL
 they have been idle ``--claim-idle`` seconds, which is also how a dead consumer's work is taken
 over. Entries that every consumer group of the stream has read and acknowledged are trimmed away
 (XTRIM MINID, every ``TRIM_EVERY`` seconds of work and when drained), so a long-lived stream does
-not keep every task it ever carried; ``--keep-acked`` leaves them. The shared rate limiter is
+not keep every task it ever carried; ``--keep-acked`` leaves them. A consumer leaves the group
+when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seconds with nothing
+pending (killed, their entries reclaimed) are forgotten. The shared rate limiter is
 GCRA in a Lua script on the server's clock, so any number of replicas together keep one rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -37,6 +40,7 @@ from worker.sources import IdValidator, SourceItem, check_task, skipped
 log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
+FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
 _INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
 
@@ -154,7 +158,7 @@ class RedisStreamSource:
                 continue
             backoff = 0.5
             if drained or time.monotonic() - self._last_trim >= TRIM_EVERY:
-                await self._trim()
+                await self._tidy()
             if entries:
                 yield [self._item(entry_id, fields) for entry_id, fields in entries]
             elif drained:
@@ -247,6 +251,18 @@ class RedisStreamSource:
         if removed:
             log.debug("cleanup.queue_trimmed", stream=self.stream, entries=removed, below=floor)
 
+    async def _tidy(self) -> None:
+        """Every ``TRIM_EVERY`` seconds and when drained: trim, and forget the consumers that
+        died without leaving (kill -9, a node lost) once their entries were reclaimed and they
+        have been silent for ``FORGET_IDLE`` seconds."""
+        await self._trim()
+        with contextlib.suppress(RedisError):
+            forgotten = await self._forget_consumers(
+                lambda c: int(c.get("idle") or 0) >= FORGET_IDLE * 1000
+            )
+            if forgotten:
+                log.info("cleanup.queue_consumers_forgotten", group=self.group, consumers=forgotten)
+
     async def _trim_floor(self) -> str | None:
         """The ID below which no consumer group of the stream needs an entry, or None."""
         floor: tuple[int, int] | None = None
@@ -325,7 +341,24 @@ class RedisStreamSource:
         return len(dead)
 
     async def aclose(self) -> None:
+        """Leave the group if nothing is pending here (else others reclaim it), and close."""
+        with anyio.move_on_after(2), contextlib.suppress(RedisError):
+            await self._forget_consumers(lambda c: _text(c["name"]) == self.consumer)
         await self._redis.aclose()
+
+    async def _forget_consumers(self, which: Callable[[dict[str, Any]], bool]) -> int:
+        """XGROUP DELCONSUMER each consumer ``which`` picks that has nothing pending.
+
+        Every pod or process is a consumer of its own name, and the group keeps each one for
+        ever: months of restarts and rollouts leave thousands. One with entries pending is
+        kept, as deleting it would drop them; they are reclaimed first."""
+        consumers: Any = await self._redis.xinfo_consumers(self.stream, self.group)
+        gone = 0
+        for consumer in consumers:
+            if int(consumer.get("pending") or 0) == 0 and which(consumer):
+                await self._redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
+                gone += 1
+        return gone
 
 
 def _stream_id(entry_id: str) -> tuple[int, int]:
