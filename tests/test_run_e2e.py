@@ -256,7 +256,7 @@ def test_rerun_with_journal_sends_nothing_for_finished_tasks(
 @pytest.mark.parametrize(
     ("content", "extra", "needle"),
     [
-        ("id,x\nabc1,1\n", ["--project-id", PROJECT], "CSV header has no task_id column"),
+        ("name,x\nabc1,1\n", ["--project-id", PROJECT], "CSV header has no task_id (or id)"),
         ("# tasks\n\nabc1\nabc2\n", [], "line 3: plain-text lines name no project"),
     ],
 )
@@ -268,11 +268,11 @@ def test_unusable_input_exits_2_and_sends_nothing(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A CSV without a task_id column, or plain text with no --project-id (no line could ever
-    be sent): exit 2 naming the input and line, not a traceback, and not exit 0 with every line
-    skipped; the report says why."""
+    """A CSV without a task_id (or id) column, or plain text with no --project-id (no line could
+    ever be sent): exit 2 naming the input and line, not a traceback, and not exit 0 with every
+    line skipped; the report says why."""
     seed(emulator, 3)
-    path = tmp_path / ("ids.csv" if content.startswith("id,") else "ids.txt")
+    path = tmp_path / ("ids.csv" if content.startswith("name,") else "ids.txt")
     path.write_text(content, encoding="utf-8")
     from worker.cli import main
 

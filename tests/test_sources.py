@@ -454,11 +454,37 @@ async def test_invalid_utf8_line_is_skipped(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_csv_without_task_id_column_is_an_input_error(tmp_path: Path) -> None:
-    """A CSV whose header lacks task_id cannot be read at all: InputError naming the file."""
+    """A CSV whose header lacks task_id (and id) cannot be read at all: InputError naming the
+    file."""
     path = tmp_path / "ids.csv"
-    path.write_text("id,name\n1,x\n")
-    with pytest.raises(InputError, match=r"ids.csv: line 1: CSV header has no task_id"):
+    path.write_text("name,status\n1,x\n")
+    with pytest.raises(InputError, match=r"ids.csv: line 1: CSV header has no task_id \(or id\)"):
         await collect(make(path))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["tasks.csv", "tasks.txt"])
+async def test_a_task_list_exported_as_csv_is_read_by_its_id_column(
+    tmp_path: Path, name: str
+) -> None:
+    """A ListCenterTask export as CSV names its ID column ``id`` (as its JSON does): it was
+    refused as a .csv, and as a .txt read as text, every row skipped and exit 0. Its IDs are
+    read now, a task_id column still winning where both are given."""
+    path = tmp_path / name
+    path.write_text(
+        "id,name,status\nc4bf11bf,EXTEND,SUCCESS\n,BindEip,SUCCESS\n2e43974f,modify,SUCCESS\n"
+    )
+    items = await collect(make(path))
+    assert [(i.task_id, i.line) for i in items if isinstance(i, TaskRef)] == [
+        ("c4bf11bf", 2),
+        ("2e43974f", 4),
+    ]
+    assert [(i.line, i.error_msg) for i in items if isinstance(i, TaskResult)] == [
+        (3, f"{path}:3: empty id")
+    ]
+    both = tmp_path / "both.csv"
+    both.write_text("id,task_id\nrow-1,t1\n")
+    assert [i.task_id for i in await collect(make(both)) if isinstance(i, TaskRef)] == ["t1"]
 
 
 @pytest.mark.anyio

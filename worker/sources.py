@@ -189,7 +189,7 @@ class FileSource:
         stripped = first.strip()
         if stripped.startswith("{"):
             return "jsonl"
-        if "task_id" in stripped and "," in stripped:
+        if "," in stripped and ("task_id" in stripped or stripped.startswith(("id,", '"id",'))):
             return "csv"
         return "text"
 
@@ -368,8 +368,13 @@ class FileSource:
             raise InputError(msg)
         names = next(csv.reader([header]), [])
         names = [name.strip() for name in names]
-        if "task_id" not in names:
-            msg = f"input {self.name}: line 1: CSV header has no task_id column (got {names!r})"
+        # A task list exported as it is (ListCenterTask's fields) names the ID column ``id``.
+        column = "task_id" if "task_id" in names else "id"
+        if column not in names:
+            msg = (
+                f"input {self.name}: line 1: CSV header has no task_id (or id) column "
+                f"(got {names!r})"
+            )
             raise InputError(msg)
         reader = csv.DictReader(lines, fieldnames=names)
         rows = iter(reader)
@@ -391,10 +396,10 @@ class FileSource:
                 yield skipped("", "", self.name, before + 2, "bad_line", msg)
                 continue
             lineno = reader.line_num + 1
-            task_id = (row.get("task_id") or "").strip()
+            task_id = (row.get(column) or "").strip()
             if not task_id:
                 if any((value or "").strip() for value in row.values() if isinstance(value, str)):
-                    yield skipped("", "", self.name, lineno, "bad_line", "empty task_id")
+                    yield skipped("", "", self.name, lineno, "bad_line", f"empty {column}")
                 continue
             project = (row.get("project_id") or "").strip() or None
             yield self._check(task_id, project, lineno)
