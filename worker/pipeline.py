@@ -27,7 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
-from worker.errors import InputError, JournalError, OutputError, TransportError
+from worker.errors import AbortRun, InputError, JournalError, OutputError, TransportError
 from worker.journal import Journal
 from worker.logs import debug_enabled, get_logger
 from worker.models import FAILURES, SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
@@ -47,6 +47,7 @@ ABORT_REASONS = frozenset(
         "journal_error",
         "output_error",
         "input_error",
+        "rate_limit_error",
     }
 )
 
@@ -420,7 +421,7 @@ class Pipeline:
                 if not await self._record([result]):
                     return
 
-    async def _process(self, ref: TaskRef) -> TaskResult:
+    async def _process(self, ref: TaskRef) -> TaskResult:  # noqa: PLR0912 - one hot loop, unsplit
         settings = self.settings
         started = time.perf_counter()
         attempts = 0
@@ -436,7 +437,11 @@ class Pipeline:
             if limit is not None and self._reserved_deletes >= limit:
                 self._abort("max_deletes", f"--max-deletes {limit} reached")
                 continue
-            await self.limiter.acquire()
+            try:
+                await self.limiter.acquire()
+            except AbortRun as exc:  # a shared limiter refused for good (no permission, ...)
+                self._abort(exc.reason, exc.detail)
+                continue
             if self.stop_reason is not None:
                 # Checked again after pacing: no request leaves after a 401 or a stop.
                 continue

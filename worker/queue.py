@@ -30,7 +30,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 
-from worker.errors import InputError
+from worker.errors import AbortRun, ConfigError, InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskRef, TaskResult
 from worker.policy import GcraRate
@@ -501,7 +501,12 @@ return tostring(wait)
 
 
 class SharedRateLimiter(GcraRate):
-    """The GCRA limiter of ``policy.RateLimiter``, kept in Redis for every replica at once."""
+    """The GCRA limiter of ``policy.RateLimiter``, kept in Redis for every replica at once.
+
+    Redis out of reach (a restart, a failover, a network blip) pauses sending until it answers
+    again: the shared rate cannot be kept without it, and running over it would take the
+    account's quota from whatever else uses it. A refusal that will not pass (no permission
+    for EVALSHA, a key on another Redis Cluster node) aborts the run instead: ``AbortRun``."""
 
     def __init__(self, client: aioredis.Redis, key: str, rate: float, burst: int) -> None:
         self._redis = client
@@ -509,12 +514,54 @@ class SharedRateLimiter(GcraRate):
         self._script = client.register_script(_GCRA)
         self.burst = max(1, burst)
         self.rate = rate
+        self._told = False  # an outage was told and its end not yet
+        self._told_at = -math.inf
+
+    async def check(self) -> None:
+        """Take one slot now, before anything is sent: Redis must be reachable and the script
+        allowed (else ``ConfigError``, exit 2)."""
+        try:
+            await self._reserve()
+        except RedisError as exc:
+            msg = f"--shared-rate-key {self._key!r}: Redis refused the rate limiter: {exc}"
+            raise ConfigError(msg[:400]) from None
 
     async def acquire(self) -> float:
         if self._interval == 0.0:
             return 0.0
+        paused = 0.0
+        backoff = 0.5
+        while True:
+            try:
+                wait = await self._reserve()
+                break
+            except ResponseError as exc:
+                if not isinstance(exc, OutOfMemoryError):  # out of memory passes, like a blip
+                    raise AbortRun("rate_limit_error", f"the shared rate limiter: {exc}") from None
+                error: RedisError = exc
+            except RedisError as exc:
+                error = exc
+            if not self._told and time.monotonic() - self._told_at >= 60:
+                # Once an outage (and a minute): stale pooled connections fail once each
+                # after Redis comes back, which is no new outage to tell.
+                self._told, self._told_at = True, time.monotonic()
+                log.warning(
+                    "cleanup.shared_rate_unavailable",
+                    key=self._key,
+                    error=str(error)[:200],
+                    detail="sending paused until Redis answers: the shared rate needs it",
+                )
+            await anyio.sleep(backoff)
+            paused += backoff
+            backoff = min(backoff * 2, 5.0)
+        if self._told:
+            self._told = False
+            log.info("cleanup.shared_rate_restored", key=self._key)
+        if wait > 0:
+            await anyio.sleep(wait)
+        return paused + wait
+
+    async def _reserve(self) -> float:
+        """Reserve the next slot; seconds to wait for it."""
         args = [self._interval * 1000.0, self._tolerance * 1000.0]
-        wait_ms = float(await self._script(keys=[self._key], args=args))
-        if wait_ms > 0:
-            await anyio.sleep(wait_ms / 1000.0)
-        return wait_ms / 1000.0
+        return float(await self._script(keys=[self._key], args=args)) / 1000.0

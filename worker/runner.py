@@ -277,7 +277,7 @@ async def _push(metrics: Metrics, gateway: str, part: Part | None) -> None:
         log.info("cleanup.metrics_pushed", gateway=redact_url(gateway))
 
 
-def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
+async def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     if settings.shared_rate_key is None or (settings.rate == 0 and not settings.adaptive_on()):
         return RateLimiter(settings.rate, settings.burst)
     url = settings.redis or settings.queue
@@ -287,7 +287,11 @@ def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
 
     client = queue.connect(url)
     stack.push_async_callback(client.aclose)
-    return queue.SharedRateLimiter(client, settings.shared_rate_key, settings.rate, settings.burst)
+    limiter = queue.SharedRateLimiter(
+        client, settings.shared_rate_key, settings.rate, settings.burst
+    )
+    await limiter.check()  # Redis must answer before anything is sent
+    return limiter
 
 
 async def _count_for_bar(source: FileSource, progress: Progress) -> None:
@@ -393,7 +397,7 @@ async def execute(
                 return code
         progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
         stack.callback(progress.close)
-        limiter = _make_limiter(settings, stack)
+        limiter = await _make_limiter(settings, stack)
         pipeline = Pipeline(
             settings,
             client,
