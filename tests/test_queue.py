@@ -407,11 +407,11 @@ def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
     assert pending(redis_url) == 0
 
 
-def own_redis(folder: Path, port: int) -> subprocess.Popen[bytes]:
+def own_redis(folder: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     """A redis-server of the test's own (so it can stop it), answering when this returns."""
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder)],
+         "--appendonly", "no", "--dir", str(folder), *extra],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     client = redis.Redis(port=port)
@@ -843,3 +843,40 @@ def test_a_shared_rate_refused_for_good_aborts_the_run_with_its_report(
     assert rep["outcomes"]["deleted"] == len(emulator.state.deleted)
     assert sum(rep["outcomes"].values()) == 400
     assert "pacer-pw" not in (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
+def test_a_redis_cluster_is_named_as_such(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Redis Cluster node answers a key it does not serve with MOVED, which came out as
+    "cannot create group 'dcs-cleanup': 11466 127.0.0.1:6380". Each command now says that this
+    is a Redis Cluster, which is not supported, and what to use instead; nothing is sent."""
+    ports = [free_port(), free_port()]
+    cluster = ["--cluster-enabled", "yes"]
+    for port in ports:
+        conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
+        children.append(own_redis(tmp_path, port, *cluster, *conf))
+    empty, full = (redis.Redis(port=port, decode_responses=True) for port in ports)
+    full.cluster("ADDSLOTSRANGE", 0, 16383)  # every key on the second node
+    empty.cluster("MEET", "127.0.0.1", ports[1])
+    deadline = time.monotonic() + 20
+    while empty.cluster("INFO")["cluster_state"] != "ok":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    url = f"redis://127.0.0.1:{ports[0]}/0"
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    expected = "this Redis is a Redis Cluster node (MovedError"
+    assert enqueue(url, ids) == 2
+    assert expected in capsys.readouterr().err
+    consumer = consumer_args(emulator, url, "c1", "--until-empty")
+    assert main([*consumer, "--report", str(tmp_path / "report.json")]) == 2
+    assert expected in report(tmp_path)["stop_detail"]
+    assert run(
+        emulator, tmp_path, ids, "--redis", url, "--shared-rate-key", "k", "--rate", "10"
+    ) == 2  # fmt: skip
+    assert expected in capsys.readouterr().err
+    assert emulator.state.requests == 0

@@ -28,7 +28,13 @@ from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    OutOfMemoryError,
+    RedisError,
+    ResponseError,
+)
 
 from worker.errors import AbortRun, ConfigError, InputError
 from worker.logs import get_logger
@@ -52,6 +58,19 @@ def connect(url: str) -> aioredis.Redis:
     except ValueError as exc:
         raise InputError(f"--queue {redact_url(url)!r}: {exc}") from None
     return client
+
+
+def describe(exc: RedisError) -> str:
+    """A Redis error in words an operator can act on; a Redis Cluster's redirection (a bare
+    "11466 10.0.0.5:6379") and its other refusals named as such."""
+    text = str(exc)
+    if isinstance(exc, AskError | ClusterDownError) or text.startswith("CROSSSLOT"):
+        return (
+            f"this Redis is a Redis Cluster node ({type(exc).__name__}: {text[:100]}), which "
+            "dcs-cleanup does not support: use a single-node, master/standby or proxy-cluster "
+            "instance, whose one address serves every key"
+        )
+    return text
 
 
 def _text(value: Any) -> str:
@@ -106,7 +125,8 @@ class RedisStreamSource:
             if "BUSYGROUP" not in str(exc) and not (
                 isinstance(exc, OutOfMemoryError) and await self._group_exists()
             ):
-                raise InputError(f"--queue: cannot create group {self.group!r}: {exc}") from None
+                msg = f"--queue: cannot create group {self.group!r}: {describe(exc)}"
+                raise InputError(msg) from None
         except RedisError as exc:
             raise InputError(f"--queue: Redis is not reachable: {exc}") from None
 
@@ -449,12 +469,13 @@ async def enqueue(
                             pipe.xadd(stream, _entry_fields(ref, message))
                         replies = await pipe.execute(raise_on_error=False)
             except RedisError as exc:
-                done.stopped_at, done.error = chunk[0].line, str(exc)
+                done.stopped_at, done.error = chunk[0].line, describe(exc)
                 return
             refused = [i for i, reply in enumerate(replies) if isinstance(reply, Exception)]
             done.added += len(chunk) - len(refused)
             if refused:
-                done.stopped_at, done.error = chunk[refused[0]].line, str(replies[refused[0]])
+                done.stopped_at = chunk[refused[0]].line
+                done.error = describe(replies[refused[0]])
                 return
             done.next_line = chunk[-1].line + 1
             refs = refs[len(chunk) :]
@@ -523,8 +544,10 @@ class SharedRateLimiter(GcraRate):
         try:
             await self._reserve()
         except RedisError as exc:
-            msg = f"--shared-rate-key {self._key!r}: Redis refused the rate limiter: {exc}"
-            raise ConfigError(msg[:400]) from None
+            msg = (
+                f"--shared-rate-key {self._key!r}: Redis refused the rate limiter: {describe(exc)}"
+            )
+            raise ConfigError(msg[:500]) from None
 
     async def acquire(self) -> float:
         if self._interval == 0.0:
@@ -537,7 +560,8 @@ class SharedRateLimiter(GcraRate):
                 break
             except ResponseError as exc:
                 if not isinstance(exc, OutOfMemoryError):  # out of memory passes, like a blip
-                    raise AbortRun("rate_limit_error", f"the shared rate limiter: {exc}") from None
+                    detail = f"the shared rate limiter: {describe(exc)}"
+                    raise AbortRun("rate_limit_error", detail) from None
                 error: RedisError = exc
             except RedisError as exc:
                 error = exc
