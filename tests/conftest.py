@@ -119,6 +119,28 @@ def free_port() -> int:
         return port
 
 
+def start_redis(folder: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server on loopback (Debian's package), answering when this returns."""
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(folder), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("redis-server did not start")
+            time.sleep(0.05)
+        else:
+            return proc
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server on loopback for this test session (Debian's redis-server package)."""
@@ -129,24 +151,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
+    proc = start_redis(tmp_path_factory.mktemp("redis"), port, "--protected-mode", "yes")
     yield f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     proc.wait(10)

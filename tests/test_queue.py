@@ -32,6 +32,7 @@ from tests.conftest import (
     run,
     seed,
     spawn,
+    start_redis,
     unknown_ids,
     write_ids,
 )
@@ -373,6 +374,19 @@ def test_shards_split_an_input_exactly(
     assert max(emulator.state.deleted.values()) == 1
 
 
+def serving_consumer(
+    emulator: EmulatorServer, url: str, folder: Path, children: list[subprocess.Popen[bytes]]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A long-running consumer (no --until-empty) serving /healthz and /metrics; its port."""
+    port = free_port()
+    args = consumer_args(
+        emulator, url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=folder)
+    children.append(proc)
+    return proc, port
+
+
 def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
     emulator: EmulatorServer,
     redis_url: str,
@@ -382,12 +396,7 @@ def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
     """Without --until-empty: /healthz and /metrics answer; SIGTERM stops it (exit 4)."""
     ids = seed(emulator, 50)
     assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
-    port = free_port()
-    args = consumer_args(
-        emulator, redis_url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
-    )
-    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path)
-    children.append(proc)
+    proc, port = serving_consumer(emulator, redis_url, tmp_path, children)
     try:
         deadline = time.monotonic() + 30
         while emulator.state.remaining() and time.monotonic() < deadline:
@@ -407,23 +416,12 @@ def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(
     assert pending(redis_url) == 0
 
 
-def own_redis(folder: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """A redis-server of the test's own (so it can stop it), answering when this returns."""
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(folder), *extra],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        else:
-            return server
+def wait_for_deletes(emulator: EmulatorServer, count: int) -> None:
+    """Until the emulator has deleted ``count`` tasks (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while len(emulator.state.deleted) < count:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -445,18 +443,13 @@ def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
     entries, and what this consumer acknowledged and trimmed. dcs_cleanup_queue_up goes to 0
     when Redis goes away, while /healthz stays ok (a restart would not bring Redis back)."""
     redis_port = free_port()
-    server = own_redis(tmp_path, redis_port)
+    server = start_redis(tmp_path, redis_port)
     children.append(server)
     url = f"redis://127.0.0.1:{redis_port}/0"
     client = redis.Redis.from_url(url)
     ids = seed(emulator, 40)
     assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
-    port = free_port()
-    args = consumer_args(
-        emulator, url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
-    )
-    proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=tmp_path)
-    children.append(proc)
+    proc, port = serving_consumer(emulator, url, tmp_path, children)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -761,7 +754,7 @@ def test_a_redis_blip_pauses_a_shared_rate_run_and_it_goes_on(
     no report. Sending now pauses while Redis is away (one warning, one notice when it is
     back), and the run finishes: every task deleted, exit 0."""
     redis_port = free_port()
-    children.append(own_redis(tmp_path, redis_port))
+    children.append(start_redis(tmp_path, redis_port))
     ids = seed(emulator, 600)
     proc = spawn(
         emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
@@ -769,16 +762,13 @@ def test_a_redis_blip_pauses_a_shared_rate_run_and_it_goes_on(
         "--rate", "150", "--concurrency", "8",
     )  # fmt: skip
     children.append(proc)
-    deadline = time.monotonic() + 30
-    while len(emulator.state.deleted) < 100:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for_deletes(emulator, 100)
     children[0].terminate()
     children[0].wait(timeout=10)
     paused_at = len(emulator.state.deleted)
     time.sleep(1.5)
     assert len(emulator.state.deleted) <= paused_at + 8  # the requests then in flight at most
-    children.append(own_redis(tmp_path, redis_port))
+    children.append(start_redis(tmp_path, redis_port))
     assert proc.wait(timeout=60) == 0
     assert emulator.state.remaining() == 0
     assert report(tmp_path)["outcomes"]["deleted"] == 600
@@ -828,10 +818,7 @@ def test_a_shared_rate_refused_for_good_aborts_the_run_with_its_report(
             "--concurrency", "4",
         )  # fmt: skip
         children.append(proc)
-        deadline = time.monotonic() + 30
-        while len(emulator.state.deleted) < 50:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_for_deletes(emulator, 50)
         admin.acl_setuser("pacer", commands=["-evalsha", "-eval"])
         assert proc.wait(timeout=30) == 3
     finally:
@@ -856,13 +843,15 @@ def test_a_redis_cluster_is_named_as_such(
     "cannot create group 'dcs-cleanup': 11466 127.0.0.1:6380". Each command now says that this
     is a Redis Cluster, which is not supported, and what to use instead; nothing is sent."""
     ports = [free_port(), free_port()]
+    # The bus port defaults to port + 10000, past 65535 for an ephemeral port.
+    buses = [free_port(), free_port()]
     cluster = ["--cluster-enabled", "yes"]
-    for port in ports:
+    for port, bus in zip(ports, buses, strict=True):
         conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
-        children.append(own_redis(tmp_path, port, *cluster, *conf))
+        children.append(start_redis(tmp_path, port, *cluster, *conf, "--cluster-port", str(bus)))
     empty, full = (redis.Redis(port=port, decode_responses=True) for port in ports)
     full.cluster("ADDSLOTSRANGE", 0, 16383)  # every key on the second node
-    empty.cluster("MEET", "127.0.0.1", ports[1])
+    empty.cluster("MEET", "127.0.0.1", ports[1], buses[1])
     deadline = time.monotonic() + 20
     while empty.cluster("INFO")["cluster_state"] != "ok":
         assert time.monotonic() < deadline
