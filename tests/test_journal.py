@@ -189,3 +189,32 @@ def test_a_broken_journal_fails_with_its_path_and_the_step(tmp_path: Path) -> No
             call()
         assert str(caught.value) == f"journal {path}: {step} failed: no such table: tasks"
     journal.close()
+
+
+@pytest.mark.parametrize("layout", ["current", "keyed"])
+def test_prune_forgets_old_final_outcomes_and_keeps_pending_claims(
+    tmp_path: Path, layout: str
+) -> None:
+    """A long-running consumer's journal kept every task it ever saw. prune(before) forgets
+    final outcomes written before then, in batches, on both layouts; a pending claim (a
+    request in flight) and later outcomes stay, and a forgotten task is claimed as new."""
+    path = tmp_path / "journal.sqlite"
+    if layout == "keyed":
+        made = sqlite3.connect(path)
+        made.executescript(KEYED_LAYOUT)
+        made.close()
+    journal = Journal(path, "consumer")
+    old = refs("a", "b", "c", "d", "e")
+    assert journal.claim(old) == [None] * 5
+    journal.record([ended(old[0], Outcome.DELETED), ended(old[1], Outcome.ABSENT)])
+    journal.record([ended(old[2], Outcome.FAILED), ended(old[3], Outcome.REJECTED)])
+    cutoff = time.time() + 0.001
+    time.sleep(0.01)
+    late = refs("f")
+    journal.claim(late)
+    journal.record([ended(late[0], Outcome.DELETED)])
+    assert journal.prune(cutoff, batch=3) == 4
+    left = {(r.task_id, r.outcome) for r in journal.results()}
+    assert left == {("e", Outcome.NOT_ATTEMPTED), ("f", Outcome.DELETED)}  # e: still pending
+    assert journal.claim(refs("a")) == [None]  # forgotten: a new task again
+    journal.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -869,3 +870,45 @@ def test_a_redis_cluster_is_named_as_such(
     ) == 2  # fmt: skip
     assert expected in capsys.readouterr().err
     assert emulator.state.requests == 0
+
+
+def test_a_long_running_consumer_keeps_a_bounded_journal(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """A consumer's journal kept a row for every task it ever saw: a consumer running for weeks
+    filled its /tmp. With --journal-retention (default an hour) final outcomes older than that
+    are forgotten as it goes: here, once the second lot is in, none of the first lot's rows."""
+    ids = seed(emulator, 60)
+    first, second = ids[:30], ids[30:]
+    journal = tmp_path / "journal.sqlite"
+    args = consumer_args(
+        emulator, redis_url, "c1", "--health-port", "0", "--journal", str(journal),
+        "--journal-retention", "1",
+    )  # fmt: skip
+    log = tmp_path / "consumer.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *args], cwd=tmp_path, stdout=log.open("wb")
+    )
+    children.append(proc)
+    try:
+        assert enqueue(redis_url, write_ids(tmp_path / "first.txt", first)) == 0
+        wait_for_deletes(emulator, 30)
+        time.sleep(1.5)  # the first lot's outcomes are now older than the retention
+        assert enqueue(redis_url, write_ids(tmp_path / "second.txt", second)) == 0
+        wait_for_deletes(emulator, 60)
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.closing(sqlite3.connect(journal)) as db:
+                kept = {task for (task,) in db.execute("SELECT task_id FROM tasks")}
+            if not kept & set(first):
+                break
+            assert time.monotonic() < deadline, f"{len(kept & set(first))} rows of the first lot"
+            time.sleep(0.1)
+        assert kept <= set(second)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 4
+    assert "cleanup.journal_pruned" in log.read_text()

@@ -49,6 +49,8 @@ HELP = {
     "consumer": "with --queue: this consumer's name (default: hostname-pid)",
     "until_empty": "with --queue: exit once the stream is drained",
     "claim_idle": "with --queue: seconds a pending entry stays idle before others reclaim it",
+    "journal_retention": "with --queue, long-running: seconds the journal keeps final outcomes "
+    "(default 3600; 0: all)",
     "keep_acked": "with --queue: leave entries in the stream once acknowledged (default: trim "
     "the ones every consumer group has acknowledged)",
     "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",

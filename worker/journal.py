@@ -255,6 +255,23 @@ class Journal:
                     db.executemany(_RECORD, other)
         return len(deleted) + len(other)
 
+    def prune(self, before: float, batch: int = 10_000) -> int:
+        """Forget the final outcomes written before ``before`` (epoch seconds); pending rows
+        stay. A long-running consumer's journal would otherwise keep every task it ever saw.
+        In batches, so the write lock is held briefly; run it in a worker thread."""
+        removed = 0
+        while True:
+            with self._lock, self._failing("prune"), _Transaction(self._db):
+                # By key, not rowid: a journal of the older WITHOUT ROWID layout has none.
+                count = self._db.execute(
+                    "DELETE FROM tasks WHERE (project_id, task_id) IN (SELECT project_id, "
+                    "task_id FROM tasks WHERE updated_at < ? AND outcome != 'pending' LIMIT ?)",
+                    (before, batch),
+                ).rowcount
+            removed += count
+            if count < batch:
+                return removed
+
     def checkpoint_due(self) -> bool:
         """True when the WAL has grown past ``checkpoint_bytes`` (looked at every 1,024 rows
         written through the loop's connection)."""

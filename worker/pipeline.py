@@ -70,8 +70,13 @@ class Sink:
         stats: RunStats,
         source: TaskSource,
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
+        retention: float | None = None,
     ) -> None:
+        """``retention``: seconds the journal keeps final outcomes (a long-running consumer's);
+        None keeps them all."""
         self._journal = journal
+        self._retention = retention
+        self._next_prune = time.monotonic()
         self._outcomes = outcomes
         self._stats = stats
         self._source = source
@@ -127,8 +132,20 @@ class Sink:
                     await anyio.to_thread.run_sync(self._journal.checkpoint)
                 except JournalError as exc:
                     self.error = exc
+            if self.error is None and self._retention and time.monotonic() >= self._next_prune:
+                await self._prune(self._retention)
             if self._closing and not self._pending:
                 return
+
+    async def _prune(self, retention: float) -> None:
+        self._next_prune = time.monotonic() + min(600.0, max(0.25, retention / 4))
+        try:
+            removed = await anyio.to_thread.run_sync(self._journal.prune, time.time() - retention)
+        except JournalError as exc:
+            self.error = exc
+            return
+        if removed:
+            log.info("cleanup.journal_pruned", rows=removed, older_than_s=retention)
 
     async def _take(self, batch: list[TaskResult]) -> None:
         try:
@@ -188,7 +205,9 @@ class Pipeline:
         self.budget = budget
         self.breaker = breaker
         self._rng = rng or random.Random()
-        self._sink = Sink(journal, outcomes, stats, source, on_batch)
+        self._sink = Sink(
+            journal, outcomes, stats, source, on_batch, settings.journal_retention_s()
+        )
         self._stop_event = anyio.Event()
         self.stop_reason: str | None = None
         self._hard = False

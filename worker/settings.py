@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     until_empty: bool = False
     claim_idle: float = Field(default=30.0, gt=0)
     keep_acked: bool = False
+    journal_retention: float | None = Field(default=None, ge=0)
     shard: str | None = None
     shard_count: int | None = Field(default=None, ge=1)
     redis: str | None = None
@@ -147,6 +148,13 @@ class Settings(BaseSettings):
             msg = "timestamp needs a timezone (e.g. 2026-11-27T23:00:00Z)"
             raise ValueError(msg) from None
         return value
+
+    def journal_retention_s(self) -> float | None:
+        """Seconds the journal keeps final outcomes; None: all of them. Only a long-running
+        queue consumer forgets any: a batch run's journal is what a re-run skips by."""
+        if self.queue is None or self.until_empty:
+            return None
+        return (3600.0 if self.journal_retention is None else self.journal_retention) or None
 
     def deadline_in(self, now: float | None = None) -> float | None:
         """Seconds from ``now`` until ``--deadline`` (None when unset)."""
