@@ -441,8 +441,9 @@ def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
     emulator: EmulatorServer, tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
     """/metrics reads the stream at each scrape: its length, the group's lag and pending
-    entries, and what this consumer acknowledged and trimmed. dcs_cleanup_queue_up goes to 0
-    when Redis goes away, while /healthz stays ok (a restart would not bring Redis back)."""
+    entries, the dead letters, and what this consumer acknowledged, dead-lettered and trimmed.
+    dcs_cleanup_queue_up goes to 0 when Redis goes away, while /healthz stays ok (a restart
+    would not bring Redis back)."""
     redis_port = free_port()
     server = start_redis(tmp_path, redis_port)
     children.append(server)
@@ -450,13 +451,14 @@ def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
     client = redis.Redis.from_url(url)
     ids = seed(emulator, 40)
     assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client.xadd(STREAM, {"task_id": "../x", "project_id": PROJECT})  # a dead letter
     proc, port = serving_consumer(emulator, url, tmp_path, children)
     try:
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(OSError):
                 seen = scrape(port)
-                if seen.get("dcs_cleanup_queue_acked_total") == 40:
+                if seen.get("dcs_cleanup_queue_acked_total") == 41:
                     break
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -464,8 +466,10 @@ def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
         assert seen["dcs_cleanup_queue_up"] == 1
         assert seen["dcs_cleanup_queue_lag"] == 0
         assert seen["dcs_cleanup_queue_pending"] == 0
-        assert seen["dcs_cleanup_queue_length"] + seen["dcs_cleanup_queue_trimmed_total"] == 40
+        assert seen["dcs_cleanup_queue_length"] + seen["dcs_cleanup_queue_trimmed_total"] == 41
         assert seen["dcs_cleanup_queue_length"] == client.xlen(STREAM)
+        assert seen["dcs_cleanup_queue_dead"] == 1
+        assert seen["dcs_cleanup_queue_dead_lettered_total"] == 1
 
         server.terminate()
         server.wait(timeout=10)

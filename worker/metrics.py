@@ -52,6 +52,7 @@ class Metrics:
                 ("length", "Entries in the stream"),
                 ("lag", "Entries of the stream not yet delivered to the group"),
                 ("pending", "Entries delivered to the group and not yet acknowledged"),
+                ("dead", "Entries in the dead-letter stream (failed, rejected, invalid)"),
             ):
                 self._queue[name] = Gauge(f"dcs_cleanup_queue_{name}", what, registry=self.registry)
             for name, what in (

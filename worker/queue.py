@@ -131,23 +131,23 @@ class RedisStreamSource:
             raise InputError(f"--queue: Redis is not reachable: {exc}") from None
 
     async def look(self) -> dict[str, float] | None:
-        """The stream's length and the group's lag (NaN when Redis cannot tell) and pending
-        entries; None if Redis does not answer within 2 s."""
+        """The stream's length, the group's lag (NaN when Redis cannot tell) and pending
+        entries, and the dead-letter stream's length; None if Redis does not answer in 2 s."""
         try:
             with anyio.fail_after(2):
                 length = int(await self._redis.xlen(self.stream))
+                dead = int(await self._redis.xlen(self.dead_letter))
                 groups: Any = await self._redis.xinfo_groups(self.stream)
         except (RedisError, TimeoutError):
             return None
+        # No group (yet): every entry is undelivered.
+        state: dict[str, float] = {"length": length, "lag": length, "pending": 0, "dead": dead}
         for group in groups:
             if _text(group["name"]) == self.group:
                 lag = group.get("lag")
-                return {
-                    "length": length,
-                    "lag": math.nan if lag is None else int(lag),
-                    "pending": int(group.get("pending") or 0),
-                }
-        return {"length": length, "lag": length, "pending": 0}  # no group (yet): all undelivered
+                state["lag"] = math.nan if lag is None else int(lag)
+                state["pending"] = int(group.get("pending") or 0)
+        return state
 
     def counts(self) -> dict[str, int]:
         return {"acked": self.acked, "dead_lettered": self.dead_lettered, "trimmed": self.trimmed}
