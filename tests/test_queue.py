@@ -916,3 +916,35 @@ def test_a_long_running_consumer_keeps_a_bounded_journal(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 4
     assert "cleanup.journal_pruned" in log.read_text()
+
+
+@pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
+def test_a_failover_pauses_a_shared_rate_run_and_it_goes_on(
+    emulator: EmulatorServer, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """The limiter's Redis made a replica mid-run (a failover) answers its script READONLY
+    until clients move on. That aborted the run (exit 3); it now pauses, like a lost
+    connection, and goes on once the Redis takes writes again: exit 0, every task deleted."""
+    ports = [free_port(), free_port()]
+    for port in ports:
+        children.append(start_redis(tmp_path, port))
+    limiter = redis.Redis(port=ports[0])
+    ids = seed(emulator, 400)
+    proc = spawn(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
+        "--redis", f"redis://127.0.0.1:{ports[0]}/0", "--shared-rate-key", "dcs:rate",
+        "--rate", "150", "--concurrency", "8",
+    )  # fmt: skip
+    children.append(proc)
+    wait_for_deletes(emulator, 100)
+    limiter.replicaof("127.0.0.1", ports[1])
+    time.sleep(1.0)
+    limiter.replicaof("NO", "ONE")
+    assert proc.wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    events = [
+        json.loads(line)["event"]
+        for line in (tmp_path / "worker.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert events.count("cleanup.shared_rate_unavailable") == 1

@@ -32,8 +32,10 @@ from redis.exceptions import (
     AskError,
     ClusterDownError,
     OutOfMemoryError,
+    ReadOnlyError,
     RedisError,
     ResponseError,
+    TryAgainError,
 )
 
 from worker.errors import AbortRun, ConfigError, InputError
@@ -47,6 +49,9 @@ log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
+# Refusals that pass with time, like a lost connection: memory short, a master just made a
+# replica in a failover (READONLY) while clients move to the new one, a slot moving.
+_PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
 _INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
 
@@ -254,6 +259,9 @@ class RedisStreamSource:
                 return
             removed = int(await self._redis.xtrim(self.stream, minid=floor, approximate=False))
         except ResponseError as exc:
+            if isinstance(exc, _PASSING):
+                self._acked_at_trim = -1  # the next trim tries again
+                return
             # No permission (an ACL without XTRIM/XINFO), or a Redis before 6.2 (no MINID).
             self._keep_acked = True
             log.warning(
@@ -526,8 +534,9 @@ class SharedRateLimiter(GcraRate):
 
     Redis out of reach (a restart, a failover, a network blip) pauses sending until it answers
     again: the shared rate cannot be kept without it, and running over it would take the
-    account's quota from whatever else uses it. A refusal that will not pass (no permission
-    for EVALSHA, a key on another Redis Cluster node) aborts the run instead: ``AbortRun``."""
+    account's quota from whatever else uses it. So do the refusals that pass with time (out of
+    memory, READONLY from a master just made a replica). One that will not pass (no permission for
+    EVALSHA, a key on another Redis Cluster node) aborts the run instead: ``AbortRun``."""
 
     def __init__(self, client: aioredis.Redis, key: str, rate: float, burst: int) -> None:
         self._redis = client
@@ -559,7 +568,7 @@ class SharedRateLimiter(GcraRate):
                 wait = await self._reserve()
                 break
             except ResponseError as exc:
-                if not isinstance(exc, OutOfMemoryError):  # out of memory passes, like a blip
+                if not isinstance(exc, _PASSING):
                     detail = f"the shared rate limiter: {describe(exc)}"
                     raise AbortRun("rate_limit_error", detail) from None
                 error: RedisError = exc
