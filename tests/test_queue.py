@@ -948,3 +948,18 @@ def test_a_failover_pauses_a_shared_rate_run_and_it_goes_on(
         if line.startswith("{")
     ]
     assert events.count("cleanup.shared_rate_unavailable") == 1
+
+
+def test_enqueue_takes_the_project_from_the_environment(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enqueue passed its --project-id flag's None over DCS_CLEANUP_PROJECT_ID, so the variable
+    was never read and a plain-text file named no project. The variable is used now."""
+    monkeypatch.setenv("DCS_CLEANUP_PROJECT_ID", PROJECT)
+    path = write_ids(tmp_path / "ids.txt", ["t1", "t2"])
+    assert main(["enqueue", "--queue", redis_url, "--input", str(path)]) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert entries(client, STREAM) == [
+        {"task_id": "t1", "project_id": PROJECT},
+        {"task_id": "t2", "project_id": PROJECT},
+    ]

@@ -132,6 +132,34 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
+def _add_list_parser(sub: Any) -> None:
+    lst = sub.add_parser(
+        "list", help="write the task center's task IDs (ListCenterTask), an input for run"
+    )
+    for flag in ("--config", "--env-file"):
+        variable = CONFIG_VARIABLE if flag == "--config" else ENV_FILE_VARIABLE
+        lst.add_argument(flag, type=Path, default=os.environ.get(variable), help="as for run")
+    for name in ("project_id", "region", "endpoint", "timeout", "max_attempts", "log_level"):
+        lst.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=HELP[name])
+    lst.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    lst.add_argument("--start-time", help="tasks created from then on: yyyyMMddHHmmss, UTC")
+    lst.add_argument("--end-time", help="tasks created until then: yyyyMMddHHmmss, UTC")
+    lst.add_argument(
+        "--older-than-days", type=float, help="tasks created more than this many days ago"
+    )
+    lst.add_argument(
+        "--status", action="append", default=[], help="only tasks in this status (repeatable)"
+    )
+    lst.add_argument(
+        "--name", action="append", default=[], help="only tasks of this name, e.g. EXTEND"
+    )
+    lst.add_argument(
+        "--format", choices=["ids", "jsonl"], default="ids", help="an ID a line, or JSON Lines"
+    )
+    lst.add_argument("--output", type=Path, help="write here instead of standard output")
+    lst.add_argument("--page-size", type=_positive_int, default=1000, help="tasks a request")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dcs-cleanup",
@@ -208,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait while the stream holds this many entries, for consumers to take them "
         "(default: no limit)",
     )
+
+    _add_list_parser(sub)
 
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
     rep.add_argument("--journal", type=Path, required=True, help="the journal of a run")
@@ -404,7 +434,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.settings import DEFAULT_ID_PATTERN
     from worker.sources import FileSource, IdValidator
 
-    settings = load_settings({"queue": args.queue, "project_id": args.project_id})
+    flags = {"queue": args.queue, "project_id": args.project_id}
+    # A flag not given must not hide its DCS_CLEANUP_* variable.
+    settings = load_settings({k: v for k, v in flags.items() if v is not None})
     if args.input != "-" and not Path(args.input).exists():
         raise ConfigError(f"--input {args.input}: no such file")
     source = FileSource(
@@ -481,6 +513,50 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queue {redact_url(args.queue)}: {exc}") from None
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """Page through ListCenterTask and write the tasks that match."""
+    from worker.listing import end_time_for, list_tasks
+    from worker.logs import configure_logging
+    from worker.runner import credentials_from
+    from worker.signer import Signer
+
+    names = ("project_id", "region", "endpoint", "timeout", "max_attempts", "log_level")
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    if args.log_format is not None:
+        flags["log_format"] = args.log_format
+    settings = load_settings(flags, args.config, args.env_file)
+    secrets = [
+        s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s
+    ]
+    # Standard output is the list: logs go to standard error.
+    configure_logging(settings.log_level, settings.log_format, secrets, stream=sys.stderr)
+    end_time = args.end_time
+    if args.older_than_days is not None:
+        if end_time is not None:
+            raise ConfigError("give --end-time or --older-than-days, not both")
+        end_time = end_time_for(args.older_than_days)
+    signer = Signer(credentials_from(settings))
+    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        return _run_async(
+            functools.partial(
+                list_tasks,
+                settings,
+                signer,
+                out,
+                fmt=args.format,
+                statuses=args.status,
+                names=args.name,
+                start_time=args.start_time,
+                end_time=end_time,
+                page_size=args.page_size,
+            )
+        )
+    finally:
+        if args.output:
+            out.close()
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from worker.journal import Journal
     from worker.report import OutcomeWriter, RunStats, summary_table, write_report
@@ -522,6 +598,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "emulator": cmd_emulator,
     "enqueue": cmd_enqueue,
+    "list": cmd_list,
     "report": cmd_report,
 }
 

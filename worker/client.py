@@ -42,6 +42,7 @@ from worker.models import ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
+MAX_LIST_BODY = 32 * 1024 * 1024  # a page of 1,000 tasks is some 500 KB
 _TAGS = re.compile(r"<[^>]*>|\s+")
 
 
@@ -218,10 +219,23 @@ class DcsClient:
         body = json.dumps({"message": message}).encode() if message is not None else b""
         return self._request("DELETE", f"/v2/{project_id}/tasks/{task_id}", project_id, (), body)
 
-    async def list_tasks(self, project_id: str, offset: int = 0, limit: int = 1) -> ApiResponse:
-        """GET /v2/{project_id}/tasks (ListCenterTask); the dry run uses it as a signed probe."""
-        query = (("limit", str(limit)), ("offset", str(offset)))
-        return await self._request("GET", f"/v2/{project_id}/tasks", project_id, query, b"")
+    async def list_tasks(
+        self,
+        project_id: str,
+        offset: int = 0,
+        limit: int = 1,
+        *,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        body: list[bytes] | None = None,
+    ) -> ApiResponse:
+        """GET /v2/{project_id}/tasks (ListCenterTask): the dry run's signed probe, and
+        ``dcs-cleanup list``'s pages. With ``body``, a 2xx answer's body is appended to it
+        (at most ``MAX_LIST_BODY`` bytes; a longer one is an error)."""
+        query = [("limit", str(limit)), ("offset", str(offset))]
+        query += [(k, v) for k, v in (("start_time", start_time), ("end_time", end_time)) if v]
+        path = f"/v2/{project_id}/tasks"
+        return await self._request("GET", path, project_id, tuple(query), b"", body)
 
     async def _request(
         self,
@@ -230,6 +244,7 @@ class DcsClient:
         project_id: str,
         query: tuple[tuple[str, str], ...],
         body: bytes,
+        answer_body: list[bytes] | None = None,
     ) -> ApiResponse:
         session = self._session
         if session is None:
@@ -252,8 +267,14 @@ class DcsClient:
                 status = resp.status
                 code: str | None = None
                 msg: str | None = None
+                if answer_body is not None and status < 300:
+                    raw, complete = await self._read_capped(resp, MAX_LIST_BODY)
+                    if not complete:
+                        resp.close()
+                        raise TransportError("body_too_large", f"over {MAX_LIST_BODY} bytes")
+                    answer_body.append(raw)
                 if status >= 300:
-                    raw, complete = await self._read_capped(resp)
+                    raw, complete = await self._read_capped(resp, self._max_error_body)
                     code, msg = parse_error_body(raw)
                     if not complete:
                         # Do not drain a huge body: drop the connection instead.
@@ -284,11 +305,11 @@ class DcsClient:
         finally:
             del self._inflight[task]
 
-    async def _read_capped(self, resp: aiohttp.ClientResponse) -> tuple[bytes, bool]:
+    async def _read_capped(self, resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
         chunks: list[bytes] = []
         size = 0
-        while size < self._max_error_body:
-            chunk = await resp.content.read(self._max_error_body - size)
+        while size < cap:
+            chunk = await resp.content.read(cap - size)
             if not chunk:
                 return b"".join(chunks), True
             chunks.append(chunk)

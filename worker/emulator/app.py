@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import operator
 import random
+import re
 import socket
 import struct
 import time
@@ -139,6 +141,11 @@ class EmulatorState:
             "remaining": self.remaining(),
             "faults": asdict(self.faults),
         }
+
+
+def _compact(created_at: str) -> str:
+    """``2020-09-13T12:26:40.000Z`` as the list API's time filters write it: ``20200913122640``."""
+    return re.sub(r"\D", "", created_at)[:14]
 
 
 def _error(status: int, code: str, msg: str, *, gateway: bool = False) -> web.Response:
@@ -350,6 +357,12 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
         if not 1 <= limit <= 1000 or offset < 0:
             return _error(400, "DCS.4800", "limit must be 1..1000 and offset >= 0.")
         tasks = list(state.tasks.get(project_id, {}).values())
+        for name, keep in (("start_time", operator.ge), ("end_time", operator.le)):
+            if name in request.query:
+                bound = request.query[name]
+                if not re.fullmatch(r"\d{14}", bound):
+                    return _error(400, "DCS.4800", f"{name} must be yyyyMMddHHmmss (UTC).")
+                tasks = [t for t in tasks if keep(_compact(t.created_at), bound)]
         page = tasks[offset : offset + limit]
         return web.json_response(
             {

@@ -1,0 +1,120 @@
+"""``dcs-cleanup list``: the task center's tasks through ListCenterTask, against the emulator, as
+an input ``run`` takes as it is."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT, report, run, seed
+from worker.cli import main
+from worker.emulator import EmulatorServer, Faults
+from worker.emulator.app import DEMO_SK
+
+
+def list_args(emu: EmulatorServer, out: Path, *extra: str) -> list[str]:
+    return [
+        "list", "--endpoint", emu.url, "--project-id", PROJECT, "--output", str(out),
+        "--log-format", "json", *extra,
+    ]  # fmt: skip
+
+
+def created(emu: EmulatorServer) -> dict[str, str]:
+    """Each seeded task's creation time, as the list API's time filters write it."""
+    tasks = emu.state.tasks[PROJECT]
+    return {t: "".join(c for c in task.created_at if c.isdigit())[:14] for t, task in tasks.items()}
+
+
+def test_list_pages_through_every_task_despite_errors_and_run_deletes_them(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """2,500 tasks over 25 pages, with 30% of the requests answered 500 and retried: every ID
+    once, exit 0. That file is an input for run as it is: all deleted."""
+    ids = seed(emulator, 2500)
+    emulator.state.set_faults(Faults(error_rate=0.3, seed=3))
+    out = tmp_path / "ids.txt"
+    assert main(list_args(emulator, out, "--max-attempts", "20", "--page-size", "100")) == 0
+    listed = out.read_text().splitlines()
+    assert sorted(listed) == sorted(ids)
+    assert emulator.state.by_status[500] > 0  # pages were retried
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, out) == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 2500
+    assert emulator.state.remaining() == 0
+
+
+def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """--start-time/--end-time go to the API; --name and --status are matched here; JSON Lines
+    give each task as the API does."""
+    seed(emulator, 300)
+    times = created(emulator)
+    start, end = sorted(times.values())[50], sorted(times.values())[149]
+    out = tmp_path / "window.txt"
+    assert main(list_args(emulator, out, "--start-time", start, "--end-time", end)) == 0
+    assert set(out.read_text().splitlines()) == {t for t, c in times.items() if start <= c <= end}
+    assert len(out.read_text().splitlines()) == 100
+
+    named = tmp_path / "named.jsonl"
+    assert main(list_args(emulator, named, "--name", "extend", "--format", "jsonl")) == 0
+    rows = [json.loads(line) for line in named.read_text().splitlines()]
+    tasks = emulator.state.tasks[PROJECT]
+    assert {r["id"] for r in rows} == {t for t, task in tasks.items() if task.name == "EXTEND"}
+    assert {r["name"] for r in rows} == {"EXTEND"}
+
+    none = tmp_path / "failed.txt"
+    assert main(list_args(emulator, none, "--status", "FAILED")) == 0
+    assert none.read_text() == ""
+
+    old = tmp_path / "old.txt"
+    target = datetime(2020, 9, 13, 14, 57, 10, tzinfo=UTC)  # half a minute after task 150
+    days = (datetime.now(UTC) - target).total_seconds() / 86400
+    assert main(list_args(emulator, old, "--older-than-days", f"{days:.9f}")) == 0
+    expected = {t for t, c in times.items() if c <= target.strftime("%Y%m%d%H%M%S")}
+    assert len(expected) == 151
+    assert set(old.read_text().splitlines()) == expected
+
+
+def test_list_with_refused_credentials_exits_3_and_keeps_the_secret(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A 401 stops the list at once (Huawei locks an AK/SK after repeated failures): exit 3,
+    nothing written, the reason on standard error, the secret nowhere."""
+    seed(emulator, 10)
+    wrong = "not-the-demo-secret-key-0000000000000000"
+    monkeypatch.setenv("CLOUD_SDK_SK", wrong)
+    out = tmp_path / "ids.txt"
+    assert main(list_args(emulator, out)) == 3
+    assert out.read_text() == ""
+    assert emulator.state.by_status[401] == 1
+    captured = capsys.readouterr()
+    failed = [json.loads(line) for line in captured.err.splitlines() if "list_failed" in line]
+    assert len(failed) == 1
+    assert "credentials refused" in failed[0]["error"]
+    assert wrong not in captured.err + captured.out
+    assert DEMO_SK not in captured.err + captured.out
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--start-time", "2020-09-14"], "--start-time '2020-09-14': give yyyyMMddHHmmss"),
+        (["--end-time", "20200914000000", "--older-than-days", "3"], "not both"),
+    ],
+)
+def test_list_with_bad_times_exits_2_before_asking(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    extra: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(emulator, 3)
+    assert main(list_args(emulator, tmp_path / "ids.txt", *extra)) == 2
+    assert needle in capsys.readouterr().err
+    assert emulator.state.requests == 0

@@ -1,0 +1,151 @@
+"""``dcs-cleanup list``: the task center's tasks, paged through ListCenterTask, as an input for
+``run``: one ID a line, or one JSON object a line (``run`` reads both).
+
+Pages are offset-based, so tasks deleted while the list is read shift the pages under it and some
+would be missed: write the list to a file first, then run it. Each page is retried like a DELETE
+(429 with Retry-After or 2-5 s, 5xx and network errors with jittered backoff); a page that cannot
+be had stops the list with exit 3, since a part of a list passed on as the whole would be wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+import anyio
+
+from worker.client import DcsClient
+from worker.errors import ConfigError, TransportError
+from worker.logs import get_logger
+from worker.models import ApiResponse
+from worker.pipeline import EXIT_ABORTED, EXIT_OK
+from worker.policy import decide
+from worker.settings import Settings
+from worker.signer import Signer
+
+log = get_logger()
+TIME = re.compile(r"\d{14}")  # yyyyMMddHHmmss, UTC, as the list API takes it
+
+
+def end_time_for(older_than_days: float, now: datetime | None = None) -> str:
+    """The ``end_time`` that keeps tasks created more than ``older_than_days`` days ago."""
+    moment = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    return moment.strftime("%Y%m%d%H%M%S")
+
+
+class ListFailed(Exception):  # noqa: N818 - a stop with its message, like AbortRun
+    """A page could not be had: credentials refused, or an error that retries did not cure."""
+
+
+async def list_tasks(
+    settings: Settings,
+    signer: Signer,
+    out: TextIO,
+    *,
+    fmt: str = "ids",
+    statuses: Collection[str] = (),
+    names: Collection[str] = (),
+    start_time: str | None = None,
+    end_time: str | None = None,
+    page_size: int = 1000,
+) -> int:
+    """Write every task that matches, page by page; the exit code."""
+    project = settings.project_id
+    if project is None:
+        raise ConfigError("list needs --project-id")
+    for name, value in (("--start-time", start_time), ("--end-time", end_time)):
+        if value is not None and not TIME.fullmatch(value):
+            raise ConfigError(f"{name} {value!r}: give yyyyMMddHHmmss, in UTC")
+    wanted_status = {s.upper() for s in statuses}
+    wanted_name = {n.lower() for n in names}
+    rng = random.Random()
+    offset = listed = written = 0
+    async with DcsClient(settings.base_url(), signer, concurrency=1, timeout=settings.timeout) as c:
+        while True:
+            try:
+                page = await _page(
+                    c, settings, project, offset, page_size, start_time, end_time, rng
+                )
+            except ListFailed as exc:
+                log.error("cleanup.list_failed", offset=offset, listed=listed, error=str(exc))
+                return EXIT_ABORTED
+            for task in page:
+                if wanted_status and str(task.get("status", "")).upper() not in wanted_status:
+                    continue
+                if wanted_name and str(task.get("name", "")).lower() not in wanted_name:
+                    continue
+                out.write(task["id"] + "\n" if fmt == "ids" else json.dumps(task) + "\n")
+                written += 1
+            listed += len(page)
+            offset += len(page)
+            if len(page) < page_size:
+                break
+    out.flush()
+    log.info("cleanup.list_finished", listed=listed, written=written, project_id=project)
+    return EXIT_OK
+
+
+async def _page(
+    client: DcsClient,
+    settings: Settings,
+    project: str,
+    offset: int,
+    limit: int,
+    start_time: str | None,
+    end_time: str | None,
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    """One page of tasks, retried as a DELETE would be; ``ListFailed`` if it cannot be had."""
+    attempt = 0
+    while True:
+        attempt += 1
+        body: list[bytes] = []
+        answer: ApiResponse | TransportError
+        try:
+            answer = await client.list_tasks(
+                project, offset, limit, start_time=start_time, end_time=end_time, body=body
+            )
+        except TransportError as exc:
+            answer = exc
+        if isinstance(answer, ApiResponse) and 200 <= answer.status < 300:
+            return _tasks(body[0] if body else b"", offset)
+        decision = decide(
+            answer,
+            attempt,
+            settings.max_attempts,
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            max_retry_after=settings.max_retry_after,
+            rng=rng,
+        )
+        if decision.outcome is not None:  # refused (401, other 4xx), or out of attempts
+            raise ListFailed(_why(answer, attempt))
+        log.warning("cleanup.list_retry", offset=offset, attempt=attempt, delay_s=decision.delay)
+        await anyio.sleep(decision.delay)
+
+
+def _tasks(raw: bytes, offset: int) -> list[dict[str, Any]]:
+    try:
+        tasks = json.loads(raw)["tasks"]
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"the page at offset {offset} is not a task list ({type(exc).__name__}: {exc})"
+        raise ListFailed(msg[:300]) from None
+    if not isinstance(tasks, list) or not all(
+        isinstance(t, dict) and isinstance(t.get("id"), str) for t in tasks
+    ):
+        msg = f"the page at offset {offset} is not a task list: no list of tasks with an id"
+        raise ListFailed(msg)
+    return tasks
+
+
+def _why(answer: ApiResponse | TransportError, attempts: int) -> str:
+    if isinstance(answer, TransportError):
+        return f"{answer} (after {attempts} attempt(s))"
+    text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()
+    if answer.status == 401:
+        text += ": credentials refused"
+    return f"{text} (after {attempts} attempt(s))"
