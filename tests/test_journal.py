@@ -37,13 +37,18 @@ CREATE TABLE tasks (
 """
 
 
+def keyed_journal(path: Path) -> None:
+    """An empty journal file of the first layout."""
+    made = sqlite3.connect(path)
+    made.executescript(KEYED_LAYOUT)
+    made.close()
+
+
 @pytest.mark.parametrize("layout", ["current", "keyed"])
 def test_claim_verdicts_in_one_run_and_across_runs(tmp_path: Path, layout: str) -> None:
     path = tmp_path / "journal.sqlite"
     if layout == "keyed":
-        made = sqlite3.connect(path)
-        made.executescript(KEYED_LAYOUT)
-        made.close()
+        keyed_journal(path)
     first = Journal(path, "run-1")
     batch = refs("a", "b", "c", "d")
     assert first.claim(batch) == [None, None, None, None]  # all new
@@ -200,9 +205,7 @@ def test_prune_forgets_old_final_outcomes_and_keeps_pending_claims(
     request in flight) and later outcomes stay, and a forgotten task is claimed as new."""
     path = tmp_path / "journal.sqlite"
     if layout == "keyed":
-        made = sqlite3.connect(path)
-        made.executescript(KEYED_LAYOUT)
-        made.close()
+        keyed_journal(path)
     journal = Journal(path, "consumer")
     old = refs("a", "b", "c", "d", "e")
     assert journal.claim(old) == [None] * 5

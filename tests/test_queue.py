@@ -425,6 +425,26 @@ def wait_for_deletes(emulator: EmulatorServer, count: int) -> None:
         time.sleep(0.02)
 
 
+def spawn_shared_rate(
+    emulator: EmulatorServer,
+    folder: Path,
+    redis_port: int,
+    count: int,
+    children: list[subprocess.Popen[bytes]],
+) -> subprocess.Popen[bytes]:
+    """A run of ``count`` tasks at 150/s on a --shared-rate-key kept in the Redis on
+    ``redis_port``, once it has deleted 100 of them."""
+    ids = seed(emulator, count)
+    proc = spawn(
+        emulator, folder, write_ids(folder / "ids.txt", ids),
+        "--redis", f"redis://127.0.0.1:{redis_port}/0", "--shared-rate-key", "dcs:rate",
+        "--rate", "150", "--concurrency", "8",
+    )  # fmt: skip
+    children.append(proc)
+    wait_for_deletes(emulator, 100)
+    return proc
+
+
 def scrape(port: int) -> dict[str, float]:
     """The samples of a consumer's /metrics page, by name (labels left out)."""
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
@@ -760,14 +780,7 @@ def test_a_redis_blip_pauses_a_shared_rate_run_and_it_goes_on(
     back), and the run finishes: every task deleted, exit 0."""
     redis_port = free_port()
     children.append(start_redis(tmp_path, redis_port))
-    ids = seed(emulator, 600)
-    proc = spawn(
-        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
-        "--redis", f"redis://127.0.0.1:{redis_port}/0", "--shared-rate-key", "dcs:rate",
-        "--rate", "150", "--concurrency", "8",
-    )  # fmt: skip
-    children.append(proc)
-    wait_for_deletes(emulator, 100)
+    proc = spawn_shared_rate(emulator, tmp_path, redis_port, 600, children)
     children[0].terminate()
     children[0].wait(timeout=10)
     paused_at = len(emulator.state.deleted)
@@ -929,14 +942,7 @@ def test_a_failover_pauses_a_shared_rate_run_and_it_goes_on(
     for port in ports:
         children.append(start_redis(tmp_path, port))
     limiter = redis.Redis(port=ports[0])
-    ids = seed(emulator, 400)
-    proc = spawn(
-        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
-        "--redis", f"redis://127.0.0.1:{ports[0]}/0", "--shared-rate-key", "dcs:rate",
-        "--rate", "150", "--concurrency", "8",
-    )  # fmt: skip
-    children.append(proc)
-    wait_for_deletes(emulator, 100)
+    proc = spawn_shared_rate(emulator, tmp_path, ports[0], 400, children)
     limiter.replicaof("127.0.0.1", ports[1])
     time.sleep(1.0)
     limiter.replicaof("NO", "ONE")
