@@ -4,6 +4,9 @@ an input ``run`` takes as it is."""
 from __future__ import annotations
 
 import json
+import os
+import stat
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,7 +93,8 @@ def test_list_with_refused_credentials_exits_3_and_keeps_the_secret(
     monkeypatch.setenv("CLOUD_SDK_SK", wrong)
     out = tmp_path / "ids.txt"
     assert main(list_args(emulator, out)) == 3
-    assert out.read_text() == ""
+    assert not out.exists()  # no part of a list where the whole one is expected
+    assert list(tmp_path.iterdir()) == []
     assert emulator.state.by_status[401] == 1
     captured = capsys.readouterr()
     failed = [json.loads(line) for line in captured.err.splitlines() if "list_failed" in line]
@@ -118,3 +122,27 @@ def test_list_with_bad_times_exits_2_before_asking(
     assert main(list_args(emulator, tmp_path / "ids.txt", *extra)) == 2
     assert needle in capsys.readouterr().err
     assert emulator.state.requests == 0
+
+
+def test_list_output_a_missing_folder_exits_2_and_a_fifo_stays_one(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--output in a folder that is not there was a traceback (exit 1): exit 2, naming it, no
+    request. A FIFO is written in place: a temporary file renamed over it would replace the
+    FIFO itself (over a device, as root, the device: this test's first run replaced
+    /dev/full)."""
+    ids = seed(emulator, 30)
+    assert main(list_args(emulator, tmp_path / "no" / "ids.txt")) == 2
+    assert "--output " + str(tmp_path / "no" / "ids.txt") in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(fifo.read_text().splitlines()))
+    reader.start()
+    assert main(list_args(emulator, fifo)) == 0
+    reader.join(timeout=10)
+    assert sorted(got) == sorted(ids)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.fifo"]

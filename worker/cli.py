@@ -536,25 +536,42 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise ConfigError("give --end-time or --older-than-days, not both")
         end_time = end_time_for(args.older_than_days)
     signer = Signer(credentials_from(settings))
-    out = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    go = functools.partial(
+        list_tasks,
+        settings,
+        signer,
+        fmt=args.format,
+        statuses=args.status,
+        names=args.name,
+        start_time=args.start_time,
+        end_time=end_time,
+        page_size=args.page_size,
+    )
+    if args.output is None:
+        return _run_async(go, sys.stdout)
+    from worker.report import written_in_place
+
+    if written_in_place(args.output):  # a FIFO, a device: the exit code tells the rest
+        try:
+            with args.output.open("w", encoding="utf-8") as out:
+                return _run_async(go, out)
+        except OSError as exc:
+            raise ConfigError(f"--output {args.output}: cannot write it: {exc}") from None
+    # Written beside it and renamed at the end: a list that stopped part-way is never left
+    # where the whole one is expected.
+    partial = args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
     try:
-        return _run_async(
-            functools.partial(
-                list_tasks,
-                settings,
-                signer,
-                out,
-                fmt=args.format,
-                statuses=args.status,
-                names=args.name,
-                start_time=args.start_time,
-                end_time=end_time,
-                page_size=args.page_size,
-            )
-        )
+        out = partial.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--output {args.output}: cannot write it: {exc.strerror}") from None
+    try:
+        with out:
+            code = _run_async(go, out)
+        if code == 0:
+            partial.replace(args.output)
+        return code
     finally:
-        if args.output:
-            out.close()
+        partial.unlink(missing_ok=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import anyio
 
 from worker.client import DcsClient
 from worker.errors import ConfigError, TransportError
-from worker.logs import get_logger
+from worker.logs import drop_lost_stream, get_logger
 from worker.models import ApiResponse
 from worker.pipeline import EXIT_ABORTED, EXIT_OK
 from worker.policy import decide
@@ -73,18 +73,27 @@ async def list_tasks(
             except ListFailed as exc:
                 log.error("cleanup.list_failed", offset=offset, listed=listed, error=str(exc))
                 return EXIT_ABORTED
-            for task in page:
-                if wanted_status and str(task.get("status", "")).upper() not in wanted_status:
-                    continue
-                if wanted_name and str(task.get("name", "")).lower() not in wanted_name:
-                    continue
-                out.write(task["id"] + "\n" if fmt == "ids" else json.dumps(task) + "\n")
-                written += 1
+            chosen = [
+                task
+                for task in page
+                if (not wanted_status or str(task.get("status", "")).upper() in wanted_status)
+                and (not wanted_name or str(task.get("name", "")).lower() in wanted_name)
+            ]
+            try:
+                out.writelines(
+                    task["id"] + "\n" if fmt == "ids" else json.dumps(task) + "\n"
+                    for task in chosen
+                )
+                out.flush()
+            except OSError as exc:  # a full disk, a closed pipe (list | head)
+                drop_lost_stream(out)  # so that no flush at exit tries it again
+                log.error("cleanup.list_failed", offset=offset, error=f"cannot write: {exc}")
+                return EXIT_ABORTED
+            written += len(chosen)
             listed += len(page)
             offset += len(page)
             if len(page) < page_size:
                 break
-    out.flush()
     log.info("cleanup.list_finished", listed=listed, written=written, project_id=project)
     return EXIT_OK
 

@@ -237,17 +237,23 @@ def _line(result: TaskResult, run_id: str | None) -> bytes:
         return json.dumps(record).encode() + b"\n"
 
 
+def written_in_place(path: Path) -> bool:
+    """Whether ``path`` is there and no regular file (a device, a FIFO, ``/dev/stdout``): such
+    an output is written in place, never as a temporary file renamed over it, which would
+    replace the device or pipe itself (as root, ``/dev/null`` too)."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except FileNotFoundError:
+        return False
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the report atomically (temp file, then rename) so a reader never sees half of it.
     A path that is there and no regular file (``/dev/stdout``, a FIFO) is written in place: the
     rename would have replaced the device or pipe itself (as root, ``/dev/null`` too)."""
     text = json.dumps(report, indent=2, ensure_ascii=False) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        in_place = not stat.S_ISREG(path.stat().st_mode)
-    except FileNotFoundError:
-        in_place = False
-    if in_place:
+    if written_in_place(path):
         with path.open("w", encoding="utf-8") as out:
             out.write(text)
         return
