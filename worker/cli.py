@@ -20,9 +20,9 @@ import sys
 import tempfile
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import anyio.abc
@@ -103,9 +103,13 @@ def _flag_type(annotation: Any) -> Any:
     return str
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+def add_settings_flags(
+    parser: argparse.ArgumentParser, only: Collection[str] | None = None
+) -> None:
+    """A flag for each setting (``only`` those named, if given), credentials excepted. A flag
+    not given is not in the parsed namespace, so the environment and files still count."""
     for name, info in Settings.model_fields.items():
-        if name in SECRET_FIELDS:
+        if name in SECRET_FIELDS or (only is not None and name not in only):
             continue
         flag = "--" + name.replace("_", "-")
         default_note = "" if info.default is None else f" (default: {info.default})"
@@ -132,16 +136,40 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
+# The settings ``list`` takes as flags (the rest from the environment and files, as for run).
+LIST_SETTINGS = (
+    "project_id",
+    "region",
+    "endpoint",
+    "timeout",
+    "max_attempts",
+    "log_level",
+    "log_format",
+)
+
+
+def add_file_flags(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--env-file``: where settings are read besides flags and environment."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_VARIABLE),
+        help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=os.environ.get(ENV_FILE_VARIABLE),
+        help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
+    )
+
+
 def _add_list_parser(sub: Any) -> None:
     lst = sub.add_parser(
         "list", help="write the task center's task IDs (ListCenterTask), an input for run"
     )
-    for flag in ("--config", "--env-file"):
-        variable = CONFIG_VARIABLE if flag == "--config" else ENV_FILE_VARIABLE
-        lst.add_argument(flag, type=Path, default=os.environ.get(variable), help="as for run")
-    for name in ("project_id", "region", "endpoint", "timeout", "max_attempts", "log_level"):
-        lst.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=HELP[name])
-    lst.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
+    add_file_flags(lst)
+    add_settings_flags(lst, LIST_SETTINGS)
     lst.add_argument("--start-time", help="tasks created from then on: yyyyMMddHHmmss, UTC")
     lst.add_argument("--end-time", help="tasks created until then: yyyyMMddHHmmss, UTC")
     lst.add_argument(
@@ -169,18 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="read IDs, delete them, report")
-    run.add_argument(
-        "--config",
-        type=Path,
-        default=os.environ.get(CONFIG_VARIABLE),
-        help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
-    )
-    run.add_argument(
-        "--env-file",
-        type=Path,
-        default=os.environ.get(ENV_FILE_VARIABLE),
-        help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
-    )
+    add_file_flags(run)
     add_settings_flags(run)
 
     demo = sub.add_parser("demo", help="the main job against the embedded emulator")
@@ -267,9 +284,10 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = None) -> Settings:
+    """The settings a command's flags give (with the environment, ``.env`` and ``--config``),
+    and its logging configured from them, every credential masked."""
     from worker.logs import configure_logging
-    from worker.runner import execute
 
     flags = {
         k: v for k, v in vars(args).items() if k in Settings.model_fields and k not in SECRET_FIELDS
@@ -278,7 +296,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     secrets = [
         s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s
     ]
-    configure_logging(settings.log_level, settings.log_format, secrets)
+    configure_logging(settings.log_level, settings.log_format, secrets, stream=log_stream)
+    return settings
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.runner import execute
+
+    settings = _settings_and_logs(args)
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes
@@ -516,20 +541,10 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     """Page through ListCenterTask and write the tasks that match."""
     from worker.listing import end_time_for, list_tasks
-    from worker.logs import configure_logging
     from worker.runner import credentials_from
     from worker.signer import Signer
 
-    names = ("project_id", "region", "endpoint", "timeout", "max_attempts", "log_level")
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    if args.log_format is not None:
-        flags["log_format"] = args.log_format
-    settings = load_settings(flags, args.config, args.env_file)
-    secrets = [
-        s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s
-    ]
-    # Standard output is the list: logs go to standard error.
-    configure_logging(settings.log_level, settings.log_format, secrets, stream=sys.stderr)
+    settings = _settings_and_logs(args, sys.stderr)  # standard output is the list
     end_time = args.end_time
     if args.older_than_days is not None:
         if end_time is not None:
@@ -551,27 +566,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         return _run_async(go, sys.stdout)
     from worker.report import written_in_place
 
-    if written_in_place(args.output):  # a FIFO, a device: the exit code tells the rest
-        try:
-            with args.output.open("w", encoding="utf-8") as out:
-                return _run_async(go, out)
-        except OSError as exc:
-            raise ConfigError(f"--output {args.output}: cannot write it: {exc}") from None
-    # Written beside it and renamed at the end: a list that stopped part-way is never left
-    # where the whole one is expected.
-    partial = args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
+    # Written beside it and renamed onto it at the end, so a list that stopped part-way is never
+    # left where the whole one is expected; a FIFO or device in place (the exit code tells).
+    in_place = written_in_place(args.output)
+    target = (
+        args.output
+        if in_place
+        else args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
+    )
     try:
-        out = partial.open("w", encoding="utf-8")
+        out = target.open("w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--output {args.output}: cannot write it: {exc.strerror}") from None
     try:
         with out:
             code = _run_async(go, out)
-        if code == 0:
-            partial.replace(args.output)
+        if code == 0 and not in_place:
+            target.replace(args.output)
         return code
     finally:
-        partial.unlink(missing_ok=True)
+        if not in_place:
+            target.unlink(missing_ok=True)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
