@@ -142,27 +142,31 @@ class RedisStreamSource:
             with anyio.fail_after(2):
                 length = int(await self._redis.xlen(self.stream))
                 dead = int(await self._redis.xlen(self.dead_letter))
-                groups: Any = await self._redis.xinfo_groups(self.stream)
+                group = await self._group_info()
         except (RedisError, TimeoutError):
             return None
         # No group (yet): every entry is undelivered.
         state: dict[str, float] = {"length": length, "lag": length, "pending": 0, "dead": dead}
-        for group in groups:
-            if _text(group["name"]) == self.group:
-                lag = group.get("lag")
-                state["lag"] = math.nan if lag is None else int(lag)
-                state["pending"] = int(group.get("pending") or 0)
+        if group is not None:
+            lag = group.get("lag")
+            state["lag"] = math.nan if lag is None else int(lag)
+            state["pending"] = int(group.get("pending") or 0)
         return state
 
     def counts(self) -> dict[str, int]:
         return {"acked": self.acked, "dead_lettered": self.dead_lettered, "trimmed": self.trimmed}
 
+    async def _group_info(self) -> dict[str, Any] | None:
+        """This group's entry of XINFO GROUPS (pending, lag, ...); None if the stream has no
+        such group. A stream that is not there is Redis's ``ResponseError``."""
+        groups: Any = await self._redis.xinfo_groups(self.stream)
+        return next((g for g in groups if _text(g["name"]) == self.group), None)
+
     async def _group_exists(self) -> bool:
         try:
-            groups: Any = await self._redis.xinfo_groups(self.stream)
+            return await self._group_info() is not None
         except ResponseError:  # no such stream
             return False
-        return any(_text(group["name"]) == self.group for group in groups)
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         await self.ensure_group()
@@ -235,11 +239,11 @@ class RedisStreamSource:
 
     async def _drained(self) -> bool:
         """True when the group has no undelivered entries and none pending (anyone's)."""
-        for info in await self._redis.xinfo_groups(self.stream):
-            if info.get("name") == self.group:
-                lag = info.get("lag")
-                return int(info.get("pending") or 0) == 0 and (lag is None or int(lag) == 0)
-        return True
+        info = await self._group_info()
+        if info is None:
+            return True
+        lag = info.get("lag")
+        return int(info.get("pending") or 0) == 0 and (lag is None or int(lag) == 0)
 
     async def _trim(self) -> None:
         """Remove the entries that every consumer group of the stream has read and acknowledged.
