@@ -381,6 +381,65 @@ def test_a_full_disk_under_processes_points_to_a_journal_that_is_kept(
         assert detail.endswith("the report counts them (no --journal to write them from)")
 
 
+def run_with_small_files(kib: int, args: list[str], tmp_path: Path) -> int:
+    """``python -m worker`` with no file of its allowed to grow over ``kib`` KiB
+    (RLIMIT_FSIZE: a write stops there part-way, as on a disk filling up). Its exit code, once
+    its log (worker.log) shows no traceback."""
+    small_files = ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "-"]
+    with (tmp_path / "worker.log").open("wb") as out:
+        child = subprocess.Popen(
+            [*small_files, sys.executable, "-m", "worker", *args],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
+        )  # fmt: skip
+        code = child.wait(timeout=60)
+    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+    return code
+
+
+def test_a_disk_filling_up_mid_line_leaves_whole_outcome_lines(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The outcomes file holds 4 MiB of earlier runs' lines and may grow by 24 KiB only, so a
+    batch's write stops part-way through a line (the journal, new, has room). That part of a
+    line stayed at the end of the file, and the next run's first line was glued to it: one
+    line that no JSON reader parses. The run still stops (exit 3, output_error); the file now
+    ends with a whole line, and a later run's lines, appended once there is room, all parse."""
+    ids = seed(emulator, 2000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    earlier = [{"task_id": f"earlier-{n:07}", "outcome": "deleted"} for n in range(90_000)]
+    out = tmp_path / "outcomes.jsonl"
+    out.write_text("".join(json.dumps(row) + "\n" for row in earlier))
+    limit = out.stat().st_size + 24 * 1024
+    assert run_with_small_files(limit // 1024, run_args(emulator, tmp_path, path), tmp_path) == 3
+    assert report(tmp_path)["stop_reason"] == "output_error"
+    data = out.read_bytes()
+    assert data.endswith(b"\n")
+    first = outcomes(tmp_path)
+    assert first[: len(earlier)] == earlier
+    assert 0 < len(first) - len(earlier) < len(ids)
+    assert {row["outcome"] for row in first[len(earlier) :]} == {"deleted"}
+    assert run(emulator, tmp_path, path) == 0
+    rows = outcomes(tmp_path)
+    assert rows[: len(first)] == first
+    assert sorted(row["task_id"] for row in rows[len(first) :]) == sorted(ids)
+
+
+def test_lines_appended_to_a_file_cut_mid_line_start_on_a_line_of_their_own(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """An outcomes file left ending inside a line (a power cut mid-write) gets one newline
+    before this run's lines: its first line was glued to that fragment. Two processes append,
+    and still one newline, not one each."""
+    ids = seed(emulator, 200)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    cut = '{"task_id": "cut-off-by-a-power-c'
+    (tmp_path / "outcomes.jsonl").write_text(cut)
+    assert run(emulator, tmp_path, path, "--processes", "2") == 0
+    first, *lines = (tmp_path / "outcomes.jsonl").read_text().splitlines()
+    assert first == cut
+    assert sorted(json.loads(line)["task_id"] for line in lines) == sorted(ids)
+
+
 def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
@@ -392,14 +451,7 @@ def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
     journal = tmp_path / "journal.sqlite"
 
     args = run_args(emulator, tmp_path, path, "--journal", str(journal))
-    small_files = ["bash", "-c", 'ulimit -f 64 && exec "$@"', "-"]  # no file over 64 KiB
-    with (tmp_path / "worker.log").open("wb") as out:
-        child = subprocess.Popen(
-            [*small_files, sys.executable, "-m", "worker", *args],
-            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-        )  # fmt: skip
-        assert child.wait(timeout=60) == 3
-    assert "Traceback" not in (tmp_path / "worker.log").read_text()
+    assert run_with_small_files(64, args, tmp_path) == 3
     rep = report(tmp_path)
     assert rep["stop_reason"] == "journal_error"
     assert rep["stop_detail"].startswith(f"journal {journal}: claim failed: ")

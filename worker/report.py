@@ -7,6 +7,8 @@ run of millions of tasks uses the same memory as a run of ten.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -206,25 +208,58 @@ class OutcomeWriter:
         self._run_id = run_id
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            except PermissionError:  # a file one may write but not read
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            _end_line(self._fd)
 
     def write(self, results: Sequence[TaskResult]) -> None:
         """Append the results' lines; ``OutputError`` if the file refuses them (disk full)."""
         if self._fd is None or not results:
             return
         run_id = self._run_id
-        data = memoryview(b"".join([_line(r, run_id) for r in results]))
+        lines = b"".join([_line(r, run_id) for r in results])
+        data = memoryview(lines)
         try:
             while data:
                 data = data[os.write(self._fd, data) :]
         except OSError as exc:
+            self._cut_fragment(lines, len(lines) - len(data))
             msg = f"outcomes {self._path}: write failed: {exc.strerror or exc}"
             raise OutputError(msg) from None
+
+    def _cut_fragment(self, lines: bytes, written: int) -> None:
+        """After a write that stopped part-way (a disk filling up), cut the part of a line it
+        left at the end of the file, so that the file holds whole lines only and a later run's
+        lines start on a line of their own. Only when nothing was appended after it (another
+        process of the run sharing the file): truncating then would cut that process's lines."""
+        fragment = written - (lines.rfind(b"\n", 0, written) + 1)
+        if not written or not fragment or self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            end = os.lseek(self._fd, 0, os.SEEK_CUR)  # where this process's write ended
+            if os.fstat(self._fd).st_size == end:
+                os.ftruncate(self._fd, end - fragment)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _end_line(fd: int) -> None:
+    """End a file left inside a line (a power cut mid-write) with a newline, so that this run's
+    first line is not glued to that fragment. Under a lock: the processes of one run open the
+    file together, and only the first may add it."""
+    with contextlib.suppress(OSError):  # a device, a pipe, a file not readable: leave it
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _line(result: TaskResult, run_id: str | None) -> bytes:
