@@ -455,7 +455,7 @@ def _positive_int(text: str) -> int:
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
-    from worker import queue
+    from worker import enqueue, queue
     from worker.settings import DEFAULT_ID_PATTERN
     from worker.sources import FileSource, IdValidator
 
@@ -482,13 +482,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         client = queue.connect(args.queue)
-        done = queue.Enqueued(next_line=args.from_line)
+        done = enqueue.Enqueued(next_line=args.from_line)
         stopped_by: list[str] = []
         finished = False
         try:
             async with anyio.create_task_group() as group:
                 await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
-                await queue.enqueue(
+                await enqueue.enqueue(
                     client,
                     args.stream,
                     source.batches(),

@@ -1,4 +1,4 @@
-"""Redis Streams: the queue source (consumer group), the producer, and the shared rate limiter.
+"""Redis Streams: the queue source, a consumer group's reader (``run --queue``).
 
 Entry format (upstream systems may ``XADD`` it directly)::
 
@@ -13,8 +13,10 @@ over. Entries that every consumer group of the stream has read and acknowledged 
 (XTRIM MINID, every ``TRIM_EVERY`` seconds of work and when drained), so a long-lived stream does
 not keep every task it ever carried; ``--keep-acked`` leaves them. A consumer leaves the group
 when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seconds with nothing
-pending (killed, their entries reclaimed) are forgotten. The shared rate limiter is
-GCRA in a Lua script on the server's clock, so any number of replicas together keep one rate.
+pending (killed, their entries reclaimed) are forgotten.
+
+The producer is ``worker.enqueue``; the rate limit shared through Redis, ``worker.shared_rate``.
+Both use this module's ``connect`` and ``describe``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -38,10 +39,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from worker.errors import AbortRun, ConfigError, InputError
+from worker.errors import InputError
 from worker.logs import get_logger
-from worker.models import Outcome, TaskRef, TaskResult
-from worker.policy import GcraRate
+from worker.models import Outcome, TaskResult
 from worker.settings import redact_url
 from worker.sources import IdValidator, SourceItem, check_task, skipped
 
@@ -51,7 +51,7 @@ TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are bei
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
 # Refusals that pass with time, like a lost connection: memory short, a master just made a
 # replica in a failover (READONLY) while clients move to the new one, a slot moving.
-_PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
+PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
 _INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
 
@@ -263,7 +263,7 @@ class RedisStreamSource:
                 return
             removed = int(await self._redis.xtrim(self.stream, minid=floor, approximate=False))
         except ResponseError as exc:
-            if isinstance(exc, _PASSING):
+            if isinstance(exc, PASSING):
                 self._acked_at_trim = -1  # the next trim tries again
                 return
             # No permission (an ACL without XTRIM/XINFO), or a Redis before 6.2 (no MINID).
@@ -425,180 +425,3 @@ def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
         "entry_id": result.ack or "",
         "at": f"{time.time():.3f}",
     }
-
-
-@dataclass
-class Enqueued:
-    """What ``enqueue`` did, kept up to date as it goes (a stop reads it): tasks added, bad
-    lines (the first ``examples`` of them kept), the first line not yet handled, and, if Redis
-    refused or went away part-way, the first line not added and why."""
-
-    next_line: int = 1
-    added: int = 0
-    bad: int = 0
-    shown: list[TaskResult] = field(default_factory=list)
-    stopped_at: int | None = None
-    error: str | None = None
-
-
-async def enqueue(
-    client: aioredis.Redis,
-    stream: str,
-    items: AsyncGenerator[list[SourceItem], None],
-    done: Enqueued,
-    *,
-    message: str | None = None,
-    examples: int = 100,
-    max_backlog: int = 0,
-    waiting: Callable[[int], None] | None = None,
-) -> None:
-    """XADD every valid task from ``done.next_line`` on, in pipelined batches, recording the
-    progress in ``done``. Memory stays flat however many lines are bad. With ``max_backlog``,
-    wait (calling ``waiting`` with the stream's length at each look) while the stream holds
-    that many entries, so consumers keep Redis's memory bounded. A Redis error part-way stops
-    it, naming the first line not added: the entries before it stay, so a second enqueue goes
-    on from there. Cancelled (a signal), it stops between two pipelines, never inside one."""
-    from_line = done.next_line
-    async for batch in items:
-        refs: list[TaskRef] = []
-        for item in batch:
-            if item.line < from_line:
-                continue
-            if isinstance(item, TaskResult):
-                done.bad += 1
-                if len(done.shown) < examples:
-                    done.shown.append(item)
-            else:
-                refs.append(item)
-        while refs:
-            chunk = refs
-            try:
-                if max_backlog:
-                    chunk = refs[: await _room_for(client, stream, max_backlog, waiting)]
-                with anyio.CancelScope(shield=True):
-                    async with client.pipeline(transaction=False) as pipe:
-                        for ref in chunk:
-                            pipe.xadd(stream, _entry_fields(ref, message))
-                        replies = await pipe.execute(raise_on_error=False)
-            except RedisError as exc:
-                done.stopped_at, done.error = chunk[0].line, describe(exc)
-                return
-            refused = [i for i, reply in enumerate(replies) if isinstance(reply, Exception)]
-            done.added += len(chunk) - len(refused)
-            if refused:
-                done.stopped_at = chunk[refused[0]].line
-                done.error = describe(replies[refused[0]])
-                return
-            done.next_line = chunk[-1].line + 1
-            refs = refs[len(chunk) :]
-        done.next_line = max(done.next_line, batch[-1].line + 1)
-
-
-def _entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
-    fields: dict[Any, Any] = {"task_id": ref.task_id, "project_id": ref.project_id}
-    text = ref.message or message
-    if text:
-        fields["message"] = text
-    return fields
-
-
-async def _room_for(
-    client: aioredis.Redis,
-    stream: str,
-    max_backlog: int,
-    waiting: Callable[[int], None] | None,
-) -> int:
-    """Wait until the stream holds fewer than ``max_backlog`` entries (consumers trim it);
-    return how many more it may take."""
-    while (length := int(await client.xlen(stream))) >= max_backlog:
-        if waiting is not None:
-            waiting(length)
-        await anyio.sleep(0.5)
-    return max_backlog - length
-
-
-# GCRA with reservation on the server's clock: returns how long the caller waits for its slot.
-_GCRA = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local interval = tonumber(ARGV[1])
-local tolerance = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or now)
-if tat < now then tat = now end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(new_tat - now + tolerance) + 1000)
-local wait = tat - tolerance - now
-if wait < 0 then wait = 0 end
-return tostring(wait)
-"""
-
-
-class SharedRateLimiter(GcraRate):
-    """The GCRA limiter of ``policy.RateLimiter``, kept in Redis for every replica at once.
-
-    Redis out of reach (a restart, a failover, a network blip) pauses sending until it answers
-    again: the shared rate cannot be kept without it, and running over it would take the
-    account's quota from whatever else uses it. So do the refusals that pass with time (out of
-    memory, READONLY from a master just made a replica). One that will not pass (no permission for
-    EVALSHA, a key on another Redis Cluster node) aborts the run instead: ``AbortRun``."""
-
-    def __init__(self, client: aioredis.Redis, key: str, rate: float, burst: int) -> None:
-        self._redis = client
-        self._key = key
-        self._script = client.register_script(_GCRA)
-        self.burst = max(1, burst)
-        self.rate = rate
-        self._told = False  # an outage was told and its end not yet
-        self._told_at = -math.inf
-
-    async def check(self) -> None:
-        """Take one slot now, before anything is sent: Redis must be reachable and the script
-        allowed (else ``ConfigError``, exit 2)."""
-        try:
-            await self._reserve()
-        except RedisError as exc:
-            msg = (
-                f"--shared-rate-key {self._key!r}: Redis refused the rate limiter: {describe(exc)}"
-            )
-            raise ConfigError(msg[:500]) from None
-
-    async def acquire(self) -> float:
-        if self._interval == 0.0:
-            return 0.0
-        paused = 0.0
-        backoff = 0.5
-        while True:
-            try:
-                wait = await self._reserve()
-                break
-            except ResponseError as exc:
-                if not isinstance(exc, _PASSING):
-                    detail = f"the shared rate limiter: {describe(exc)}"
-                    raise AbortRun("rate_limit_error", detail) from None
-                error: RedisError = exc
-            except RedisError as exc:
-                error = exc
-            if not self._told and time.monotonic() - self._told_at >= 60:
-                # Once an outage (and a minute): stale pooled connections fail once each
-                # after Redis comes back, which is no new outage to tell.
-                self._told, self._told_at = True, time.monotonic()
-                log.warning(
-                    "cleanup.shared_rate_unavailable",
-                    key=self._key,
-                    error=str(error)[:200],
-                    detail="sending paused until Redis answers: the shared rate needs it",
-                )
-            await anyio.sleep(backoff)
-            paused += backoff
-            backoff = min(backoff * 2, 5.0)
-        if self._told:
-            self._told = False
-            log.info("cleanup.shared_rate_restored", key=self._key)
-        if wait > 0:
-            await anyio.sleep(wait)
-        return paused + wait
-
-    async def _reserve(self) -> float:
-        """Reserve the next slot; seconds to wait for it."""
-        args = [self._interval * 1000.0, self._tolerance * 1000.0]
-        return float(await self._script(keys=[self._key], args=args)) / 1000.0

@@ -283,11 +283,11 @@ async def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     url = settings.redis or settings.queue
     if url is None:
         raise ConfigError("--shared-rate-key needs --redis URL (or --queue URL)")
-    from worker import queue  # redis is imported only by runs that use it
+    from worker import queue, shared_rate  # redis is imported only by runs that use it
 
     client = queue.connect(url)
     stack.push_async_callback(client.aclose)
-    limiter = queue.SharedRateLimiter(
+    limiter = shared_rate.SharedRateLimiter(
         client, settings.shared_rate_key, settings.rate, settings.burst
     )
     await limiter.check()  # Redis must answer before anything is sent
