@@ -20,20 +20,13 @@ import pytest
 import redis.asyncio
 
 from worker.errors import InputError
+from worker.files import FileSource
 from worker.models import Outcome, TaskRef, TaskResult
 from worker.queue import RedisStreamSource
+from worker.reading import MAX_LINE
 from worker.settings import DEFAULT_ID_PATTERN
-from worker.sources import (
-    BATCH,
-    MAX_LINE,
-    FileSource,
-    IdValidator,
-    ShardFilter,
-    SourceItem,
-    TaskSource,
-    check_task,
-    shard_of,
-)
+from worker.shards import ShardFilter, shard_of
+from worker.sources import BATCH, IdValidator, SourceItem, TaskSource, check_task
 
 P = "p" * 32
 

@@ -456,8 +456,9 @@ def _positive_int(text: str) -> int:
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
     from worker import enqueue, queue
+    from worker.files import FileSource
     from worker.settings import DEFAULT_ID_PATTERN
-    from worker.sources import FileSource, IdValidator
+    from worker.sources import IdValidator
 
     flags = {"queue": args.queue, "project_id": args.project_id}
     # A flag not given must not hide its DCS_CLEANUP_* variable.

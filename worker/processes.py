@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
+from worker.files import FileSource
 from worker.journal import Journal, RunLock
 from worker.logs import get_logger, route_lines, write_line
 from worker.models import TaskResult
@@ -50,6 +51,7 @@ from worker.pipeline import (
     EXIT_OK,
     EXIT_USAGE,
 )
+from worker.reading import is_stream
 from worker.report import LatencyHistogram, RunStats, write_report
 from worker.runner import (
     ProgressBar,
@@ -61,7 +63,7 @@ from worker.runner import (
     save_report,
 )
 from worker.settings import Settings
-from worker.sources import FileSource, IdValidator, is_stream
+from worker.sources import IdValidator
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1

@@ -26,6 +26,7 @@ import anyio.abc
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
+from worker.files import FileSource
 from worker.journal import Journal, RunLock
 from worker.logs import GuardedStream, get_logger, route_lines
 from worker.models import TaskRef, TaskResult
@@ -33,8 +34,9 @@ from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.settings import Settings, redact_url
+from worker.shards import ShardFilter
 from worker.signer import Credentials, Signer
-from worker.sources import FileSource, IdValidator, ShardFilter, SourceItem, TaskSource
+from worker.sources import IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
     from worker.metrics import Metrics

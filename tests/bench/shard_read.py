@@ -23,8 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
 from tests.bench.bench import PROJECT, ids_file
+from worker.files import FileSource
 from worker.settings import DEFAULT_ID_PATTERN
-from worker.sources import FileSource, IdValidator, ShardFilter
+from worker.shards import ShardFilter
+from worker.sources import IdValidator
 
 COUNTS = (1, 2, 4, 8)
 
