@@ -27,17 +27,18 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
-from worker.errors import AbortRun, InputError, JournalError, OutputError, TransportError
+from worker.errors import AbortRun, InputError, JournalError, TransportError
 from worker.journal import Journal
-from worker.logs import debug_enabled, get_logger
-from worker.models import FAILURES, SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
+from worker.logs import get_logger
+from worker.models import SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
 from worker.report import OutcomeWriter, RunStats
+from worker.results import describe, log_retry, make_result, skip, unsent
 from worker.settings import Settings
+from worker.sink import Sink
 from worker.sources import SourceItem, TaskSource
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
-CLOCK_REFUSED = "APIGW.0303"  # 401: X-Sdk-Date more than 15 minutes off (API_FACTS.md)
 ABORT_REASONS = frozenset(
     {
         "credentials_refused",
@@ -58,122 +59,6 @@ log = get_logger()
 class RunEnd:
     exit_code: int
     stop_reason: str | None
-
-
-class Sink:
-    """Group commit of outcomes to the journal, the outcomes file, the stats and the source."""
-
-    def __init__(
-        self,
-        journal: Journal,
-        outcomes: OutcomeWriter,
-        stats: RunStats,
-        source: TaskSource,
-        on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
-        retention: float | None = None,
-    ) -> None:
-        """``retention``: seconds the journal keeps final outcomes (a long-running consumer's);
-        None keeps them all."""
-        self._journal = journal
-        self._retention = retention
-        self._next_prune = time.monotonic()
-        self._outcomes = outcomes
-        self._stats = stats
-        self._source = source
-        self._on_batch = on_batch
-        self._pending: list[TaskResult] = []
-        self._done = anyio.Event()
-        self._wakeup = anyio.Event()
-        self._closing = False
-        self.error: JournalError | None = None
-        # The outcomes file failed (disk full): the journal still takes every outcome, and the
-        # pipeline stops the run (output_error).
-        self.output_error: OutputError | None = None
-
-    async def record(self, results: Sequence[TaskResult]) -> None:
-        """Hand over final outcomes and wait until they are durable.
-
-        The results are queued before the first await, so a caller cancelled while waiting
-        (a hard stop) still has them written: an outcome that is known is never dropped.
-        """
-        if self.error is not None:
-            raise self.error
-        self._pending.extend(results)
-        done = self._done
-        self._wakeup.set()
-        await done.wait()
-        if self.error is not None:
-            raise self.error
-
-    async def run(self) -> None:
-        try:
-            await self._run()
-        except BaseException as exc:
-            # However the writer ends, nobody waits for it for ever (a stop's shielded clean-up
-            # awaits record()): later calls raise at once.
-            if self.error is None:
-                self.error = JournalError(f"outcomes not recorded: the writer stopped: {exc!r}")
-            self._done.set()
-            raise
-
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
-            batch, self._pending = self._pending, []
-            done, self._done = self._done, anyio.Event()
-            try:
-                if batch:
-                    await self._take(batch)
-            finally:
-                done.set()
-            if self.error is None and self._journal.checkpoint_due():
-                try:
-                    await anyio.to_thread.run_sync(self._journal.checkpoint)
-                except JournalError as exc:
-                    self.error = exc
-            if self.error is None and self._retention and time.monotonic() >= self._next_prune:
-                await self._prune(self._retention)
-            if self._closing and not self._pending:
-                return
-
-    async def _prune(self, retention: float) -> None:
-        self._next_prune = time.monotonic() + min(600.0, max(0.25, retention / 4))
-        try:
-            removed = await anyio.to_thread.run_sync(self._journal.prune, time.time() - retention)
-        except JournalError as exc:
-            self.error = exc
-            return
-        if removed:
-            log.info("cleanup.journal_pruned", rows=removed, older_than_s=retention)
-
-    async def _take(self, batch: list[TaskResult]) -> None:
-        try:
-            await self._write(batch)
-        except JournalError as exc:
-            self.error = exc
-        self._stats.on_results(batch)
-        if self._on_batch is not None:
-            self._on_batch(batch)
-        if self.error is None:
-            await self._source.acknowledge(batch)
-
-    async def _write(self, batch: list[TaskResult]) -> None:
-        """Journal, then outcomes file. On the loop's thread unless another process holds the
-        journal's write lock: then in a worker thread that waits for it. Once the outcomes
-        file has failed, the journal alone."""
-        if not self._journal.try_record(batch):
-            await anyio.to_thread.run_sync(self._journal.record, batch)
-        if self.output_error is None:
-            try:
-                self._outcomes.write(batch)
-            except OutputError as exc:
-                self.output_error = exc
-                log.error("cleanup.outcomes_failed", error=str(exc))
-
-    def close(self) -> None:
-        self._closing = True
-        self._wakeup.set()
 
 
 class Pipeline:
@@ -277,7 +162,7 @@ class Pipeline:
                     leftover = _drain(work_rx)
                     work_rx.close()
                     if leftover:
-                        await self._record([self._unsent(ref) for ref in leftover])
+                        await self._record([unsent(ref, self.stop_reason) for ref in leftover])
                     self._sink.close()
                     self._finished = True
                     if self._timer_scope is not None:
@@ -347,7 +232,7 @@ class Pipeline:
                     refs = await self._claim(batch)
                     sent = await self._send(work_tx, refs)
                     if sent < len(refs):
-                        await self._record([self._unsent(r) for r in refs[sent:]])
+                        await self._record([unsent(r, self.stop_reason) for r in refs[sent:]])
                     if self.stop_reason is not None:
                         break
             if self.stop_reason is None:
@@ -363,7 +248,7 @@ class Pipeline:
                 with anyio.move_on_after(self.settings.grace):
                     async for batch in batches:
                         refs = await self._claim(batch)
-                        await self._record([self._unsent(ref) for ref in refs])
+                        await self._record([unsent(ref, self.stop_reason) for ref in refs])
                     self.input_fully_read = True
         finally:
             with anyio.CancelScope(shield=True):
@@ -409,7 +294,7 @@ class Pipeline:
                 if verdict is None:
                     go.append(ref)
                 else:
-                    final.append(self._skip(ref, verdict))
+                    final.append(skip(ref, verdict))
             refs = go
         if final and not await self._record(final):
             return []
@@ -430,12 +315,12 @@ class Pipeline:
                     self._room = None
                     room.set()
                 if self.stop_reason is not None:
-                    result = self._unsent(ref)
+                    result = unsent(ref, self.stop_reason)
                 else:
                     try:
                         result = await self._process(ref)
                     except anyio.get_cancelled_exc_class():
-                        await self._record([self._unsent(ref)])
+                        await self._record([unsent(ref, self.stop_reason)])
                         raise
                 if not await self._record([result]):
                     return
@@ -446,12 +331,12 @@ class Pipeline:
         attempts = 0
         last: ApiResponse | TransportError | None = None
         if settings.dry_run:
-            return self._result(ref, Outcome.WOULD_DELETE, None, 0, started)
+            return make_result(ref, Outcome.WOULD_DELETE, None, 0, started)
         client = self._client
         assert client is not None  # noqa: S101 - a real run always has a client
         while True:
             if self.stop_reason is not None:
-                return self._result(ref, Outcome.NOT_ATTEMPTED, last, attempts, started)
+                return make_result(ref, Outcome.NOT_ATTEMPTED, last, attempts, started)
             limit = settings.max_deletes
             if limit is not None and self._reserved_deletes >= limit:
                 self._abort("max_deletes", f"--max-deletes {limit} reached")
@@ -490,20 +375,20 @@ class Pipeline:
                 self._reserved_deletes -= 1
             self._feed_breaker(last)
             if decision.abort is not None:
-                self._abort(decision.abort, _describe(last))
-                return self._result(
+                self._abort(decision.abort, describe(last))
+                return make_result(
                     ref, decision.outcome or Outcome.NOT_ATTEMPTED, last, attempts, started
                 )
             if decision.outcome is not None:
                 if decision.outcome in SUCCESSES:
                     self.budget.on_success()
-                return self._result(ref, decision.outcome, last, attempts, started)
+                return make_result(ref, decision.outcome, last, attempts, started)
             if not self.budget.try_spend(last):
-                return self._result(
+                return make_result(
                     ref, Outcome.FAILED, last, attempts, started, note="retry budget exhausted"
                 )
             self._stats.on_retry()
-            _log_retry(ref, attempts, decision.delay, last)
+            log_retry(ref, attempts, decision.delay, last)
             with anyio.move_on_after(decision.delay):
                 await self._stop_event.wait()
 
@@ -543,7 +428,7 @@ class Pipeline:
             self._abort(
                 "circuit_open",
                 f"{self.breaker.failure_ratio:.0%} of the last "
-                f"{self.breaker.window} answers failed; the last: {_describe(answer)}",
+                f"{self.breaker.window} answers failed; the last: {describe(answer)}",
             )
 
     def _abort(self, reason: str, detail: str) -> None:
@@ -573,107 +458,9 @@ class Pipeline:
         if limit and self._forbidden_streak >= limit:
             self._abort(
                 "forbidden",
-                f"{self._forbidden_streak} answers in a row were {_describe(answer)}: check the "
+                f"{self._forbidden_streak} answers in a row were {describe(answer)}: check the "
                 "IAM permission dcs:task:delete and the project ID (--forbidden-limit 0 sends on)",
             )
-
-    # -- results --------------------------------------------------------------------------
-
-    def _result(
-        self,
-        ref: TaskRef,
-        outcome: Outcome,
-        last: ApiResponse | TransportError | None,
-        attempts: int,
-        started: float,
-        note: str | None = None,
-    ) -> TaskResult:
-        status = code = msg = request_id = None
-        if isinstance(last, ApiResponse):
-            status, code, msg, request_id = (
-                last.status,
-                last.error_code,
-                last.error_msg,
-                last.request_id,
-            )
-        elif isinstance(last, TransportError):
-            code, msg = last.kind, last.detail
-        if note:
-            msg = f"{msg} ({note})" if msg else note
-        result = TaskResult(
-            task_id=ref.task_id,
-            project_id=ref.project_id,
-            outcome=outcome,
-            status=status,
-            attempts=attempts,
-            error_code=code,
-            error_msg=msg,
-            request_id=request_id,
-            elapsed_ms=(time.perf_counter() - started) * 1000.0,
-            source=ref.source,
-            line=ref.line,
-            ack=ref.ack,
-        )
-        if outcome in FAILURES:
-            log.warning(
-                "cleanup.task_" + outcome.value,
-                task_id=ref.task_id,
-                project_id=ref.project_id,
-                status=status,
-                attempts=attempts,
-                error_code=code,
-                error_msg=msg,
-                request_id=request_id,
-            )
-        elif debug_enabled():
-            log.debug(
-                "cleanup.task_done",
-                task_id=ref.task_id,
-                outcome=outcome.value,
-                status=status,
-                attempts=attempts,
-            )
-        return result
-
-    def _unsent(self, ref: TaskRef) -> TaskResult:
-        return TaskResult(
-            task_id=ref.task_id,
-            project_id=ref.project_id,
-            outcome=Outcome.NOT_ATTEMPTED,
-            error_code=self.stop_reason,
-            source=ref.source,
-            line=ref.line,
-            ack=ref.ack,
-        )
-
-    @staticmethod
-    def _skip(ref: TaskRef, reason: str) -> TaskResult:
-        text = {
-            "duplicate": "duplicate of an earlier line",
-            "already_done": "an earlier run already ended it deleted or absent",
-        }.get(reason, reason)
-        return TaskResult(
-            task_id=ref.task_id,
-            project_id=ref.project_id,
-            outcome=Outcome.SKIPPED,
-            error_code=reason,
-            error_msg=f"{ref.source}:{ref.line}: {text}",
-            source=ref.source,
-            line=ref.line,
-            ack=ref.ack,
-        )
-
-
-def _log_retry(
-    ref: TaskRef, attempt: int, delay: float, last: ApiResponse | TransportError
-) -> None:
-    log.debug(
-        "cleanup.retry_scheduled",
-        task_id=ref.task_id,
-        attempt=attempt,
-        wait_for=round(delay, 3),
-        cause=_describe(last),
-    )
 
 
 def _drain(rx: MemoryObjectReceiveStream[TaskRef]) -> list[TaskRef]:
@@ -683,15 +470,3 @@ def _drain(rx: MemoryObjectReceiveStream[TaskRef]) -> list[TaskRef]:
             out.append(rx.receive_nowait())
         except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
             return out
-
-
-def _describe(answer: ApiResponse | TransportError | None) -> str:
-    if answer is None:
-        return "none"
-    if isinstance(answer, TransportError):
-        return str(answer)
-    text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
-    if answer.status == 401 and answer.error_code == CLOCK_REFUSED:
-        # The signature's time, not the key: say so before anyone rotates a good AK/SK.
-        text += ": the request time is over 15 minutes off the gateway's; check this clock (NTP)"
-    return text

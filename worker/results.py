@@ -1,0 +1,124 @@
+"""One task's outcome as the run records it (``TaskResult``): from the last answer to its
+request (``make_result``, which also logs a failure), for a task the run stopped before
+sending (``unsent``) or one the journal passed over (``skip``); and an answer in a few words
+for logs and abort details (``describe``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from worker.errors import TransportError
+from worker.logs import debug_enabled, get_logger
+from worker.models import FAILURES, ApiResponse, Outcome, TaskRef, TaskResult
+
+CLOCK_REFUSED = "APIGW.0303"  # 401: X-Sdk-Date more than 15 minutes off (API_FACTS.md)
+
+log = get_logger()
+
+
+def make_result(
+    ref: TaskRef,
+    outcome: Outcome,
+    last: ApiResponse | TransportError | None,
+    attempts: int,
+    started: float,
+    note: str | None = None,
+) -> TaskResult:
+    status = code = msg = request_id = None
+    if isinstance(last, ApiResponse):
+        status, code, msg, request_id = (
+            last.status,
+            last.error_code,
+            last.error_msg,
+            last.request_id,
+        )
+    elif isinstance(last, TransportError):
+        code, msg = last.kind, last.detail
+    if note:
+        msg = f"{msg} ({note})" if msg else note
+    result = TaskResult(
+        task_id=ref.task_id,
+        project_id=ref.project_id,
+        outcome=outcome,
+        status=status,
+        attempts=attempts,
+        error_code=code,
+        error_msg=msg,
+        request_id=request_id,
+        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        source=ref.source,
+        line=ref.line,
+        ack=ref.ack,
+    )
+    if outcome in FAILURES:
+        log.warning(
+            "cleanup.task_" + outcome.value,
+            task_id=ref.task_id,
+            project_id=ref.project_id,
+            status=status,
+            attempts=attempts,
+            error_code=code,
+            error_msg=msg,
+            request_id=request_id,
+        )
+    elif debug_enabled():
+        log.debug(
+            "cleanup.task_done",
+            task_id=ref.task_id,
+            outcome=outcome.value,
+            status=status,
+            attempts=attempts,
+        )
+    return result
+
+
+def unsent(ref: TaskRef, reason: str | None) -> TaskResult:
+    return TaskResult(
+        task_id=ref.task_id,
+        project_id=ref.project_id,
+        outcome=Outcome.NOT_ATTEMPTED,
+        error_code=reason,
+        source=ref.source,
+        line=ref.line,
+        ack=ref.ack,
+    )
+
+
+def skip(ref: TaskRef, reason: str) -> TaskResult:
+    text = {
+        "duplicate": "duplicate of an earlier line",
+        "already_done": "an earlier run already ended it deleted or absent",
+    }.get(reason, reason)
+    return TaskResult(
+        task_id=ref.task_id,
+        project_id=ref.project_id,
+        outcome=Outcome.SKIPPED,
+        error_code=reason,
+        error_msg=f"{ref.source}:{ref.line}: {text}",
+        source=ref.source,
+        line=ref.line,
+        ack=ref.ack,
+    )
+
+
+def log_retry(ref: TaskRef, attempt: int, delay: float, last: ApiResponse | TransportError) -> None:
+    log.debug(
+        "cleanup.retry_scheduled",
+        task_id=ref.task_id,
+        attempt=attempt,
+        wait_for=round(delay, 3),
+        cause=describe(last),
+    )
+
+
+def describe(answer: ApiResponse | TransportError | None) -> str:
+    if answer is None:
+        return "none"
+    if isinstance(answer, TransportError):
+        return str(answer)
+    text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
+    if answer.status == 401 and answer.error_code == CLOCK_REFUSED:
+        # The signature's time, not the key: say so before anyone rotates a good AK/SK.
+        text += ": the request time is over 15 minutes off the gateway's; check this clock (NTP)"
+    return text
