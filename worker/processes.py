@@ -30,7 +30,6 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
-from worker.files import FileSource
 from worker.journal import Journal, RunLock
 from worker.logs import get_logger, route_lines, write_line
 from worker.models import TaskResult
@@ -51,19 +49,12 @@ from worker.pipeline import (
     EXIT_OK,
     EXIT_USAGE,
 )
+from worker.preflight import check_outputs, check_request
+from worker.progress import ProcessesProgress, progress_mode
 from worker.reading import is_stream
 from worker.report import LatencyHistogram, RunStats, write_report
-from worker.runner import (
-    ProgressBar,
-    announce_end,
-    check_outputs,
-    check_request,
-    new_run_id,
-    progress_mode,
-    save_report,
-)
+from worker.runner import announce_end, new_run_id, save_report
 from worker.settings import Settings
-from worker.sources import IdValidator
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
@@ -208,7 +199,7 @@ def _fork_and_merge(
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
             relay.children_started()
-            codes = supervisor.wait(_Progress(settings, done), relay)
+            codes = supervisor.wait(ProcessesProgress(settings, done), relay)
         report = merge(settings, run_id, started, parts, codes)
         save_report(settings, report)
         journal = Journal(journal_path, run_id)
@@ -306,7 +297,7 @@ class _Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    def wait(self, progress: _Progress, relay: _LogRelay) -> dict[int, int]:
+    def wait(self, progress: ProcessesProgress, relay: _LogRelay) -> dict[int, int]:
         """Reap every child, showing progress and its log lines meanwhile; exit codes by
         process index."""
         codes: dict[int, int] = {}
@@ -401,44 +392,6 @@ class _LogRelay:
         """Print what the children wrote before they exited (they all have)."""
         while self._partial:
             self.pump(1.0)
-
-
-class _Progress:
-    """The parent's view of the run: a bar on a terminal, else a log line every interval."""
-
-    def __init__(self, settings: Settings, done: Any) -> None:
-        self._done = done
-        self._mode = progress_mode(settings.progress, sys.stderr)
-        self._interval = settings.progress_interval
-        self._last = (0, time.monotonic())
-        self._bar: ProgressBar | None = None
-        if self._mode == "bar":
-            self._bar = ProgressBar(sys.stderr)
-            if settings.input is not None:
-                source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
-                threading.Thread(target=self._total, args=(source,), daemon=True).start()
-
-    def _total(self, source: FileSource) -> None:
-        total = source.count_lines()
-        if total is not None and self._bar is not None:
-            self._bar.set_total(total)
-
-    def tick(self) -> None:
-        total = sum(self._done)
-        if self._bar is not None:
-            self._bar.update(total - self._bar.done)
-            return
-        now = time.monotonic()
-        if self._mode == "log" and now - self._last[1] >= self._interval:
-            rate = (total - self._last[0]) / max(now - self._last[1], 1e-9)
-            log.info("cleanup.progress", done=total, rate_per_s=round(rate, 1))
-            self._last = (total, now)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.update(sum(self._done) - self._bar.done)
-            self._bar.close()
-            self._bar = None
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,102 @@
+"""What a run checks before it sends anything: that its flags make one run (``check_request``)
+and that its outputs can be written, each to a file of its own (``check_outputs``). A refusal is
+a ``ConfigError``, exit 2, said before a request leaves rather than in a traceback later.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from worker.errors import ConfigError
+from worker.settings import Settings
+from worker.sources import TaskSource
+
+
+def check_request(settings: Settings, source: TaskSource | None) -> None:
+    if (
+        source is None
+        and settings.input is None
+        and settings.queue is None
+        and not settings.retry_failed
+    ):
+        msg = (
+            "nothing to read: give --input PATH (or - for stdin), --queue URL, "
+            "or --retry-failed with --journal"
+        )
+        raise ConfigError(msg)
+    if settings.queue is not None and settings.input is not None:
+        raise ConfigError("give either --input or --queue, not both")
+    if settings.retry_failed and (settings.input is not None or settings.queue is not None):
+        # Not silently one or the other: the journal's unfinished tasks are the whole input.
+        raise ConfigError("--retry-failed reads its tasks from --journal: drop --input/--queue")
+    if settings.until_empty and settings.queue is None:
+        raise ConfigError("--until-empty goes with --queue")
+    if settings.retry_failed and settings.journal is None:
+        raise ConfigError("--retry-failed needs --journal")
+    if settings.retry_failed and settings.journal is not None and not settings.journal.exists():
+        # A mistyped path would make a new, empty journal and end 0 having retried nothing.
+        msg = f"--journal {settings.journal}: no such file; --retry-failed reads an existing one"
+        raise ConfigError(msg)
+    if settings.backoff_cap < settings.backoff_base:
+        raise ConfigError("backoff_cap must be at least backoff_base")
+
+
+def check_outputs(settings: Settings) -> None:
+    """Create the folders of ``--journal``, ``--outcomes`` and ``--report`` now and refuse one
+    that cannot be used (exit 2), before anything is sent rather than in a traceback later."""
+    for flag, path in (
+        ("--journal", settings.journal),
+        ("--outcomes", settings.outcomes),
+        ("--report", settings.report),
+    ):
+        if path is None:
+            continue
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            msg = f"{flag} {path}: cannot create its folder: {exc.strerror or exc}"
+            raise ConfigError(msg) from None
+        if path.is_dir():
+            raise ConfigError(f"{flag} {path}: is a folder; give a file path")
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise ConfigError(f"{flag} {path}: not writable")
+    _refuse_shared_files(settings)
+
+
+def _refuse_shared_files(settings: Settings) -> None:
+    """Each output needs a file of its own, and none may be the input: ``--report ids.txt``
+    replaced the input with the report at the end, ``--report`` and ``--outcomes`` on one
+    path lost every outcome line, and ``--outcomes`` on the journal appended JSON to the
+    database. Devices (``/dev/null``) may be shared."""
+    journal = settings.journal
+    files: list[tuple[str, Path]] = []
+    if settings.input is not None and settings.input != "-":
+        files.append(("--input", Path(settings.input)))
+    if journal is not None:
+        files += [("--journal", journal)] + [
+            ("--journal", Path(f"{journal}{suffix}")) for suffix in ("-wal", "-shm", ".lock")
+        ]
+    files += [
+        (flag, path)
+        for flag, path in (("--outcomes", settings.outcomes), ("--report", settings.report))
+        if path is not None
+    ]
+    for i, (flag, path) in enumerate(files):
+        for other_flag, other in files[:i]:
+            if other_flag != flag and _same_file(path, other):
+                msg = f"{flag} {path} is the file of {other_flag} {other}: give each its own"
+                raise ConfigError(msg)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """One regular file (or one path yet to be made) under two names: the same resolved path,
+    or a hard link. A device such as /dev/null is no file of anyone's."""
+    try:
+        a_stat, b_stat = a.stat(), b.stat()
+    except OSError:  # one is still to be made
+        return a.resolve() == b.resolve()
+    if not (stat.S_ISREG(a_stat.st_mode) and stat.S_ISREG(b_stat.st_mode)):
+        return False
+    return (a_stat.st_dev, a_stat.st_ino) == (b_stat.st_dev, b_stat.st_ino)

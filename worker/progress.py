@@ -1,0 +1,152 @@
+"""Progress as an operator sees it: a tqdm bar on a terminal (log lines are written above it), else
+a ``cleanup.progress`` log line every ``--progress-interval`` seconds. ``Progress`` is a run's,
+``ProcessesProgress`` the ``--processes`` parent's, from the counters its children share.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+
+from worker.files import FileSource
+from worker.logs import get_logger, route_lines
+from worker.models import TaskResult
+from worker.report import RunStats
+from worker.settings import Settings
+from worker.sources import IdValidator
+
+if TYPE_CHECKING:
+    from worker.pipeline import Pipeline
+
+log = get_logger()
+
+
+def progress_mode(mode: str, stream: IO[str]) -> str:
+    """``auto``: a bar on a terminal, else log lines."""
+    if mode == "auto":
+        return "bar" if stream.isatty() else "log"
+    return mode
+
+
+class ProgressBar:
+    """A tqdm bar on ``stream``; while it is drawn, log lines are written above it."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        from tqdm import tqdm
+
+        # tqdm stops drawing by itself on a terminal that hung up (EIO). Its stream stays the
+        # plain one: tqdm.write() clears the bar before a log line only on sys.stdout/stderr.
+        self._bar: Any = tqdm(unit=" tasks", file=stream, dynamic_ncols=True, mininterval=0.2)
+        route_lines(lambda line: tqdm.write(line, file=sys.stdout))
+
+    @property
+    def done(self) -> int:
+        return int(self._bar.n)
+
+    def set_total(self, total: int) -> None:
+        self._bar.total = total
+        self._bar.refresh()
+
+    def update(self, count: int) -> None:
+        self._bar.update(count)
+
+    def close(self) -> None:
+        self._bar.close()
+        route_lines(None)
+
+
+class Progress:
+    """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
+
+    def __init__(
+        self, mode: str, interval: float, stats: RunStats, stream: IO[str] | None = None
+    ) -> None:
+        self._stream = stream or sys.stderr
+        self.mode = progress_mode(mode, self._stream)
+        self._interval = interval
+        self._stats = stats
+        self._bar = ProgressBar(self._stream) if self.mode == "bar" else None
+
+    def set_total(self, total: int) -> None:
+        if self._bar is not None:
+            self._bar.set_total(total)
+
+    def on_batch(self, batch: Sequence[TaskResult]) -> None:
+        if self._bar is not None:
+            self._bar.update(len(batch))
+
+    async def run(self, pipeline: Pipeline) -> None:
+        if self.mode != "log":
+            return
+        last_total, last_time = 0, time.monotonic()
+        while True:
+            await anyio.sleep(self._interval)
+            now = time.monotonic()
+            total = self._stats.total
+            log.info(
+                "cleanup.progress",
+                done=total,
+                rate_per_s=round((total - last_total) / max(now - last_time, 1e-9), 1),
+                inflight=pipeline.inflight,
+                requests=self._stats.requests,
+                retries=self._stats.retries,
+                throttled=self._stats.throttled,
+                outcomes=dict(self._stats.outcomes),
+            )
+            last_total, last_time = total, now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+async def count_for_bar(source: FileSource, progress: Progress) -> None:
+    """Give the bar a total: count the input's lines in a thread while the run goes on."""
+    total = await anyio.to_thread.run_sync(source.count_lines, abandon_on_cancel=True)
+    if total is not None:
+        progress.set_total(total)
+
+
+class ProcessesProgress:
+    """The parent's view of the run: a bar on a terminal, else a log line every interval."""
+
+    def __init__(self, settings: Settings, done: Any) -> None:
+        self._done = done
+        self._mode = progress_mode(settings.progress, sys.stderr)
+        self._interval = settings.progress_interval
+        self._last = (0, time.monotonic())
+        self._bar: ProgressBar | None = None
+        if self._mode == "bar":
+            self._bar = ProgressBar(sys.stderr)
+            if settings.input is not None:
+                source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
+                threading.Thread(target=self._total, args=(source,), daemon=True).start()
+
+    def _total(self, source: FileSource) -> None:
+        total = source.count_lines()
+        if total is not None and self._bar is not None:
+            self._bar.set_total(total)
+
+    def tick(self) -> None:
+        total = sum(self._done)
+        if self._bar is not None:
+            self._bar.update(total - self._bar.done)
+            return
+        now = time.monotonic()
+        if self._mode == "log" and now - self._last[1] >= self._interval:
+            rate = (total - self._last[0]) / max(now - self._last[1], 1e-9)
+            log.info("cleanup.progress", done=total, rate_per_s=round(rate, 1))
+            self._last = (total, now)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.update(sum(self._done) - self._bar.done)
+            self._bar.close()
+            self._bar = None
