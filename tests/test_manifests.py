@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.cli import build_parser
+from worker.parser import build_parser
 from worker.settings import Settings, load_settings
 
 K8S = Path(__file__).resolve().parent.parent / "config" / "k8s"

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PROJECT, run, seed, write_ids
-from worker.cli import build_parser, main
+from worker.cli import main
 from worker.emulator import EmulatorServer
 from worker.emulator.app import DEMO_AK, DEMO_SK
+from worker.parser import build_parser
 from worker.settings import SECRET_FIELDS, Settings, load_settings
 
 

@@ -1,0 +1,251 @@
+"""The command line's grammar: ``build_parser`` for every command of ``dcs-cleanup``.
+
+Flags of ``run`` are generated from the settings' fields (``max_attempts`` -> ``--max-attempts``),
+and a flag not given is left out of the parsed namespace, so the environment, ``.env`` and the
+config file fill the rest in their order. Credentials have no flags on purpose: a flag would show
+in ``ps``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import typing
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from worker import __version__
+from worker.settings import CONFIG_VARIABLE, ENV_FILE_VARIABLE, SECRET_FIELDS, Settings
+
+HELP = {
+    "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
+    "input_format": "input format; auto: from the file name, else the first line",
+    "queue": "read from a Redis stream instead: redis://host:port/db",
+    "stream": "with --queue: the Redis stream to read",
+    "group": "with --queue: the consumer group (created if missing)",
+    "consumer": "with --queue: this consumer's name (default: hostname-pid)",
+    "until_empty": "with --queue: exit once the stream is drained",
+    "claim_idle": "with --queue: seconds a pending entry stays idle before others reclaim it",
+    "journal_retention": "with --queue, long-running: seconds the journal keeps final outcomes "
+    "(default 3600; 0: all)",
+    "keep_acked": "with --queue: leave entries in the stream once acknowledged (default: trim "
+    "the ones every consumer group has acknowledged)",
+    "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",
+    "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
+    "redis": "Redis URL for --shared-rate-key when the input is a file",
+    "shared_rate_key": "Redis key of one rate limit shared by every replica",
+    "health_host": "with --queue: address of /healthz and /metrics",
+    "health_port": "with --queue: port of /healthz and /metrics",
+    "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",
+    "id_pattern": "regular expression a task ID must match",
+    "project_id": "default project ID (a CSV/JSONL project_id column overrides it)",
+    "region": "region, e.g. cn-north-4 (endpoint https://dcs.REGION.myhuaweicloud.com)",
+    "endpoint": "API endpoint URL (overrides --region)",
+    "concurrency": "requests in flight at most",
+    "processes": "worker processes on this machine, each a shard of the input (CPU-bound runs)",
+    "rate": "requests per second for the whole run (0 = unknown: find it from 429s)",
+    "burst": "requests allowed at once above the rate",
+    "max_attempts": "attempts per task, the first included",
+    "timeout": "seconds for one whole request (connect, headers and body)",
+    "backoff_base": "seconds: retry n waits uniform(0, min(cap, base * 2^(n-1)))",
+    "backoff_cap": "seconds: the longest backoff between two attempts",
+    "max_retry_after": "seconds: the longest Retry-After honoured",
+    "adaptive": "adapt the rate to throttling (default: on with --rate 0; with R, a ceiling)",
+    "grace": "seconds in-flight requests get after SIGTERM/SIGINT or the deadline",
+    "deadline": "stop by then: seconds or a duration from start (3300, 45m, 1h30m), or an "
+    "ISO-8601 timestamp",
+    "max_deletes": "safety guard: abort (exit 3) before deleting more than this many tasks",
+    "retry_budget": "retries the whole run may spend beyond first attempts (refilled by successes)",
+    "retry_refund": "retry tokens each success adds back to the budget",
+    "breaker_window": "answers the circuit breaker looks back over",
+    "breaker_threshold": "share of failed answers in the window that opens the breaker",
+    "forbidden_limit": "abort (exit 3) after this many HTTP 403 answers in a row (0: never)",
+    "retry_failed": "re-attempt the journal's failed/not_attempted tasks (not with --input)",
+    "journal": "SQLite journal: a re-run skips tasks already deleted",
+    "report": "write the JSON report here",
+    "outcomes": "append one JSON line per task here",
+    "dry_run": "validate input, credentials and endpoint; send no DELETE",
+    "message": "optional message body sent with each DELETE",
+    "log_level": "the least severe level logged",
+    "log_format": "auto: console on a terminal, JSON lines otherwise",
+    "progress": "auto: a bar on a terminal, else a log line every --progress-interval",
+    "progress_interval": "seconds between progress log lines",
+}
+
+
+def _flag_type(annotation: Any) -> Any:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if annotation is bool or (args and args[0] is bool and len(args) == 1):
+        return bool
+    return str
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser, only: Collection[str] | None = None
+) -> None:
+    """A flag for each setting (``only`` those named, if given), credentials excepted. A flag
+    not given is not in the parsed namespace, so the environment and files still count."""
+    for name, info in Settings.model_fields.items():
+        if name in SECRET_FIELDS or (only is not None and name not in only):
+            continue
+        flag = "--" + name.replace("_", "-")
+        default_note = "" if info.default is None else f" (default: {info.default})"
+        kind = _flag_type(info.annotation)
+        if kind is bool:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=HELP[name],
+            )
+        else:
+            choices = None
+            origin_args = typing.get_args(info.annotation)
+            if typing.get_origin(info.annotation) is typing.Literal:
+                choices = list(origin_args)
+            parser.add_argument(
+                flag,
+                dest=name,
+                default=argparse.SUPPRESS,
+                choices=choices,
+                help=HELP[name] + default_note,
+            )
+
+
+# The settings ``list`` takes as flags (the rest from the environment and files, as for run).
+LIST_SETTINGS = (
+    "project_id",
+    "region",
+    "endpoint",
+    "timeout",
+    "max_attempts",
+    "log_level",
+    "log_format",
+)
+
+
+def add_file_flags(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--env-file``: where settings are read besides flags and environment."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get(CONFIG_VARIABLE),
+        help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        default=os.environ.get(ENV_FILE_VARIABLE),
+        help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
+    )
+
+
+def _add_list_parser(sub: Any) -> None:
+    lst = sub.add_parser(
+        "list", help="write the task center's task IDs (ListCenterTask), an input for run"
+    )
+    add_file_flags(lst)
+    add_settings_flags(lst, LIST_SETTINGS)
+    lst.add_argument("--start-time", help="tasks created from then on: yyyyMMddHHmmss, UTC")
+    lst.add_argument("--end-time", help="tasks created until then: yyyyMMddHHmmss, UTC")
+    lst.add_argument(
+        "--older-than-days", type=float, help="tasks created more than this many days ago"
+    )
+    lst.add_argument(
+        "--status", action="append", default=[], help="only tasks in this status (repeatable)"
+    )
+    lst.add_argument(
+        "--name", action="append", default=[], help="only tasks of this name, e.g. EXTEND"
+    )
+    lst.add_argument(
+        "--format", choices=["ids", "jsonl"], default="ids", help="an ID a line, or JSON Lines"
+    )
+    lst.add_argument("--output", type=Path, help="write here instead of standard output")
+    lst.add_argument("--page-size", type=positive_int, default=1000, help="tasks a request")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dcs-cleanup",
+        description="Bulk, safe, rate-limited deletion of Huawei Cloud DCS task-center tasks.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="read IDs, delete them, report")
+    add_file_flags(run)
+    add_settings_flags(run)
+
+    demo = sub.add_parser("demo", help="the main job against the embedded emulator")
+    demo.add_argument("--tasks", type=int, default=3000, help="existing tasks to seed and delete")
+    demo.add_argument("--unknown", type=int, default=200, help="IDs that do not exist (-> absent)")
+    demo.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
+    demo.add_argument("--rate", type=float, default=700.0, help="requests per second")
+    demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
+    demo.add_argument(
+        "--log-format", choices=["auto", "json", "console"], default="auto", help=HELP["log_format"]
+    )
+
+    emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
+    emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    emu.add_argument("--port", type=int, default=8080, help="port to listen on")
+    emu.add_argument("--project-id", default="0" * 31 + "1", help="project of the seeded tasks")
+    emu.add_argument("--tasks", type=int, default=1000, help="tasks to seed")
+    emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
+    emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
+    fault = emu.add_argument
+    fault("--error-rate", type=float, default=0.0, help="share of requests answered 500")
+    fault("--fail-first", type=int, default=0, help="the first N deletes of a task get 500")
+    fault("--fail-first-share", type=float, default=0.0, help="share of tasks --fail-first hits")
+    fault("--html-502-rate", type=float, default=0.0, help="share answered by a proxy's HTML 502")
+    fault(
+        "--reset-rate", type=float, default=0.0, help="share of requests whose connection is reset"
+    )
+    fault("--quota-rate", type=float, default=0.0, help="requests/s above which 429 (0: none)")
+    fault("--quota-burst", type=int, default=10, help="requests at once within the quota")
+    fault("--retry-after", type=float, default=None, help="Retry-After seconds sent with a 429")
+    fault("--latency-ms", type=float, default=0.0, help="milliseconds before each answer")
+    fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
+
+    enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
+    enq.add_argument("--queue", required=True, help="redis://host:port/db")
+    enq.add_argument(
+        "--input", required=True, help="file of task IDs (any run format); - for stdin"
+    )
+    enq.add_argument("--stream", default="dcs-cleanup:tasks", help="the Redis stream to add to")
+    enq.add_argument("--project-id", default=None, help="project for lines that name none")
+    enq.add_argument("--message", default=None, help="message field for every entry")
+    enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
+    enq.add_argument(
+        "--from-line",
+        type=positive_int,
+        default=1,
+        help="start at this line of the input (an enqueue that stopped part-way names it)",
+    )
+    enq.add_argument(
+        "--max-backlog",
+        type=positive_int,
+        default=None,
+        help="wait while the stream holds this many entries, for consumers to take them "
+        "(default: no limit)",
+    )
+
+    _add_list_parser(sub)
+
+    rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
+    rep.add_argument("--journal", type=Path, required=True, help="the journal of a run")
+    rep.add_argument("--report", type=Path, help="write its JSON report here")
+    rep.add_argument("--outcomes", type=Path, help="write one JSON line per task here")
+    return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {value}")
+    return value
