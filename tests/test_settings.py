@@ -227,3 +227,62 @@ def test_credential_with_inner_whitespace_exits_2_unechoed(
     err = capsys.readouterr().err
     assert "CLOUD_SDK_SK: " in err
     assert "half-of-it" not in err
+
+
+# PRODUCT.md fixes these flags of ``run`` ("names fixed"): flag, a value, and the setting it sets.
+PRODUCT_RUN_FLAGS = [
+    ("--input", "ids.txt", "input", "ids.txt"),
+    ("--queue", "redis://127.0.0.1:6379/0", "queue", "redis://127.0.0.1:6379/0"),
+    ("--until-empty", None, "until_empty", True),
+    ("--project-id", PROJECT, "project_id", PROJECT),
+    ("--region", "cn-north-4", "region", "cn-north-4"),
+    ("--endpoint", "http://127.0.0.1:9", "endpoint", "http://127.0.0.1:9"),
+    ("--concurrency", "7", "concurrency", 7),
+    ("--rate", "3.5", "rate", 3.5),
+    ("--burst", "4", "burst", 4),
+    ("--max-attempts", "6", "max_attempts", 6),
+    ("--timeout", "12", "timeout", 12.0),
+    ("--journal", "j.sqlite", "journal", Path("j.sqlite")),
+    ("--report", "r.json", "report", Path("r.json")),
+    ("--outcomes", "o.jsonl", "outcomes", Path("o.jsonl")),
+    ("--dry-run", None, "dry_run", True),
+    ("--message", "cleanup by SRE", "message", "cleanup by SRE"),
+    ("--log-level", "warning", "log_level", "warning"),
+    ("--log-format", "json", "log_format", "json"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value", "field", "expected"), PRODUCT_RUN_FLAGS)
+def test_every_flag_product_md_fixes_is_a_flag_and_an_environment_variable(
+    flag: str, value: str | None, field: str, expected: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ``run`` flag PRODUCT.md names keeps its name, and reads from the environment as
+    ``DCS_CLEANUP_<FLAG_NAME>``: renaming a setting renames both, and users' scripts, CronJobs
+    and config files name them."""
+    args = build_parser().parse_args(["run", flag, *([value] if value is not None else [])])
+    flags = {k: v for k, v in vars(args).items() if k in Settings.model_fields}
+    assert getattr(load_settings(flags), field) == expected
+    variable = "DCS_CLEANUP_" + flag.removeprefix("--").replace("-", "_").upper()
+    monkeypatch.setenv(variable, value if value is not None else "true")
+    assert getattr(load_settings({}), field) == expected
+
+
+def test_region_names_the_endpoint_and_endpoint_overrides_it() -> None:
+    """PRODUCT.md: ``--region NAME`` is ``https://dcs.{region}.myhuaweicloud.com``, and
+    ``--endpoint`` overrides the region."""
+    assert (
+        load_settings({"region": "ap-southeast-3"}).base_url()
+        == "https://dcs.ap-southeast-3.myhuaweicloud.com"
+    )
+    both = load_settings({"region": "ap-southeast-3", "endpoint": "http://127.0.0.1:9"})
+    assert both.base_url() == "http://127.0.0.1:9"
+
+
+def test_the_commands_product_md_names_are_there(capsys: pytest.CaptureFixture[str]) -> None:
+    """``dcs-cleanup --help`` lists run, demo, emulator and enqueue (PRODUCT.md's commands)."""
+    with pytest.raises(SystemExit) as ended:
+        main(["--help"])
+    assert ended.value.code == 0
+    listed = capsys.readouterr().out
+    for command in ("run", "demo", "emulator", "enqueue"):
+        assert re.search(rf"^\s+{command}\s", listed, re.MULTILINE), command
