@@ -1,7 +1,7 @@
 """A file or stdin as a source: ``FileSource`` reads plain text, CSV or JSON Lines, gzipped or
 not, as a stream (a worker thread reads it in batches; a pipe or FIFO through ``reading.Pump``),
-tells the format from the name or the first line, and refuses as a whole only what no line of
-could be sent (UTF-16, a binary file, one JSON document, text with no project to send it to).
+tells the format from the name or the first line, and refuses as a whole only an input none of
+whose lines could be sent (UTF-16, a binary file, one JSON document, plain text and no project).
 """
 
 from __future__ import annotations

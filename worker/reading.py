@@ -1,7 +1,7 @@
 """Reading an input's lines, whatever it is: no line held longer than ``MAX_LINE``
 (``Lines``), gzip recognised by its magic bytes (``decompressed``), and a stream input (a pipe,
 FIFO or terminal: ``is_stream``) read on a thread of its own that hands lines over as they come
-(``Pump``), so neither a quiet writer nor a stop's wait is held up by the other.
+(``Pump``), so a writer gone quiet holds back neither the lines it wrote nor a stop.
 """
 
 from __future__ import annotations
