@@ -440,6 +440,38 @@ def test_lines_appended_to_a_file_cut_mid_line_start_on_a_line_of_their_own(
     assert sorted(json.loads(line)["task_id"] for line in lines) == sorted(ids)
 
 
+def test_an_outcomes_fifo_whose_reader_leaves_stops_the_run(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``--outcomes`` on a FIFO whose reader goes away after the first lines (``| head``): the
+    next write fails (EPIPE) and the run stops, exit 3 output_error, with its report. Opened
+    for reading as well as writing (to look at the file's last byte), the FIFO had a reader
+    for as long as the worker lived: no EPIPE, and the run hung once the pipe was full."""
+    ids = seed(emulator, 3000)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    fifo = tmp_path / "outcomes.fifo"
+    os.mkfifo(fifo)
+    first: list[bytes] = []
+
+    def read_a_little() -> None:
+        with fifo.open("rb") as reader:
+            first.append(reader.readline())
+
+    reader = threading.Thread(target=read_a_little, daemon=True)
+    reader.start()
+    child = spawn(emulator, tmp_path, path, "--outcomes", str(fifo), "--concurrency", "8")
+    try:
+        assert child.wait(timeout=60) == 3
+    finally:
+        child.kill()
+    reader.join(timeout=10)
+    assert json.loads(first[0])["outcome"] == "deleted"
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "output_error"
+    assert "Broken pipe" in rep["stop_detail"]
+    assert fifo.is_fifo()
+
+
 def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -208,11 +208,8 @@ class OutcomeWriter:
         self._run_id = run_id
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            except PermissionError:  # a file one may write but not read
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            _end_line(self._fd)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            _end_line(self._fd, path)
 
     def write(self, results: Sequence[TaskResult]) -> None:
         """Append the results' lines; ``OutputError`` if the file refuses them (disk full)."""
@@ -248,16 +245,26 @@ class OutcomeWriter:
             self._fd = None
 
 
-def _end_line(fd: int) -> None:
+def _end_line(fd: int, path: Path) -> None:
     """End a file left inside a line (a power cut mid-write) with a newline, so that this run's
     first line is not glued to that fragment. Under a lock: the processes of one run open the
-    file together, and only the first may add it."""
-    with contextlib.suppress(OSError):  # a device, a pipe, a file not readable: leave it
+    file together, and only the first may add it. A regular file only, its last byte read
+    through a descriptor of its own: a FIFO opened for reading by its writer would have a
+    reader for as long as the writer lives, and never tell it that its reader went away."""
+    with contextlib.suppress(OSError):  # a file that may be written but not read: leave it
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                os.write(fd, b"\n")
+            if size:
+                reader = os.open(path, os.O_RDONLY)
+                try:
+                    last = os.pread(reader, 1, size - 1)
+                finally:
+                    os.close(reader)
+                if last != b"\n":
+                    os.write(fd, b"\n")
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
