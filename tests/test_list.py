@@ -49,6 +49,31 @@ def test_list_pages_through_every_task_despite_errors_and_run_deletes_them(
     assert emulator.state.remaining() == 0
 
 
+def test_list_reads_on_when_pages_are_shorter_than_asked(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A gateway that answers at most 100 tasks a page, whatever ``limit`` asks (1,000 by
+    default): the first page, shorter than asked, ended the list there, exit 0, with 100 of
+    2,500 IDs written as if they were all. The list now reads on to ``task_count``."""
+    ids = seed(emulator, 2500)
+    emulator.state.set_faults(Faults(list_page_cap=100))
+    out = tmp_path / "ids.txt"
+    assert main(list_args(emulator, out)) == 0
+    assert sorted(out.read_text().splitlines()) == sorted(ids)
+
+
+def test_list_without_a_task_count_reads_until_an_empty_page(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """An answer without ``task_count`` (or with one that is no number): the list ends at the
+    first empty page, not at the first page shorter than asked."""
+    ids = seed(emulator, 1050)
+    emulator.state.set_faults(Faults(list_page_cap=100, list_count=False))
+    out = tmp_path / "ids.txt"
+    assert main(list_args(emulator, out, "--page-size", "500")) == 0
+    assert sorted(out.read_text().splitlines()) == sorted(ids)
+
+
 def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path: Path) -> None:
     """--start-time/--end-time go to the API; --name and --status are matched here; JSON Lines
     give each task as the API does."""

@@ -2,7 +2,9 @@
 ``run``: one ID a line, or one JSON object a line (``run`` reads both).
 
 Pages are offset-based, so tasks deleted while the list is read shift the pages under it and some
-would be missed: write the list to a file first, then run it. Each page is retried like a DELETE
+would be missed: write the list to a file first, then run it. The list ends at the answers'
+``task_count`` (or, without one, at an empty page), never at a page shorter than asked: a gateway
+may hold pages to fewer tasks than ``limit`` names. Each page is retried like a DELETE
 (429 with Retry-After or 2-5 s, 5xx and network errors with jittered backoff); a page that cannot
 be had stops the list with exit 3, since a part of a list passed on as the whole would be wrong.
 """
@@ -67,7 +69,7 @@ async def list_tasks(
     async with DcsClient(settings.base_url(), signer, concurrency=1, timeout=settings.timeout) as c:
         while True:
             try:
-                page = await _page(
+                page, count = await _page(
                     c, settings, project, offset, page_size, start_time, end_time, rng
                 )
             except ListFailed as exc:
@@ -92,9 +94,15 @@ async def list_tasks(
             written += len(chosen)
             listed += len(page)
             offset += len(page)
-            if len(page) < page_size:
+            if not page or (count is not None and offset >= count):
                 break
-    log.info("cleanup.list_finished", listed=listed, written=written, project_id=project)
+    log.info(
+        "cleanup.list_finished",
+        listed=listed,
+        written=written,
+        task_count=count,
+        project_id=project,
+    )
     return EXIT_OK
 
 
@@ -107,8 +115,9 @@ async def _page(
     start_time: str | None,
     end_time: str | None,
     rng: random.Random,
-) -> list[dict[str, Any]]:
-    """One page of tasks, retried as a DELETE would be; ``ListFailed`` if it cannot be had."""
+) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of tasks and the answer's ``task_count`` (None if it has no number), retried
+    as a DELETE would be; ``ListFailed`` if it cannot be had."""
     attempt = 0
     while True:
         attempt += 1
@@ -137,9 +146,10 @@ async def _page(
         await anyio.sleep(decision.delay)
 
 
-def _tasks(raw: bytes, offset: int) -> list[dict[str, Any]]:
+def _tasks(raw: bytes, offset: int) -> tuple[list[dict[str, Any]], int | None]:
     try:
-        tasks = json.loads(raw)["tasks"]
+        answer = json.loads(raw)
+        tasks = answer["tasks"]
     except (ValueError, KeyError, TypeError) as exc:
         msg = f"the page at offset {offset} is not a task list ({type(exc).__name__}: {exc})"
         raise ListFailed(msg[:300]) from None
@@ -148,7 +158,11 @@ def _tasks(raw: bytes, offset: int) -> list[dict[str, Any]]:
     ):
         msg = f"the page at offset {offset} is not a task list: no list of tasks with an id"
         raise ListFailed(msg)
-    return tasks
+    try:  # a string in the API's answers ("task_count": "42")
+        count: int | None = int(answer.get("task_count"))
+    except (TypeError, ValueError):
+        count = None
+    return tasks, count
 
 
 def _why(answer: ApiResponse | TransportError, attempts: int) -> str:

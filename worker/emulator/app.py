@@ -58,6 +58,8 @@ class Faults:
     big_body_bytes: int = 0
     reject_share: float = 0.0
     redirect_to: str | None = None
+    list_page_cap: int = 0  # the most tasks a list page holds, whatever ``limit`` asks (0: limit)
+    list_count: bool = True  # whether a list page carries ``task_count``
     seed: int = 0
 
 
@@ -363,10 +365,11 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
                 if not re.fullmatch(r"\d{14}", bound):
                     return _error(400, "DCS.4800", f"{name} must be yyyyMMddHHmmss (UTC).")
                 tasks = [t for t in tasks if keep(_compact(t.created_at), bound)]
-        page = tasks[offset : offset + limit]
+        cap = state.faults.list_page_cap
+        page = tasks[offset : offset + (min(limit, cap) if cap else limit)]
         return web.json_response(
             {
-                "task_count": str(len(tasks)),
+                **({"task_count": str(len(tasks))} if state.faults.list_count else {}),
                 "tasks": [
                     {
                         "id": t.task_id,
