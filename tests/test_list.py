@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,3 +175,35 @@ def test_list_output_a_missing_folder_exits_2_and_a_fifo_stays_one(
     assert sorted(got) == sorted(ids)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["ids.fifo"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
+    sig: signal.Signals, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """SIGTERM killed a list part-way (exit 143) and left its part beside ``--output``; SIGINT
+    ended it in a traceback. Either now stops it: exit 4, a log line saying how much was read,
+    and nothing written where the list is expected, nor beside it."""
+    seed(emulator, 2000)
+    emulator.state.set_faults(Faults(latency_ms=50))
+    out = tmp_path / "ids.txt"
+    err = tmp_path / "list.err"
+    with err.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker", *list_args(emulator, out, "--page-size", "10")],
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while emulator.state.requests < 5:
+            assert time.monotonic() < deadline
+            assert child.poll() is None
+            time.sleep(0.01)
+        child.send_signal(sig)
+        assert child.wait(timeout=30) == 4
+    log = err.read_text()
+    assert "Traceback" not in log
+    stopped = [json.loads(line) for line in log.splitlines() if "list_interrupted" in line]
+    assert len(stopped) == 1
+    assert stopped[0]["signal"] == sig.name
+    assert 0 < stopped[0]["listed"] < 2000
+    assert list(tmp_path.iterdir()) == [err]

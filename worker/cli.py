@@ -305,7 +305,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Page through ListCenterTask and write the tasks that match."""
-    from worker.listing import end_time_for, list_tasks
+    from worker.listing import Listed, end_time_for, list_tasks
+    from worker.logs import get_logger
     from worker.runner import credentials_from
     from worker.signer import Signer
 
@@ -316,17 +317,43 @@ def cmd_list(args: argparse.Namespace) -> int:
             raise ConfigError("give --end-time or --older-than-days, not both")
         end_time = end_time_for(args.older_than_days)
     signer = Signer(credentials_from(settings))
-    go = functools.partial(
-        list_tasks,
-        settings,
-        signer,
-        fmt=args.format,
-        statuses=args.status,
-        names=args.name,
-        start_time=args.start_time,
-        end_time=end_time,
-        page_size=args.page_size,
-    )
+
+    async def go(out: TextIO) -> int:
+        """The list, or exit 4 once a signal stopped it (saying how far it got)."""
+        done = Listed()
+        stopped_by: list[str] = []
+        code = EXIT_INTERRUPTED
+        try:
+            async with anyio.create_task_group() as group:
+                await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
+                code = await list_tasks(
+                    settings,
+                    signer,
+                    out,
+                    fmt=args.format,
+                    statuses=args.status,
+                    names=args.name,
+                    start_time=args.start_time,
+                    end_time=end_time,
+                    page_size=args.page_size,
+                    done=done,
+                )
+                group.cancel_scope.cancel()
+        except BaseExceptionGroup as failed:
+            # A refusal of the list's own (a bad flag: exit 2), as main() reports it.
+            if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], CleanupError):
+                raise failed.exceptions[0] from None
+            raise
+        if code == EXIT_INTERRUPTED:
+            get_logger().warning(
+                "cleanup.list_interrupted",
+                signal=stopped_by[0] if stopped_by else None,
+                listed=done.listed,
+                written=done.written,
+                detail="a part of the list; an --output file is not written",
+            )
+        return code
+
     if args.output is None:
         return _run_async(go, sys.stdout)
     from worker.report import written_in_place

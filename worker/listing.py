@@ -15,6 +15,7 @@ import json
 import random
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
@@ -39,6 +40,16 @@ def end_time_for(older_than_days: float, now: datetime | None = None) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
 
+@dataclass
+class Listed:
+    """What ``list_tasks`` did, kept up to date as it goes (a stop reads it): tasks listed,
+    tasks written, and the last answer's ``task_count``."""
+
+    listed: int = 0
+    written: int = 0
+    task_count: int | None = None
+
+
 class ListFailed(Exception):  # noqa: N818 - a stop with its message, like AbortRun
     """A page could not be had: credentials refused, or an error that retries did not cure."""
 
@@ -54,8 +65,9 @@ async def list_tasks(
     start_time: str | None = None,
     end_time: str | None = None,
     page_size: int = 1000,
+    done: Listed | None = None,
 ) -> int:
-    """Write every task that matches, page by page; the exit code."""
+    """Write every task that matches, page by page, counting in ``done``; the exit code."""
     project = settings.project_id
     if project is None:
         raise ConfigError("list needs --project-id")
@@ -65,15 +77,16 @@ async def list_tasks(
     wanted_status = {s.upper() for s in statuses}
     wanted_name = {n.lower() for n in names}
     rng = random.Random()
-    offset = listed = written = 0
+    done = done if done is not None else Listed()
+    offset = 0
     async with DcsClient(settings.base_url(), signer, concurrency=1, timeout=settings.timeout) as c:
         while True:
             try:
-                page, count = await _page(
+                page, done.task_count = await _page(
                     c, settings, project, offset, page_size, start_time, end_time, rng
                 )
             except ListFailed as exc:
-                log.error("cleanup.list_failed", offset=offset, listed=listed, error=str(exc))
+                log.error("cleanup.list_failed", offset=offset, listed=done.listed, error=str(exc))
                 return EXIT_ABORTED
             chosen = [
                 task
@@ -91,16 +104,16 @@ async def list_tasks(
                 drop_lost_stream(out)  # so that no flush at exit tries it again
                 log.error("cleanup.list_failed", offset=offset, error=f"cannot write: {exc}")
                 return EXIT_ABORTED
-            written += len(chosen)
-            listed += len(page)
+            done.written += len(chosen)
+            done.listed += len(page)
             offset += len(page)
-            if not page or (count is not None and offset >= count):
+            if not page or (done.task_count is not None and offset >= done.task_count):
                 break
     log.info(
         "cleanup.list_finished",
-        listed=listed,
-        written=written,
-        task_count=count,
+        listed=done.listed,
+        written=done.written,
+        task_count=done.task_count,
         project_id=project,
     )
     return EXIT_OK
