@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sqlite3
 import urllib.request
 from collections import Counter
@@ -100,3 +101,20 @@ def test_summary_table_reads_well_with_and_without_answers(
     assert "requests 0 · " in err
     assert "no answers" in err
     assert "None" not in err
+
+
+def test_the_emulator_on_a_port_in_use_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``dcs-cleanup emulator --port P`` with P taken (an emulator left running) was an
+    OSError traceback, exit 1, after a line saying it served there. It is exit 2 naming the
+    port and the reason, and the serving line is printed only once it listens."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["emulator", "--port", str(port), "--tasks", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "emulator: http://" not in err
+    assert "Traceback" not in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -386,6 +387,34 @@ def serving_consumer(
     proc = subprocess.Popen([sys.executable, "-m", "worker", *args], cwd=folder)
     children.append(proc)
     return proc, port
+
+
+def test_a_consumer_whose_health_port_is_taken_exits_2_before_reading(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Two consumers on one host with the default --health-port, or a sidecar on it: the
+    second crashed with an ExceptionGroup traceback, exit 1. It is now exit 2 naming the
+    port, before it reads an entry: they stay on the stream for the consumer that can."""
+    ids = seed(emulator, 30)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = consumer_args(
+            emulator, redis_url, "c1", "--health-host", "127.0.0.1", "--health-port", str(port)
+        )
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--health-port {port}: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "Traceback" not in err
+    assert emulator.state.requests == 0
+    client = redis.Redis.from_url(redis_url)
+    assert client.xlen(STREAM) == len(ids)
+    assert holders(client) == {}
 
 
 def test_consumer_serves_health_and_metrics_and_stops_on_sigterm(

@@ -191,14 +191,23 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         if ak and sk
         else f"AK {DEMO_AK} and the demo SK"
     )
-    print(
-        f"emulator: http://{args.host}:{args.port} project {args.project_id}, {args.tasks} tasks, "
-        f"signatures {'off' if args.no_verify else 'checked with ' + creds}",
-        file=sys.stderr,
-        flush=True,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(state, args.host, args.port))
+    signatures = "off" if args.no_verify else "checked with " + creds
+
+    def ready() -> None:
+        print(
+            f"emulator: http://{args.host}:{args.port} project {args.project_id}, "
+            f"{args.tasks} tasks, signatures {signatures}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve_forever(state, args.host, args.port, ready))
+    except OSError as exc:
+        where = f"{args.host}:{args.port}"
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"--port {args.port}: cannot listen on {where}: {why}") from None
     return 0
 
 

@@ -5,12 +5,14 @@ imported only by runs that do either.
 
 from __future__ import annotations
 
+import os
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 
+from worker.errors import ConfigError
 from worker.logs import get_logger
 from worker.settings import Settings, redact_url
 from worker.shards import ShardFilter
@@ -38,12 +40,11 @@ def consumer_mode(settings: Settings) -> bool:
 
 
 async def serve_health(
-    pipeline: Pipeline,
-    metrics: Metrics,
-    source: TaskSource,
-    task_status: anyio.abc.TaskStatus[None],
+    pipeline: Pipeline, metrics: Metrics, source: TaskSource, stack: AsyncExitStack
 ) -> None:
-    """``/healthz`` (503 once stopping) and ``/metrics`` for a long-running queue consumer.
+    """``/healthz`` (503 once stopping) and ``/metrics`` for a long-running queue consumer,
+    served until ``stack`` closes. Its port taken is a ``ConfigError`` (exit 2), raised before
+    the consumer reads an entry.
 
     Redis out of reach leaves ``/healthz`` ok: a restart would not bring it back, and the
     consumer goes on by itself when it returns. ``dcs_cleanup_queue_up`` is the thing to alert
@@ -75,16 +76,20 @@ async def serve_health(
     app.router.add_get("/metrics", metrics_page)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    settings = pipeline.settings
-    site = web.TCPSite(runner, settings.health_host, settings.health_port)
-    await site.start()
-    log.info("cleanup.health_serving", host=settings.health_host, port=settings.health_port)
-    task_status.started()
-    try:
-        await anyio.sleep_forever()
-    finally:
+
+    async def close() -> None:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
+
+    stack.push_async_callback(close)
+    host, port = pipeline.settings.health_host, pipeline.settings.health_port
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        msg = f"--health-port {port}: cannot listen on {host}:{port}: {why}"
+        raise ConfigError(msg) from None
+    log.info("cleanup.health_serving", host=host, port=port)
 
 
 async def push_metrics(metrics: Metrics, gateway: str, part: Part | None) -> None:

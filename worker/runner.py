@@ -41,7 +41,6 @@ from worker.signer import Credentials, Signer
 from worker.sources import IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
-    from worker.metrics import Metrics
     from worker.processes import Part
 
 log = get_logger()
@@ -106,15 +105,11 @@ async def _drive(
     pipeline: Pipeline,
     source: TaskSource,
     progress: Progress,
-    metrics: Metrics | None,
     *,
     handle_signals: bool,
 ) -> RunEnd:
-    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total, and for
-    a queue consumer the health and metrics endpoint."""
+    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total."""
     async with anyio.create_task_group() as tg:
-        if metrics is not None and consumer_mode(pipeline.settings):
-            await tg.start(serve_health, pipeline, metrics, source)
         if handle_signals:
             await tg.start(_watch_signals, pipeline)
         deadline = pipeline.settings.deadline_in()
@@ -257,7 +252,9 @@ async def execute(
         )
         if on_pipeline is not None:
             on_pipeline(pipeline)
-        end = await _drive(pipeline, source, progress, metrics, handle_signals=handle_signals)
+        if metrics is not None and consumer_mode(settings):
+            await serve_health(pipeline, metrics, source, stack)
+        end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
         progress.close()
         report = _build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not consumer_mode(settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import threading
+from collections.abc import Callable
 from types import TracebackType
 from typing import Self, cast
 
@@ -86,13 +87,17 @@ class EmulatorServer:
             await runner.cleanup()
 
 
-async def serve_forever(state: EmulatorState, host: str, port: int) -> None:
-    """Serve in the current event loop until cancelled (``dcs-cleanup emulator``)."""
+async def serve_forever(
+    state: EmulatorState, host: str, port: int, on_ready: Callable[[], None] | None = None
+) -> None:
+    """Serve in the current event loop until cancelled (``dcs-cleanup emulator``), calling
+    ``on_ready`` once listening. ``OSError`` if it cannot listen (the port taken)."""
     runner = web.AppRunner(make_app(state), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
-    await site.start()
     try:
+        await web.TCPSite(runner, host, port, backlog=1024).start()
+        if on_ready is not None:
+            on_ready()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
