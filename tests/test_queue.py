@@ -998,3 +998,17 @@ def test_enqueue_takes_the_project_from_the_environment(
         {"task_id": "t1", "project_id": PROJECT},
         {"task_id": "t2", "project_id": PROJECT},
     ]
+
+
+def test_enqueue_of_plain_text_without_a_project_exits_2_in_one_line(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plain text and no --project-id: the input's refusal came out of enqueue's task group
+    as an ExceptionGroup traceback, exit 1. It is exit 2 with the one line run gives, and
+    nothing is added."""
+    path = write_ids(tmp_path / "ids.txt", ["t1", "t2"])
+    assert main(["enqueue", "--queue", redis_url, "--input", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"dcs-cleanup: input {path}: line 1: plain-text lines name no project" in err
+    assert "Traceback" not in err
+    assert redis.Redis.from_url(redis_url).exists(STREAM) == 0

@@ -18,9 +18,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import anyio
 import anyio.abc
@@ -35,6 +35,8 @@ from worker.settings import (
     load_settings,
     redact_url,
 )
+
+_T = TypeVar("_T")
 
 
 def _run_async(fn: Any, *args: Any) -> int:
@@ -226,6 +228,26 @@ async def _stop_on_signal(
             return
 
 
+async def _until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, str | None]:
+    """Run ``work()`` until it ends or SIGTERM, SIGINT or SIGHUP stops it: (its result, None),
+    or (None, the signal's name). An exception of ``work`` is raised as it is, not inside an
+    ExceptionGroup, so ``main`` reports a usage error as exit 2 with one line."""
+    stopped_by: list[str] = []
+    result: _T | None = None
+    finished = False
+    try:
+        async with anyio.create_task_group() as group:
+            await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
+            result = await work()
+            finished = True
+            group.cancel_scope.cancel()
+    except BaseExceptionGroup as failed:
+        if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
+            raise failed.exceptions[0] from None
+        raise
+    return result, None if finished else (stopped_by[0] if stopped_by else "a signal")
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
     from worker import enqueue, queue
@@ -257,22 +279,18 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     async def go() -> int:
         client = queue.connect(args.queue)
         done = enqueue.Enqueued(next_line=args.from_line)
-        stopped_by: list[str] = []
-        finished = False
+        add = functools.partial(
+            enqueue.enqueue,
+            client,
+            args.stream,
+            source.batches(),
+            done,
+            message=args.message,
+            max_backlog=args.max_backlog or 0,
+            waiting=waiting,
+        )
         try:
-            async with anyio.create_task_group() as group:
-                await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
-                await enqueue.enqueue(
-                    client,
-                    args.stream,
-                    source.batches(),
-                    done,
-                    message=args.message,
-                    max_backlog=args.max_backlog or 0,
-                    waiting=waiting,
-                )
-                finished = True
-                group.cancel_scope.cancel()
+            _, stopped_by = await _until_signal(add)
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
@@ -285,9 +303,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             f"enqueued {done.added} task(s) on {args.stream}; {done.bad} bad line(s) skipped",
             file=sys.stderr,
         )
-        interrupted = bool(stopped_by) and not finished
-        if interrupted:
-            done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by[0]}"
+        if stopped_by is not None:
+            done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by}"
         if done.stopped_at is None:
             return 1 if done.bad else 0
         where = f"--queue {redact_url(args.queue)}: stopped at line {done.stopped_at}"
@@ -300,7 +317,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 f"the stream: go on with --from-line {done.stopped_at}",
                 file=sys.stderr,
             )
-        if interrupted:
+        if stopped_by is not None:
             return EXIT_INTERRUPTED
         return EXIT_ABORTED if done.added else EXIT_USAGE
 
@@ -330,37 +347,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     async def go(out: TextIO) -> int:
         """The list, or exit 4 once a signal stopped it (saying how far it got)."""
         done = Listed()
-        stopped_by: list[str] = []
-        code = EXIT_INTERRUPTED
-        try:
-            async with anyio.create_task_group() as group:
-                await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
-                code = await list_tasks(
-                    settings,
-                    signer,
-                    out,
-                    fmt=args.format,
-                    statuses=args.status,
-                    names=args.name,
-                    start_time=args.start_time,
-                    end_time=end_time,
-                    page_size=args.page_size,
-                    done=done,
-                )
-                group.cancel_scope.cancel()
-        except BaseExceptionGroup as failed:
-            # A refusal of the list's own (a bad flag: exit 2), as main() reports it.
-            if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], CleanupError):
-                raise failed.exceptions[0] from None
-            raise
-        if code == EXIT_INTERRUPTED:
+        code, stopped_by = await _until_signal(
+            functools.partial(
+                list_tasks,
+                settings,
+                signer,
+                out,
+                fmt=args.format,
+                statuses=args.status,
+                names=args.name,
+                start_time=args.start_time,
+                end_time=end_time,
+                page_size=args.page_size,
+                done=done,
+            )
+        )
+        if code is None:
             get_logger().warning(
                 "cleanup.list_interrupted",
-                signal=stopped_by[0] if stopped_by else None,
+                signal=stopped_by,
                 listed=done.listed,
                 written=done.written,
                 detail="a part of the list; an --output file is not written",
             )
+            return EXIT_INTERRUPTED
         return code
 
     if args.output is None:
