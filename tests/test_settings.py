@@ -81,6 +81,27 @@ def test_config_and_env_file_are_read_from_the_environment_too(
     assert load_settings({}, args.config, args.env_file).concurrency == 6
 
 
+@pytest.mark.parametrize("by", ["flag", "environment"])
+def test_an_env_file_named_but_missing_exits_2(
+    by: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--env-file`` (or ``DCS_CLEANUP_ENV_FILE``) naming a file that is not there was
+    ignored, exit 0, and whatever it was to set with it (a ``--max-deletes`` guard, the
+    endpoint, the credentials) silently not set. It is exit 2 naming it; nothing is sent."""
+    ids = seed(emulator, 5)
+    missing = tmp_path / "prod.env"
+    extra = ["--env-file", str(missing)] if by == "flag" else []
+    if by == "environment":
+        monkeypatch.setenv("DCS_CLEANUP_ENV_FILE", str(missing))
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), *extra) == 2
+    assert f"env file {missing}: cannot read it: no such file" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
 def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """CLOUD_SDK_AK / CLOUD_SDK_SK / CLOUD_SDK_SECURITY_TOKEN are read and never shown."""
     monkeypatch.setenv("CLOUD_SDK_SECURITY_TOKEN", "tok-SECRET-123")

@@ -340,6 +340,10 @@ def load_settings(
     Raises ``ConfigError`` naming each bad field, its flag and environment names and the rule;
     the value is echoed only for fields that are not secret.
     """
+    if env_file is not None and not env_file.is_file():
+        # Named on purpose, so a typo must not drop what it holds (credentials, a guard).
+        why = "is a folder" if env_file.is_dir() else "no such file"
+        raise ConfigError(f"env file {env_file}: cannot read it: {why}")
     check_environment(env_file)
     settings_cls: type[Settings] = Settings
     if config_file is not None:
