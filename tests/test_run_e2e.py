@@ -454,3 +454,34 @@ def test_input_that_breaks_midway_keeps_every_line_read_before(
     assert (rep["stop_reason"], rep["input_fully_read"]) == ("input_error", False)
     assert rep["stop_detail"].startswith(f"input {path}: read failed")
     assert rep["outcomes"]["deleted"] == len(before)
+
+
+@pytest.mark.parametrize(("tasks", "unknown"), [(300, 20), (1, 0)])
+def test_demo_deletes_every_seeded_task_and_exits_0(
+    tasks: int, unknown: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dcs-cleanup demo``, the README's first command, through faults (500s, a proxy's
+    HTML 502s, a quota's 429s): every seeded task deleted, the unknown IDs absent, the two
+    hostile lines and the duplicate skipped, exit 0. The smallest demo (one task) was an
+    IndexError traceback."""
+    args = ["demo", "--tasks", str(tasks), "--unknown", str(unknown), "--out", str(tmp_path)]
+    assert main([*args, "--log-format", "json"]) == 0
+    rep = json.loads((tmp_path / "report.json").read_text())
+    done = rep["outcomes"]
+    assert done["deleted"] == tasks
+    assert done["absent"] == unknown
+    assert done["skipped"] == 3
+    assert f"demo: emulator deleted {tasks} of {tasks}; 0 left." in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [("--tasks", "0", "must be 1 or more"), ("--unknown", "-1", "must be 0 or more")],
+)
+def test_demo_with_a_count_out_of_range_exits_2(
+    flag: str, value: str, needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["demo", flag, value])
+    assert ended.value.code == 2
+    assert f"argument {flag}: {needle}" in capsys.readouterr().err

@@ -179,9 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(run)
 
     demo = sub.add_parser("demo", help="the main job against the embedded emulator")
-    demo.add_argument("--tasks", type=int, default=3000, help="existing tasks to seed and delete")
-    demo.add_argument("--unknown", type=int, default=200, help="IDs that do not exist (-> absent)")
-    demo.add_argument("--concurrency", type=int, default=32, help="requests in flight at most")
+    demo.add_argument(
+        "--tasks", type=positive_int, default=3000, help="existing tasks to seed and delete"
+    )
+    demo.add_argument(
+        "--unknown", type=count, default=200, help="IDs that do not exist (-> absent)"
+    )
+    demo.add_argument(
+        "--concurrency", type=positive_int, default=32, help="requests in flight at most"
+    )
     demo.add_argument("--rate", type=float, default=700.0, help="requests per second")
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
     demo.add_argument(
@@ -192,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     emu.add_argument("--port", type=int, default=8080, help="port to listen on")
     emu.add_argument("--project-id", default="0" * 31 + "1", help="project of the seeded tasks")
-    emu.add_argument("--tasks", type=int, default=1000, help="tasks to seed")
+    emu.add_argument("--tasks", type=count, default=1000, help="tasks to seed")
     emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
     emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
     fault = emu.add_argument
@@ -242,10 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def positive_int(text: str) -> int:
+    return _at_least(text, 1)
+
+
+def count(text: str) -> int:
+    """A number of things: 0 or more."""
+    return _at_least(text, 0)
+
+
+def _at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more: {value}")
     return value
