@@ -153,6 +153,23 @@ def test_list_with_bad_times_exits_2_before_asking(
     assert emulator.state.requests == 0
 
 
+@pytest.mark.parametrize(("size", "needle"), [("5000", "1000 or less"), ("0", "1 or more")])
+def test_list_with_a_page_size_the_api_refuses_exits_2_before_asking(
+    size: str,
+    needle: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """ListCenterTask takes ``limit`` 1 to 1000: --page-size 5000 was sent, refused with a
+    400 and ended the list with exit 3. It is now exit 2 before any request."""
+    with pytest.raises(SystemExit) as ended:
+        main(list_args(emulator, tmp_path / "ids.txt", "--page-size", size))
+    assert ended.value.code == 2
+    assert f"argument --page-size: must be {needle}" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
 def test_list_output_a_missing_folder_exits_2_and_a_fifo_stays_one(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

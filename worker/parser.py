@@ -163,7 +163,9 @@ def _add_list_parser(sub: Any) -> None:
         "--format", choices=["ids", "jsonl"], default="ids", help="an ID a line, or JSON Lines"
     )
     lst.add_argument("--output", type=Path, help="write here instead of standard output")
-    lst.add_argument("--page-size", type=positive_int, default=1000, help="tasks a request")
+    lst.add_argument(
+        "--page-size", type=page_size, default=1000, help="tasks a request: 1 to 1000, the API's"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -249,6 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def positive_int(text: str) -> int:
     return _at_least(text, 1)
+
+
+def page_size(text: str) -> int:
+    """ListCenterTask's ``limit``: the API takes 1 to 1000 (API_FACTS.md)."""
+    value = _at_least(text, 1)
+    if value > 1000:
+        raise argparse.ArgumentTypeError(f"must be 1000 or less, as the API takes: {value}")
+    return value
 
 
 def count(text: str) -> int:
