@@ -85,6 +85,41 @@ def test_report_command_rerenders_from_the_journal(
     assert "rejected" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        ("outcomes.jsonl", "holds lines already; give a new file"),
+        ("journal.sqlite", "is the file of --journal"),
+        ("folder", "is a folder; give a file path"),
+    ],
+)
+def test_report_command_refuses_an_outcomes_file_it_would_spoil(
+    target: str,
+    needle: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """report --outcomes appended to the file it was given: the run's own outcomes file
+    then held every task twice, and the journal itself got JSON lines appended to the
+    database. A folder was a traceback. Each is exit 2 now, the file as it was."""
+    ids = seed(emulator, 20)
+    journal = tmp_path / "journal.sqlite"
+    assert (
+        run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--journal", str(journal))
+        == 0
+    )
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / target
+    before = path.read_bytes() if path.is_file() else None
+    assert main(["report", "--journal", str(journal), "--outcomes", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--outcomes {path}" in err
+    assert needle in err
+    assert "Traceback" not in err
+    assert (path.read_bytes() if path.is_file() else None) == before
+
+
 def test_summary_table_reads_well_with_and_without_answers(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

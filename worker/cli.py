@@ -402,10 +402,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from worker.journal import Journal
+    from worker.preflight import check_files
     from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 
     if not args.journal.exists():
         raise ConfigError(f"--journal {args.journal}: no such file")
+    check_files([("--outcomes", args.outcomes), ("--report", args.report)], args.journal)
+    if args.outcomes is not None and args.outcomes.is_file() and args.outcomes.stat().st_size:
+        # Appended to, a run's outcomes file would hold its tasks twice.
+        msg = f"--outcomes {args.outcomes}: holds lines already; give a new file"
+        raise ConfigError(msg)
     journal = Journal(args.journal, "report", reader=True)
     stats = RunStats()
     writer = OutcomeWriter(args.outcomes)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from worker.errors import ConfigError
@@ -46,11 +47,23 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
 def check_outputs(settings: Settings) -> None:
     """Create the folders of ``--journal``, ``--outcomes`` and ``--report`` now and refuse one
     that cannot be used (exit 2), before anything is sent rather than in a traceback later."""
-    for flag, path in (
-        ("--journal", settings.journal),
-        ("--outcomes", settings.outcomes),
-        ("--report", settings.report),
-    ):
+    source = Path(settings.input) if settings.input not in (None, "-") else None
+    outputs = [("--outcomes", settings.outcomes), ("--report", settings.report)]
+    if settings.journal is not None:
+        check_files([("--journal", settings.journal), *outputs], settings.journal, source)
+    else:
+        check_files(outputs, None, source)
+
+
+def check_files(
+    outputs: Sequence[tuple[str, Path | None]],
+    journal: Path | None,
+    source: Path | None = None,
+) -> None:
+    """Each output (flag, path; None: not given) writable, its folder made; and none of them
+    the file of another, of the journal (read or written) or of ``source``. Else
+    ``ConfigError``."""
+    for flag, path in outputs:
         if path is None:
             continue
         try:
@@ -62,27 +75,24 @@ def check_outputs(settings: Settings) -> None:
             raise ConfigError(f"{flag} {path}: is a folder; give a file path")
         if not os.access(path if path.exists() else path.parent, os.W_OK):
             raise ConfigError(f"{flag} {path}: not writable")
-    _refuse_shared_files(settings)
+    _refuse_shared_files(outputs, journal, source)
 
 
-def _refuse_shared_files(settings: Settings) -> None:
+def _refuse_shared_files(
+    outputs: Sequence[tuple[str, Path | None]], journal: Path | None, source: Path | None
+) -> None:
     """Each output needs a file of its own, and none may be the input: ``--report ids.txt``
     replaced the input with the report at the end, ``--report`` and ``--outcomes`` on one
     path lost every outcome line, and ``--outcomes`` on the journal appended JSON to the
     database. Devices (``/dev/null``) may be shared."""
-    journal = settings.journal
     files: list[tuple[str, Path]] = []
-    if settings.input is not None and settings.input != "-":
-        files.append(("--input", Path(settings.input)))
+    if source is not None:
+        files.append(("--input", source))
     if journal is not None:
         files += [("--journal", journal)] + [
             ("--journal", Path(f"{journal}{suffix}")) for suffix in ("-wal", "-shm", ".lock")
         ]
-    files += [
-        (flag, path)
-        for flag, path in (("--outcomes", settings.outcomes), ("--report", settings.report))
-        if path is not None
-    ]
+    files += [(flag, path) for flag, path in outputs if path is not None and flag != "--journal"]
     for i, (flag, path) in enumerate(files):
         for other_flag, other in files[:i]:
             if other_flag != flag and _same_file(path, other):
