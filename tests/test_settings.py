@@ -128,6 +128,13 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--deadline", "10x"], {}, "a duration (90s, 45m, 1h30m)"),
         (["--deadline", "2026-11-27T23:00:00"], {}, "timestamp needs a timezone"),
         (["--rate", "-1"], {}, "rate"),
+        (["--stream", ""], {}, "stream (--stream / DCS_CLEANUP_STREAM)"),
+        (["--group", ""], {}, "group (--group / DCS_CLEANUP_GROUP)"),
+        (
+            ["--queue", "redis://:pw-SECRET@127.0.0.1:6379/zero", "--until-empty"],
+            {},
+            "the database after host:port must be a number",
+        ),
         (["--retry-failed", "--journal", "j.sqlite"], {}, "--retry-failed reads its tasks"),
         (["--journal", "ids.txt/j.sqlite"], {}, "--journal ids.txt/j.sqlite: cannot create its"),
         (["--outcomes", "."], {}, "--outcomes .: is a folder"),
@@ -158,6 +165,19 @@ def test_bad_value_exits_2_naming_it(
     assert code == 2
     err = capsys.readouterr().err
     assert needle in err
+    assert "SECRET" not in err
+
+
+def test_enqueue_to_an_empty_stream_name_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``enqueue --stream ""`` added every task to the key "" (exit 0), where no consumer
+    reads; ``run --stream ""`` read that key. Both are refused now."""
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    with pytest.raises(SystemExit) as ended:
+        main(["enqueue", "--queue", "redis://127.0.0.1:1/0", "--input", str(ids), "--stream", ""])
+    assert ended.value.code == 2
+    assert "argument --stream: may not be empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -222,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument(
         "--input", required=True, help="file of task IDs (any run format); - for stdin"
     )
-    enq.add_argument("--stream", default="dcs-cleanup:tasks", help="the Redis stream to add to")
+    enq.add_argument(
+        "--stream", type=name, default="dcs-cleanup:tasks", help="the Redis stream to add to"
+    )
     enq.add_argument("--project-id", default=None, help="project for lines that name none")
     enq.add_argument("--message", default=None, help="message field for every entry")
     enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
@@ -259,6 +261,13 @@ def page_size(text: str) -> int:
     if value > 1000:
         raise argparse.ArgumentTypeError(f"must be 1000 or less, as the API takes: {value}")
     return value
+
+
+def name(text: str) -> str:
+    """A name that may not be empty (a Redis key)."""
+    if not text:
+        raise argparse.ArgumentTypeError("may not be empty")
+    return text
 
 
 def count(text: str) -> int:

@@ -53,9 +53,9 @@ class Settings(BaseSettings):
     input: str | None = None
     input_format: Literal["auto", "text", "csv", "jsonl"] = "auto"
     queue: str | None = None
-    stream: str = "dcs-cleanup:tasks"
-    group: str = "dcs-cleanup"
-    consumer: str | None = None
+    stream: str = Field(default="dcs-cleanup:tasks", min_length=1)
+    group: str = Field(default="dcs-cleanup", min_length=1)
+    consumer: str | None = Field(default=None, min_length=1)
     until_empty: bool = False
     claim_idle: float = Field(default=30.0, gt=0)
     keep_acked: bool = False
@@ -192,8 +192,15 @@ class Settings(BaseSettings):
     @field_validator("queue", "redis")
     @classmethod
     def _redis_url(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             msg = "must be a redis://host:port/db (or rediss://) URL"
+            raise ValueError(msg)
+        if parts.scheme != "unix" and not re.fullmatch(r"/?|/\d+", parts.path):
+            # redis-py passes over a database it cannot read as a number and uses 0.
+            msg = "the database after host:port must be a number, e.g. redis://host:6379/0"
             raise ValueError(msg)
         return value
 
