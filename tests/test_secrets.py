@@ -143,7 +143,7 @@ REDIS_PASSWORD = "rds-pass-w0rd-9b1f7e03c5"
     [
         ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
         ("rediss://default:tok3n@cache:6380/1", "rediss://default:***@cache:6380/1"),
-        ("redis://cleanup:raw@and/slash@h:1/0", "redis://cleanup:***@h:1/0"),
+        ("redis://cleanup:raw@at@h:1/0", "redis://cleanup:***@h:1/0"),
         ("redis://cache:6379/0", "redis://cache:6379/0"),
         ("redis://user@cache:6379/0", "redis://user@cache:6379/0"),
         ("https://push.example:9091", "https://push.example:9091"),
@@ -151,7 +151,7 @@ REDIS_PASSWORD = "rds-pass-w0rd-9b1f7e03c5"
 )
 def test_url_passwords_are_masked_where_urls_are_shown(url: str, shown: str) -> None:
     """A queue, Redis or Pushgateway URL keeps its user and host in the report but not its
-    password, even one with a raw @ or / in it."""
+    password, even one with a raw @ in it."""
     settings = load_settings(
         {"project_id": PROJECT, "queue": url if url.startswith("redis") else None,
          "redis": url if url.startswith("redis") else None, "pushgateway": url}
@@ -167,6 +167,8 @@ def test_url_passwords_are_masked_where_urls_are_shown(url: str, shown: str) -> 
     [
         ("--endpoint", "https://ak:s3cr3t-pw@dcs.example.com", "must not carry user:password@"),
         ("--queue", "http://:s3cr3t-pw@cache:6379/0", "must be a redis://"),
+        # Read as host 'and' and database 'slash@h:1/0' (redis-py would use database 0 there).
+        ("--queue", "redis://cleanup:s3cr3t-pw/and@h:1/0", "percent-encoded"),
     ],
 )
 def test_configuration_errors_do_not_echo_url_passwords(

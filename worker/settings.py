@@ -200,7 +200,10 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         if parts.scheme != "unix" and not re.fullmatch(r"/?|/\d+", parts.path):
             # redis-py passes over a database it cannot read as a number and uses 0.
-            msg = "the database after host:port must be a number, e.g. redis://host:6379/0"
+            msg = (
+                "the database after host:port must be a number, e.g. redis://host:6379/0 "
+                "(a / in the password must be percent-encoded: %2F)"
+            )
             raise ValueError(msg)
         return value
 
