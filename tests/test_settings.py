@@ -199,6 +199,27 @@ def test_bad_config_file_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "unknown setting(s) concurrenccy" in capsys.readouterr().err
 
 
+def test_credentials_in_the_config_file_exit_2_unechoed(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README says credentials come from the environment only, but ``sk = "..."`` in the
+    TOML file was read and used: a file that is committed, shared or mounted from a
+    ConfigMap held the secret key. It is exit 2 naming the keys and the variables to use,
+    the values not shown, nothing sent."""
+    ids = seed(emulator, 3)
+    config = tmp_path / "c.toml"
+    config.write_text('concurrency = 4\nak = "AK-in-toml"\nsk = "sk-SECRET-in-toml"\n')
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--config", str(config)) == 2
+    err = capsys.readouterr().err
+    assert (
+        "credentials are read from the environment only: ak (CLOUD_SDK_AK), sk (CLOUD_SDK_SK)"
+        in err
+    )
+    assert "SECRET" not in err
+    assert emulator.state.requests == 0
+
+
 def test_missing_credentials_exit_2_and_send_nothing(
     emulator: EmulatorServer,
     tmp_path: Path,

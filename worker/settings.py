@@ -416,6 +416,12 @@ def _check_config_file(path: Path) -> None:
     except tomllib.TOMLDecodeError as exc:
         msg = f"config file {path}: not valid TOML: {exc}"
         raise ConfigError(msg) from None
+    secrets = sorted(key for key in data if key in SECRET_FIELDS)
+    if secrets:
+        # A config file is shared, committed, mounted from a ConfigMap: no place for a secret.
+        names = ", ".join(f"{key} ({_environment_name(key)})" for key in secrets)
+        msg = f"config file {path}: credentials are read from the environment only: {names}"
+        raise ConfigError(msg)
     known = set(Settings.model_fields)
     unknown = sorted(key for key in data if key not in known)
     if unknown:
