@@ -235,6 +235,26 @@ def test_missing_credentials_exit_2_and_send_nothing(
     assert emulator.state.requests == 0
 
 
+@pytest.mark.parametrize("name", ["SK", "sk"])
+def test_a_variable_named_sk_is_no_credential(
+    name: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Credentials come from CLOUD_SDK_*: an ``SK`` (or ``sk``) variable set for something
+    else was read as the secret key too, and requests were signed with it. Without
+    CLOUD_SDK_SK the run is exit 2, credentials missing, whatever ``SK`` holds."""
+    monkeypatch.setenv(name, DEMO_SK)
+    monkeypatch.delenv("CLOUD_SDK_SK")
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    code = main(["run", "--input", str(ids), "--project-id", PROJECT, "--endpoint", emulator.url])
+    assert code == 2
+    assert "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
 def test_secret_value_not_echoed_in_config_errors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

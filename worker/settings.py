@@ -19,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -108,17 +108,12 @@ class Settings(BaseSettings):
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     progress_interval: float = Field(default=10.0, gt=0)
 
-    # Credentials: never shown.
-    ak: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("ak", "CLOUD_SDK_AK"), repr=False
-    )
-    sk: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("sk", "CLOUD_SDK_SK"), repr=False
-    )
+    # Credentials: never shown. Read from CLOUD_SDK_* only (the environment or .env): with the
+    # field's name among the aliases, an unrelated AK or SK variable was read as one.
+    ak: SecretStr | None = Field(default=None, validation_alias="CLOUD_SDK_AK", repr=False)
+    sk: SecretStr | None = Field(default=None, validation_alias="CLOUD_SDK_SK", repr=False)
     security_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("security_token", "CLOUD_SDK_SECURITY_TOKEN"),
-        repr=False,
+        default=None, validation_alias="CLOUD_SDK_SECURITY_TOKEN", repr=False
     )
 
     @field_validator("id_pattern")
@@ -430,11 +425,11 @@ def _check_config_file(path: Path) -> None:
 
 
 def _environment_name(field: str) -> str:
-    """The variable a credential is read from (the last of its alias choices): secrets are set
+    """The variable a credential is read from (its alias): secrets are set
     from the environment only, so that is the name an error should give."""
     info = Settings.model_fields.get(field)
     alias = info.validation_alias if info is not None else None
-    return str(alias.choices[-1]) if isinstance(alias, AliasChoices) else field
+    return alias if isinstance(alias, str) else field
 
 
 def describe_validation_error(exc: ValidationError) -> str:
