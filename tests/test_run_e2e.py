@@ -9,6 +9,8 @@ import os
 import random
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import urllib.request
 import zlib
@@ -485,3 +487,21 @@ def test_demo_with_a_count_out_of_range_exits_2(
         main(["demo", flag, value])
     assert ended.value.code == 2
     assert f"argument {flag}: {needle}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("closed", [">&-", ">&- 2>&-"])
+def test_a_run_with_its_standard_output_closed_still_runs_and_reports(
+    closed: str, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Started with standard output (or both outputs) closed, as some daemons and ``>&-``
+    start it, the run's first log line was an AttributeError on None: exit 1, nothing sent,
+    no report. The lines now go to /dev/null and the run does its work. The outcomes file,
+    opened after, does not take descriptor 1: it holds outcome lines only."""
+    ids = seed(emulator, 200)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    args = run_args(emulator, tmp_path, path, "--log-format", "console")
+    wrapped = ["bash", "-c", f'exec "$@" {closed}', "-", sys.executable, "-m", "worker", *args]
+    assert subprocess.run(wrapped, cwd=tmp_path, check=False, timeout=60).returncode == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == len(ids)
+    assert sorted(row["task_id"] for row in outcomes(tmp_path)) == sorted(ids)
+    assert emulator.state.remaining() == 0

@@ -452,7 +452,22 @@ COMMANDS = {
 }
 
 
+def _plug_closed_standard_streams() -> None:
+    """A process started with standard output or error closed (``>&-``, some daemons) has
+    None there, and its first log line was an AttributeError, exit 1, no report. Such a
+    stream writes to /dev/null instead, on its own descriptor, so that no file the run opens
+    later (the journal, the outcomes) takes descriptor 1 or 2 and gets written to."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _plug_closed_standard_streams()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
