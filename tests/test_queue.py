@@ -4,6 +4,7 @@ shards, health and metrics. Against a real redis-server and the emulator."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import signal
 import socket
@@ -41,6 +42,7 @@ from tests.conftest import (
 from worker import queue
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
+from worker.logs import configure_logging
 from worker.models import Outcome, TaskRef, TaskResult
 from worker.settings import DEFAULT_ID_PATTERN
 from worker.sources import IdValidator
@@ -761,6 +763,65 @@ def test_a_consumer_drains_a_stream_on_a_redis_out_of_memory(
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     lost = [line for line in lines if line["event"] == "cleanup.queue_dead_letter_lost"]
     assert [line["task_ids"] for line in lost] == [["../instances/x"]]
+
+
+def test_a_dead_letter_key_that_is_not_a_stream_is_refused_at_start(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """<stream>:dead holding a string made every dead letter fail (WRONGTYPE) hours into a run,
+    logged as a failed ack though the entries were acknowledged: the copies were lost. The
+    consumer now refuses to start, naming the key; nothing is read or sent."""
+    ids = seed(emulator, 5)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set(STREAM + ":dead", "something else")
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 2
+    said = capsys.readouterr().out
+    assert f"the dead-letter key '{STREAM}:dead' holds a string, not a stream" in said
+    assert emulator.state.requests == 0
+    assert client.xinfo_groups(STREAM)[0]["entries-read"] in (0, None)
+
+
+@pytest.mark.anyio
+async def test_a_dead_letter_refused_mid_run_is_named_and_its_entry_still_acknowledged(
+    redis_url: str,
+) -> None:
+    """The dead-letter key replaced under a running consumer: its XADD is refused inside the
+    MULTI but the XACK is not. The consumer counted the entry as not acknowledged and said the
+    ack failed; now the ack counts, and the lost copy is named and not counted as written."""
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    await client.xadd(STREAM, {"task_id": "../x", "project_id": PROJECT})
+    await client.xadd(STREAM, {"task_id": "t1", "project_id": PROJECT})
+    source = queue.RedisStreamSource(
+        client, STREAM, GROUP, "c1", PROJECT, IdValidator(DEFAULT_ID_PATTERN),
+        until_empty=True, claim_idle=300,
+    )  # fmt: skip
+    try:
+        with anyio.fail_after(10):
+            async for batch in source.batches():
+                await client.set(STREAM + ":dead", "replaced")
+                bad = [item for item in batch if isinstance(item, TaskResult)]
+                good = [item for item in batch if isinstance(item, TaskRef)]
+                assert [r.outcome for r in bad] == [Outcome.SKIPPED]
+                done = TaskResult(
+                    good[0].task_id, PROJECT, Outcome.DELETED, 204, 1, ack=good[0].ack
+                )
+                await source.acknowledge([*bad, done])
+                break
+        counts = source.counts()
+        await source.aclose()
+    finally:
+        configure_logging("info", "json")
+    assert counts["acked"] == 2
+    assert counts["dead_lettered"] == 0
+    assert pending(redis_url) == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lost = [line for line in lines if line["event"] == "cleanup.queue_dead_letter_lost"]
+    assert [line["task_ids"] for line in lost] == [["../x"]]
+    assert "WRONGTYPE" in lost[0]["error"]
+    assert not [line for line in lines if line["event"] == "cleanup.queue_ack_failed"]
 
 
 @pytest.mark.anyio

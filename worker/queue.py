@@ -134,6 +134,21 @@ class RedisStreamSource:
                 raise InputError(msg) from None
         except RedisError as exc:
             raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+        await self._check_dead_letter_key()
+
+    async def _check_dead_letter_key(self) -> None:
+        """Refuse to start when ``<stream>:dead`` holds something other than a stream: every
+        dead letter would be refused (WRONGTYPE), found only at the first one, hours in."""
+        try:
+            kind = _text(await self._redis.type(self.dead_letter))
+        except RedisError as exc:
+            raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+        if kind not in ("none", "stream"):
+            msg = (
+                f"--queue: the dead-letter key {self.dead_letter!r} holds a {kind}, not a stream; "
+                "rename or delete it, or read another --stream"
+            )
+            raise InputError(msg)
 
     async def look(self) -> dict[str, float] | None:
         """The stream's length, the group's lag (NaN when Redis cannot tell) and pending
@@ -357,7 +372,9 @@ class RedisStreamSource:
                 for r in dead:
                     pipe.xadd(self.dead_letter, _dead_letter_fields(r))
                 pipe.xack(self.stream, self.group, *acks)
-                await pipe.execute()
+                # Each command's own answer: one refused inside the MULTI (WRONGTYPE, the key
+                # changed under a running consumer) does not undo the others, the XACK included.
+                replies = await pipe.execute(raise_on_error=False)
         except OutOfMemoryError as exc:
             await self._redis.xack(self.stream, self.group, *acks)
             log.warning(
@@ -370,7 +387,20 @@ class RedisStreamSource:
                 "their outcomes are in the journal, the outcomes file and the log",
             )
             return 0
-        return len(dead)
+        if isinstance(replies[-1], Exception):
+            raise replies[-1]  # not acknowledged: left pending, reclaimed and re-sent
+        lost = [r for r, reply in zip(dead, replies, strict=False) if isinstance(reply, Exception)]
+        if lost:
+            log.warning(
+                "cleanup.queue_dead_letter_lost",
+                stream=self.dead_letter,
+                entries=len(lost),
+                task_ids=[r.task_id for r in lost[:20]],
+                error=str(next(reply for reply in replies if isinstance(reply, Exception)))[:200],
+                detail="acknowledged without their dead-letter copies; "
+                "their outcomes are in the journal, the outcomes file and the log",
+            )
+        return len(dead) - len(lost)
 
     async def aclose(self) -> None:
         """Leave the group if nothing is pending here (else others reclaim it), and close."""
