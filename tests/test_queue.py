@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import signal
 import socket
 import sqlite3
@@ -167,6 +168,9 @@ def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
     invalid = [d for d in dead if d["outcome"] == "skipped"]
     assert [d["task_id"] for d in invalid] == ["../instances/x"]
     assert invalid[0]["error_code"] == "invalid_id"
+    assert re.fullmatch(
+        rf"{STREAM}/\d+-\d+: task_id '\.\./instances/x' contains .*", invalid[0]["error_msg"]
+    )
     assert pending(redis_url) == 0
     assert emulator.state.remaining() == len(rejected)
 

@@ -75,7 +75,8 @@ def skipped(
         project_id=project_id[:128],
         outcome=Outcome.SKIPPED,
         error_code=code,
-        error_msg=f"{source}:{line}: {msg}",
+        # A stream entry has no line: its source (``stream/entry-id``) names it.
+        error_msg=f"{source}:{line}: {msg}" if line else f"{source}: {msg}",
         source=source,
         line=line,
         ack=ack,
