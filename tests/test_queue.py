@@ -786,6 +786,33 @@ def test_a_dead_letter_key_that_is_not_a_stream_is_refused_at_start(
     assert client.xinfo_groups(STREAM)[0]["entries-read"] in (0, None)
 
 
+def test_a_redis_asking_for_a_password_is_named_as_such(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Redis with requirepass was reported as "not reachable" with Redis's own words about
+    HELLO; it now says a password is needed and how to give it, or that the one given was
+    refused (without showing it). Nothing is read or sent either way."""
+    client = redis.Redis.from_url(redis_url)
+    client.config_set("requirepass", "right-one")
+    try:
+        no_password = consumer_args(emulator, redis_url, "c1", "--until-empty")
+        assert main(no_password) == 2
+        said = capsys.readouterr().out
+        assert "--queue: this Redis needs a password: give it in the URL" in said
+        assert "not reachable" not in said
+        wrong = redis_url.replace("redis://", "redis://:wrong-one@")
+        assert main(consumer_args(emulator, wrong, "c1", "--until-empty")) == 2
+        said = capsys.readouterr().out
+        assert "--queue: Redis refused the URL's user or password" in said
+        assert "wrong-one" not in said
+        ids = write_ids(tmp_path / "ids.txt", ["t1"])
+        assert enqueue(redis_url, ids) == 2
+        assert "this Redis needs a password" in capsys.readouterr().err
+    finally:
+        redis.Redis.from_url(redis_url, password="right-one").config_set("requirepass", "")
+    assert emulator.state.requests == 0
+
+
 @pytest.mark.anyio
 async def test_a_dead_letter_refused_mid_run_is_named_and_its_entry_still_acknowledged(
     redis_url: str,

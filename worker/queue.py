@@ -31,6 +31,7 @@ import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
     ClusterDownError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -75,7 +76,22 @@ def describe(exc: RedisError) -> str:
             "dcs-cleanup does not support: use a single-node, master/standby or proxy-cluster "
             "instance, whose one address serves every key"
         )
+    if isinstance(exc, AuthenticationError):
+        if "invalid username-password" in text or text.startswith("WRONGPASS"):
+            return f"Redis refused the URL's user or password ({text[:100]})"
+        return (
+            "this Redis needs a password: give it in the URL, redis://:PASSWORD@host:port/db "
+            f"(USER:PASSWORD@ for an ACL user) ({text[:60]})"
+        )
     return text
+
+
+def unreachable(exc: RedisError) -> str:
+    """Why Redis could not be used at start, for an operator: refused credentials are not an
+    unreachable server."""
+    return (
+        describe(exc) if isinstance(exc, AuthenticationError) else f"Redis is not reachable: {exc}"
+    )
 
 
 def _text(value: Any) -> str:
@@ -133,7 +149,7 @@ class RedisStreamSource:
                 msg = f"--queue: cannot create group {self.group!r}: {describe(exc)}"
                 raise InputError(msg) from None
         except RedisError as exc:
-            raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+            raise InputError(f"--queue: {unreachable(exc)}") from None
         await self._check_dead_letter_key()
 
     async def _check_dead_letter_key(self) -> None:
@@ -142,7 +158,7 @@ class RedisStreamSource:
         try:
             kind = _text(await self._redis.type(self.dead_letter))
         except RedisError as exc:
-            raise InputError(f"--queue: Redis is not reachable: {exc}") from None
+            raise InputError(f"--queue: {unreachable(exc)}") from None
         if kind not in ("none", "stream"):
             msg = (
                 f"--queue: the dead-letter key {self.dead_letter!r} holds a {kind}, not a stream; "
