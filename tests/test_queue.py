@@ -175,6 +175,26 @@ def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
     assert emulator.state.remaining() == len(rejected)
 
 
+def test_dead_letter_maxlen_keeps_the_newest_dead_letters(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """--dead-letter-maxlen N: the dead-letter stream keeps the newest N copies, so a consumer
+    that runs for months does not fill the instance with them; without it, all are kept."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    for n in range(30):
+        client.xadd(STREAM, {"task_id": f"bad/{n}", "project_id": PROJECT})
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty",
+                              "--dead-letter-maxlen", "10")) == 0  # fmt: skip
+    assert [d["task_id"] for d in entries(client, STREAM + ":dead")] == [
+        f"bad/{n}" for n in range(20, 30)
+    ]
+    for n in range(30, 45):
+        client.xadd(STREAM, {"task_id": f"bad/{n}", "project_id": PROJECT})
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 0
+    assert client.xlen(STREAM + ":dead") == 25
+    assert emulator.state.requests == 0
+
+
 def test_enqueue_writes_the_documented_entry_format(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,8 @@ HELP = {
     "(default 3600; 0: all)",
     "keep_acked": "with --queue: leave entries in the stream once acknowledged (default: trim "
     "the ones every consumer group has acknowledged)",
+    "dead_letter_maxlen": "with --queue: keep the newest N entries of <stream>:dead, dropping "
+    "older ones (default 0: keep all)",
     "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",
     "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
     "redis": "Redis URL for --shared-rate-key when the input is a file",

@@ -113,6 +113,7 @@ class RedisStreamSource:
         until_empty: bool,
         claim_idle: float,
         keep_acked: bool = False,
+        dead_letter_maxlen: int = 0,
         batch: int = 256,
         message: str | None = None,
     ) -> None:
@@ -132,6 +133,7 @@ class RedisStreamSource:
         self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
         self._last_claim = 0.0
         self._keep_acked = keep_acked
+        self._dead_maxlen = dead_letter_maxlen or None  # None: XADD without MAXLEN
         self._last_trim = time.monotonic()
         self._acked_at_trim = 0
         self.acked = 0
@@ -386,7 +388,12 @@ class RedisStreamSource:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for r in dead:
-                    pipe.xadd(self.dead_letter, _dead_letter_fields(r))
+                    pipe.xadd(
+                        self.dead_letter,
+                        _dead_letter_fields(r),
+                        maxlen=self._dead_maxlen,
+                        approximate=False,  # exact: the newest N; dead letters are few
+                    )
                 pipe.xack(self.stream, self.group, *acks)
                 # Each command's own answer: one refused inside the MULTI (WRONGTYPE, the key
                 # changed under a running consumer) does not undo the others, the XACK included.

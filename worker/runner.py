@@ -371,6 +371,7 @@ def _make_source(settings: Settings, journal: Journal) -> TaskSource:
             until_empty=settings.until_empty,
             claim_idle=settings.claim_idle,
             keep_acked=settings.keep_acked,
+            dead_letter_maxlen=settings.dead_letter_maxlen,
             message=settings.message,
         )
     else:

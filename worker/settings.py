@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     until_empty: bool = False
     claim_idle: float = Field(default=30.0, gt=0)
     keep_acked: bool = False
+    dead_letter_maxlen: int = Field(default=0, ge=0)
     journal_retention: float | None = Field(default=None, ge=0)
     shard: str | None = None
     shard_count: int | None = Field(default=None, ge=1)
