@@ -368,6 +368,37 @@ async def test_bad_json_and_missing_field_are_skipped_not_fatal(tmp_path: Path) 
 
 
 @pytest.mark.anyio
+async def test_a_project_id_or_message_that_is_not_a_string_skips_its_line(
+    tmp_path: Path,
+) -> None:
+    """A JSON Lines project_id written as a number (or any non-string) was dropped and the
+    task sent to --project-id's project; a non-string message was dropped. Each is now a bad
+    line naming the field; null and "" still mean the default, and other lines go on."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text(
+        '{"task_id": "t1", "project_id": 5}\n'
+        '{"task_id": "t2", "project_id": {"id": "x"}}\n'
+        '{"task_id": "t3", "message": 7}\n'
+        '{"task_id": "t4", "project_id": null, "message": null}\n'
+        '{"task_id": "t5", "project_id": "", "message": "bye"}\n'
+        '{"task_id": "t6", "project_id": "other"}\n'
+    )
+    items = await collect(make(path))
+    refs = [i for i in items if isinstance(i, TaskRef)]
+    assert [(r.task_id, r.project_id, r.message) for r in refs] == [
+        ("t4", P, None),
+        ("t5", P, "bye"),
+        ("t6", "other", None),
+    ]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(i.task_id, i.line, i.error_code, i.error_msg) for i in bad] == [
+        ("t1", 1, "bad_line", f"{path}:1: project_id is a JSON number, not a string"),
+        ("t2", 2, "bad_line", f"{path}:2: project_id is a JSON object, not a string"),
+        ("t3", 3, "bad_line", f"{path}:3: message is a JSON number, not a string"),
+    ]
+
+
+@pytest.mark.anyio
 async def test_a_task_as_the_list_api_gives_it_is_read_by_its_id(tmp_path: Path) -> None:
     """``jq -c '.tasks[]'`` over a ListCenterTask response gives objects with ``id``, not
     ``task_id``: each is read as its task (task_id wins when a line has both)."""

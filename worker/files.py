@@ -38,6 +38,7 @@ from worker.sources import BATCH, IdValidator, SourceItem, check_task, skipped
 log = get_logger()
 # A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
 _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
+_JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
 
 
 class FileSource:
@@ -263,12 +264,13 @@ class FileSource:
             return skipped(text[:64], "", self.name, lineno, "bad_line", msg)
         project = obj.get("project_id")
         message = obj.get("message")
-        return self._check(
-            task_id,
-            project if isinstance(project, str) and project else None,
-            lineno,
-            message if isinstance(message, str) else None,
-        )
+        # Another type is not the default project, nor no message: a project ID written as a
+        # number (its leading zeros lost) must not send the task to --project-id's project.
+        for name, value in (("project_id", project), ("message", message)):
+            if value is not None and not isinstance(value, str):
+                msg = f"{name} is a JSON {_JSON_TYPES.get(type(value), 'value')}, not a string"
+                return skipped(task_id, "", self.name, lineno, "bad_line", msg)
+        return self._check(task_id, project or None, lineno, message)
 
     def _csv(self, header: str, lines: Lines) -> Iterator[SourceItem]:
         if header is CUT:
