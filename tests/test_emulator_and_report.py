@@ -120,6 +120,31 @@ def test_report_command_refuses_an_outcomes_file_it_would_spoil(
     assert (path.read_bytes() if path.is_file() else None) == before
 
 
+@pytest.mark.parametrize("flag", ["--outcomes", "--report", "--journal"])
+def test_an_output_named_dash_is_refused_not_made_a_file_named_dash(
+    flag: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--outcomes - (as --input - reads stdin) wrote a file named "-" in the working folder,
+    where nobody looks for the outcomes. Standard output carries the log, so it is exit 2,
+    before any request, for run and report both."""
+    monkeypatch.chdir(tmp_path)
+    ids = seed(emulator, 5)
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), flag, "-") == 2
+    said = capsys.readouterr()
+    assert f"{flag} -: give a file path (standard output carries the log" in said.err + said.out
+    assert emulator.state.requests == 0
+    if flag != "--journal":
+        journal = tmp_path / "journal.sqlite"
+        assert run(emulator, tmp_path, tmp_path / "ids.txt", "--journal", str(journal)) == 0
+        assert main(["report", "--journal", str(journal), flag, "-"]) == 2
+        assert f"{flag} -: give a file path" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
+
+
 def test_summary_table_reads_well_with_and_without_answers(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -194,6 +194,22 @@ def test_list_output_a_missing_folder_exits_2_and_a_fifo_stays_one(
     assert [p.name for p in tmp_path.iterdir()] == ["ids.fifo"]
 
 
+def test_list_output_dash_is_standard_output(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--output - wrote the list to a file named "-" and nothing to standard output, where
+    a pipeline (a script passing --output - as --input - does) reads it. It is standard
+    output now."""
+    monkeypatch.chdir(tmp_path)
+    ids = seed(emulator, 30)
+    assert main(list_args(emulator, Path("-"))) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == sorted(ids)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
     sig: signal.Signals, emulator: EmulatorServer, tmp_path: Path

@@ -373,7 +373,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         return code
 
-    if args.output is None:
+    if args.output is None or str(args.output) == "-":  # -: standard output, as --input - reads
         return _run_async(go, sys.stdout)
     from worker.report import written_in_place
 

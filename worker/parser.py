@@ -164,7 +164,9 @@ def _add_list_parser(sub: Any) -> None:
     lst.add_argument(
         "--format", choices=["ids", "jsonl"], default="ids", help="an ID a line, or JSON Lines"
     )
-    lst.add_argument("--output", type=Path, help="write here instead of standard output")
+    lst.add_argument(
+        "--output", type=Path, help="write here instead of standard output (-: standard output)"
+    )
     lst.add_argument(
         "--page-size", type=page_size, default=1000, help="tasks a request: 1 to 1000, the API's"
     )

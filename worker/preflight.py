@@ -66,6 +66,10 @@ def check_files(
     for flag, path in outputs:
         if path is None:
             continue
+        if str(path) == "-":
+            # Not standard output: that carries the log lines. It made a file named "-".
+            msg = f"{flag} -: give a file path (standard output carries the log; /dev/stdout mixes)"
+            raise ConfigError(msg)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
