@@ -102,6 +102,31 @@ def test_an_env_file_named_but_missing_exits_2(
     assert emulator.state.requests == 0
 
 
+@pytest.mark.parametrize("named", [True, False])
+def test_an_env_file_line_that_does_not_parse_exits_2_without_showing_it(
+    named: bool,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``DCS_CLEANUP_MAX_DELETES 3`` (no =) in an env file was skipped with python-dotenv's
+    warning and the run went on without the guard: all 5 tasks deleted. It is exit 2 naming
+    the file and the lines, for --env-file and for ./.env alike; the lines, which may hold
+    secrets, are not shown; nothing is sent."""
+    monkeypatch.chdir(tmp_path)
+    ids = seed(emulator, 5)
+    env = tmp_path / ("prod.env" if named else ".env")
+    env.write_text('# guard\nDCS_CLEANUP_MAX_DELETES 3\nCLOUD_SDK_SK="s3cret-value\n')
+    extra = ["--env-file", str(env)] if named else []
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), *extra) == 2
+    said = capsys.readouterr()
+    shown = env if named else Path(".env")
+    assert f"env file {shown}: line 2, 3: not NAME=VALUE" in said.err
+    assert "s3cret" not in said.err + said.out
+    assert emulator.state.requests == 0
+
+
 def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) -> None:
     """CLOUD_SDK_AK / CLOUD_SDK_SK / CLOUD_SDK_SECURITY_TOKEN are read and never shown."""
     monkeypatch.setenv("CLOUD_SDK_SECURITY_TOKEN", "tok-SECRET-123")

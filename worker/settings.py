@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -384,7 +383,7 @@ def check_environment(env_file: Path | None) -> None:
     found = [(name, "the environment", settings | FILE_VARIABLES) for name in os.environ]
     path = env_file or Path(".env")
     if path.is_file():
-        found += [(name, str(path), settings) for name in dotenv_values(path)]
+        found += [(name, str(path), settings) for name in _env_file_names(path)]
     lines = []
     for name, where, known in found:
         upper = name.upper()
@@ -401,6 +400,29 @@ def check_environment(env_file: Path | None) -> None:
         lines.append(f"  {name} (in {where})" + (f": did you mean {guess}?" if guess else ""))
     if lines:
         raise ConfigError("\n".join(["unknown setting(s), which would be ignored:", *lines]))
+
+
+def _env_file_names(path: Path) -> list[str]:
+    """The names a dotenv file sets. A line python-dotenv cannot parse (``NAME VALUE``, an
+    unclosed quote) is an error naming the file and line: it was skipped with a warning and
+    the run went on without what it set (a guard, credentials). Lines are not shown: they
+    may hold secrets."""
+    from dotenv.parser import parse_stream
+
+    try:
+        with path.open(encoding="utf-8") as stream:
+            bindings = list(parse_stream(stream))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"env file {path}: cannot read it: {why}") from None
+    bad = [str(b.original.line) for b in bindings if b.error]
+    if bad:
+        msg = (
+            f"env file {path}: line {', '.join(bad)}: not NAME=VALUE (python-dotenv cannot "
+            "parse it), so what it sets would be ignored"
+        )
+        raise ConfigError(msg)
+    return [b.key for b in bindings if b.key is not None]
 
 
 def _check_config_file(path: Path) -> None:
