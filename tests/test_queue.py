@@ -690,12 +690,14 @@ def test_a_user_without_xtrim_drains_the_stream_and_is_told_once(
     emulator: EmulatorServer, redis_url: str, tmp_path: Path
 ) -> None:
     """A Redis ACL that denies XTRIM costs the trim, not the run: every task is deleted and
-    acknowledged, exit 0, one warning says the entries stay; the password is never written."""
+    acknowledged, exit 0, one warning says the entries stay; the password is never written.
+    Nor does one that denies TYPE (an ACL of +@stream), which the dead-letter key's check
+    at start uses."""
     admin = redis.Redis.from_url(redis_url)
     secret = "queue-password-not-in-logs"
     admin.acl_setuser(
         "cleaner", enabled=True, passwords=[f"+{secret}"], keys=["~*"], categories=["+@all"],
-        commands=["-xtrim"],
+        commands=["-xtrim", "-type"],
     )  # fmt: skip
     try:
         url = redis_url.replace("redis://", f"redis://cleaner:{secret}@")
@@ -833,16 +835,46 @@ def test_a_redis_asking_for_a_password_is_named_as_such(
     assert emulator.state.requests == 0
 
 
+def test_a_user_that_may_not_use_the_dead_letter_key_is_refused_at_start(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ACL user limited to the stream's own key could not write a dead letter: each was
+    refused and its entry left pending, so --until-empty never ended. The consumer now says so
+    at start, exit 2, naming the key to grant; nothing is read or sent."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser(
+        "narrow", enabled=True, passwords=["+pw"], keys=[f"~{STREAM}"], categories=["+@all"]
+    )
+    try:
+        url = redis_url.replace("redis://", "redis://narrow:pw@")
+        ids = seed(emulator, 3)
+        assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
+        assert main(consumer_args(emulator, url, "c1", "--until-empty")) == 2
+    finally:
+        admin.acl_deluser("narrow")
+    said = capsys.readouterr().out
+    assert f"this Redis user may not use the dead-letter key '{STREAM}:dead'" in said
+    assert f"ACL ~{STREAM}:dead" in said
+    assert emulator.state.requests == 0
+
+
 @pytest.mark.anyio
+@pytest.mark.parametrize("how", ["replaced", "acl"])
 async def test_a_dead_letter_refused_mid_run_is_named_and_its_entry_still_acknowledged(
-    redis_url: str,
+    how: str, redis_url: str
 ) -> None:
     """The dead-letter key replaced under a running consumer: its XADD is refused inside the
     MULTI but the XACK is not. The consumer counted the entry as not acknowledged and said the
-    ack failed; now the ack counts, and the lost copy is named and not counted as written."""
+    ack failed; now the ack counts, and the lost copy is named and not counted as written.
+    An ACL taking the key away refuses the whole MULTI: the entry stayed pending, reclaimed
+    and refused for ever (--until-empty never ended); it is acknowledged alone now."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser("narrow", enabled=True, passwords=["+pw"], keys=["~*"], categories=["+@all"])
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
-    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    client = redis.asyncio.Redis.from_url(
+        redis_url.replace("redis://", "redis://narrow:pw@"), decode_responses=True
+    )
     await client.xadd(STREAM, {"task_id": "../x", "project_id": PROJECT})
     await client.xadd(STREAM, {"task_id": "t1", "project_id": PROJECT})
     source = queue.RedisStreamSource(
@@ -852,7 +884,10 @@ async def test_a_dead_letter_refused_mid_run_is_named_and_its_entry_still_acknow
     try:
         with anyio.fail_after(10):
             async for batch in source.batches():
-                await client.set(STREAM + ":dead", "replaced")
+                if how == "replaced":
+                    await client.set(STREAM + ":dead", "replaced")
+                else:
+                    admin.acl_setuser("narrow", reset_keys=True, keys=[f"~{STREAM}"])
                 bad = [item for item in batch if isinstance(item, TaskResult)]
                 good = [item for item in batch if isinstance(item, TaskRef)]
                 assert [r.outcome for r in bad] == [Outcome.SKIPPED]
@@ -865,13 +900,14 @@ async def test_a_dead_letter_refused_mid_run_is_named_and_its_entry_still_acknow
         await source.aclose()
     finally:
         configure_logging("info", "json")
+        admin.acl_deluser("narrow")
     assert counts["acked"] == 2
     assert counts["dead_lettered"] == 0
     assert pending(redis_url) == 0
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     lost = [line for line in lines if line["event"] == "cleanup.queue_dead_letter_lost"]
     assert [line["task_ids"] for line in lost] == [["../x"]]
-    assert "WRONGTYPE" in lost[0]["error"]
+    assert ("WRONGTYPE" if how == "replaced" else "no permissions") in lost[0]["error"]
     assert not [line for line in lines if line["event"] == "cleanup.queue_ack_failed"]
 
 

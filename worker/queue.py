@@ -33,6 +33,7 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     ClusterDownError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -159,6 +160,14 @@ class RedisStreamSource:
         dead letter would be refused (WRONGTYPE), found only at the first one, hours in."""
         try:
             kind = _text(await self._redis.type(self.dead_letter))
+        except NoPermissionError as exc:
+            if "command" in str(exc):
+                return  # an ACL for streams alone (+@stream) has no TYPE: a refused copy is named
+            msg = (
+                f"--queue: this Redis user may not use the dead-letter key {self.dead_letter!r} "
+                f"({str(exc)[:100]}); grant it (ACL ~{self.dead_letter}) or read another --stream"
+            )
+            raise InputError(msg) from None
         except RedisError as exc:
             raise InputError(f"--queue: {unreachable(exc)}") from None
         if kind not in ("none", "stream"):
@@ -398,7 +407,9 @@ class RedisStreamSource:
                 # Each command's own answer: one refused inside the MULTI (WRONGTYPE, the key
                 # changed under a running consumer) does not undo the others, the XACK included.
                 replies = await pipe.execute(raise_on_error=False)
-        except OutOfMemoryError as exc:
+        except (OutOfMemoryError, NoPermissionError) as exc:
+            # Refused whole at EXEC (memory short; an ACL taking the key away mid-run):
+            # acknowledged alone, else reclaimed and refused again for ever.
             await self._redis.xack(self.stream, self.group, *acks)
             log.warning(
                 "cleanup.queue_dead_letter_lost",
@@ -406,7 +417,7 @@ class RedisStreamSource:
                 entries=len(dead),
                 task_ids=[r.task_id for r in dead[:20]],
                 error=str(exc)[:200],
-                detail="Redis is out of memory: acknowledged without their dead-letter copies; "
+                detail="Redis refused the copies: acknowledged without them; "
                 "their outcomes are in the journal, the outcomes file and the log",
             )
             return 0
