@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import sqlite3
+import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.conftest import PROJECT, outcomes, report, run, seed, unknown_ids, write_ids
+from tests.conftest import PROJECT, outcomes, report, run, seed, spawn, unknown_ids, write_ids
 from worker.cli import main
 from worker.client import DcsClient
 from worker.emulator import EmulatorServer, Faults
@@ -143,6 +144,45 @@ def test_an_output_named_dash_is_refused_not_made_a_file_named_dash(
         assert main(["report", "--journal", str(journal), flag, "-"]) == 2
         assert f"{flag} -: give a file path" in capsys.readouterr().err
     assert not (tmp_path / "-").exists()
+
+
+def test_report_of_a_journal_a_run_is_still_writing_says_so(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report --journal during a run gave that run's tasks in flight and still to come as
+    not_attempted and "exit 4: interrupted". It now names the run's pid and gives counts so
+    far, without taking the run's lock (a run starting then is not turned away); once the run
+    ends, the report is final."""
+    ids = seed(emulator, 60)
+    journal = tmp_path / "journal.sqlite"
+    worker = spawn(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--journal", str(journal),
+        "--rate", "20", "--concurrency", "2",
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while emulator.state.remaining() > 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (
+            main(["report", "--journal", str(journal), "--report", str(tmp_path / "r.json")]) == 0
+        )
+        said = capsys.readouterr().err
+        so_far = json.loads((tmp_path / "r.json").read_text())
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+    assert f"a run (pid {worker.pid}) is still writing it" in said
+    assert "counts so far, no exit code yet" in said
+    assert "exit 4" not in said
+    assert so_far["stop_reason"] == "run_in_progress"
+    assert 0 < so_far["outcomes"]["deleted"] < 60
+    assert main(["report", "--journal", str(journal), "--report", str(tmp_path / "r.json")]) == 0
+    said = capsys.readouterr().err
+    assert "still writing" not in said
+    assert "exit 0:" in said
+    final = json.loads((tmp_path / "r.json").read_text())
+    assert final["stop_reason"] is None
+    assert final["outcomes"]["deleted"] == 60
 
 
 def test_summary_table_reads_well_with_and_without_answers(

@@ -401,7 +401,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from worker.journal import Journal
+    from worker.journal import Journal, RunLock
     from worker.preflight import check_files
     from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 
@@ -412,6 +412,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         # Appended to, a run's outcomes file would hold its tasks twice.
         msg = f"--outcomes {args.outcomes}: holds lines already; give a new file"
         raise ConfigError(msg)
+    running = RunLock.holder(args.journal)
     journal = Journal(args.journal, "report", reader=True)
     stats = RunStats()
     writer = OutcomeWriter(args.outcomes)
@@ -431,9 +432,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     failures = stats.outcomes["rejected"] + stats.outcomes["failed"]
     unfinished = stats.outcomes["not_attempted"]
     code = 1 if failures else (4 if unfinished else 0)
+    # Read while a run writes it, its tasks in flight and still to come read as not_attempted.
     report = stats.build_report(
-        run_id="journal", settings={"journal": str(args.journal)}, exit_code=code, stop_reason=None
+        run_id="journal",
+        settings={"journal": str(args.journal)},
+        exit_code=code,
+        stop_reason=None if running is None else "run_in_progress",
     )
+    if running is not None:
+        print(
+            f"dcs-cleanup: journal {args.journal}: a run (pid {running}) is still writing it; "
+            "these are its counts so far",
+            file=sys.stderr,
+        )
     if args.report:
         write_report(args.report, report)
     else:

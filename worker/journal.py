@@ -471,3 +471,20 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # releases the lock; the file stays (removing it would race)
             self._fd = None
+
+    @staticmethod
+    def holder(journal: Path) -> str | None:
+        """The pid of the run holding ``journal``'s lock now, or None when none does (or this
+        system cannot tell). Read from ``/proc/locks``, not by taking the lock: a reader that
+        took it, even shared and for an instant, would turn a run starting then away."""
+        try:
+            st = os.stat(f"{journal}.lock")
+            held = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            return None  # no lock file (no run has held it), or not Linux
+        ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in held.splitlines():
+            fields = line.split()  # "3: FLOCK ADVISORY WRITE <pid> <maj:min:inode> 0 EOF"
+            if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == ident:
+                return fields[4]
+        return None

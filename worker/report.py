@@ -334,6 +334,9 @@ def summary_table(report: dict[str, Any]) -> str:
         reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items())
         lines.append(f"skipped: {reasons}")
     code = report["exit_code"]
+    if report["stop_reason"] == "run_in_progress":  # report --journal of a run still going
+        lines.append("a run is still writing this journal: counts so far, no exit code yet")
+        return "\n".join(lines)
     reason = f" ({report['stop_reason']})" if report["stop_reason"] else ""
     lines.append(f"exit {code}: {EXIT_MEANING.get(code, '')}{reason}")
     return "\n".join(lines)
