@@ -411,30 +411,28 @@ class RedisStreamSource:
             # Refused whole at EXEC (memory short; an ACL taking the key away mid-run):
             # acknowledged alone, else reclaimed and refused again for ever.
             await self._redis.xack(self.stream, self.group, *acks)
-            log.warning(
-                "cleanup.queue_dead_letter_lost",
-                stream=self.dead_letter,
-                entries=len(dead),
-                task_ids=[r.task_id for r in dead[:20]],
-                error=str(exc)[:200],
-                detail="Redis refused the copies: acknowledged without them; "
-                "their outcomes are in the journal, the outcomes file and the log",
-            )
+            self._lost(dead, exc)
             return 0
         if isinstance(replies[-1], Exception):
             raise replies[-1]  # not acknowledged: left pending, reclaimed and re-sent
-        lost = [r for r, reply in zip(dead, replies, strict=False) if isinstance(reply, Exception)]
-        if lost:
-            log.warning(
-                "cleanup.queue_dead_letter_lost",
-                stream=self.dead_letter,
-                entries=len(lost),
-                task_ids=[r.task_id for r in lost[:20]],
-                error=str(next(reply for reply in replies if isinstance(reply, Exception)))[:200],
-                detail="acknowledged without their dead-letter copies; "
-                "their outcomes are in the journal, the outcomes file and the log",
-            )
-        return len(dead) - len(lost)
+        # replies: one a dead letter, then the XACK's (checked above)
+        answers = zip(dead, replies, strict=False)
+        refused = [(r, reply) for r, reply in answers if isinstance(reply, Exception)]
+        if refused:
+            self._lost([r for r, _ in refused], refused[0][1])
+        return len(dead) - len(refused)
+
+    def _lost(self, results: list[TaskResult], error: Exception) -> None:
+        """Name the entries acknowledged without the dead-letter copy Redis refused."""
+        log.warning(
+            "cleanup.queue_dead_letter_lost",
+            stream=self.dead_letter,
+            entries=len(results),
+            task_ids=[r.task_id for r in results[:20]],
+            error=str(error)[:200],
+            detail="acknowledged without their dead-letter copies; "
+            "their outcomes are in the journal, the outcomes file and the log",
+        )
 
     async def aclose(self) -> None:
         """Leave the group if nothing is pending here (else others reclaim it), and close."""
