@@ -136,8 +136,17 @@ def test_list_with_refused_credentials_exits_3_and_keeps_the_secret(
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
-        (["--start-time", "2020-09-14"], "--start-time '2020-09-14': give yyyyMMddHHmmss"),
+        (["--start-time", "2020-09-14"], "--start-time '2020-09-14': give a real time as"),
+        # Fourteen digits, but no such moment: it was sent, and the list came back empty.
+        (["--start-time", "20201399000000"], "--start-time '20201399000000': give a real time"),
+        (["--end-time", "20201131120000"], "--end-time '20201131120000': give a real time"),
         (["--end-time", "20200914000000", "--older-than-days", "3"], "not both"),
+        # An empty list, exit 0, looked like a project with no such tasks.
+        (
+            ["--start-time", "20201001000000", "--end-time", "20200901000000"],
+            "--start-time 20201001000000 is after the end time 20200901000000",
+        ),
+        (["--start-time", "29990101000000", "--older-than-days", "1"], "is after the end time"),
     ],
 )
 def test_list_with_bad_times_exits_2_before_asking(
@@ -151,6 +160,34 @@ def test_list_with_bad_times_exits_2_before_asking(
     assert main(list_args(emulator, tmp_path / "ids.txt", *extra)) == 2
     assert needle in capsys.readouterr().err
     assert emulator.state.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("days", "needle"),
+    [
+        # A negative age reached into the future: every task, the newest too, was listed.
+        ("-5", "must be from 0 to 36500 days: -5"),
+        # These ended in a traceback (NaN, infinity and 1e12 days make no date).
+        ("nan", "not a finite number: 'nan'"),
+        ("inf", "not a finite number: 'inf'"),
+        ("1e12", "must be from 0 to 36500 days: 1e12"),
+    ],
+)
+def test_list_older_than_days_out_of_range_exits_2_before_asking(
+    days: str,
+    needle: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seed(emulator, 3)
+    out = tmp_path / "ids.txt"
+    with pytest.raises(SystemExit) as ended:
+        main(list_args(emulator, out, f"--older-than-days={days}"))
+    assert ended.value.code == 2
+    assert f"argument --older-than-days: {needle}" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(("size", "needle"), [("5000", "1000 or less"), ("0", "1 or more")])

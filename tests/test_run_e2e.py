@@ -478,7 +478,13 @@ def test_demo_deletes_every_seeded_task_and_exits_0(
 
 @pytest.mark.parametrize(
     ("flag", "value", "needle"),
-    [("--tasks", "0", "must be 1 or more"), ("--unknown", "-1", "must be 0 or more")],
+    [
+        ("--tasks", "0", "must be 1 or more"),
+        ("--unknown", "-1", "must be 0 or more"),
+        # These two ended in a pydantic traceback, after the emulator had started.
+        ("--rate", "-1", "must be 0 or more"),
+        ("--rate", "nan", "not a finite number"),
+    ],
 )
 def test_demo_with_a_count_out_of_range_exits_2(
     flag: str, value: str, needle: str, capsys: pytest.CaptureFixture[str]

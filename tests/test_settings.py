@@ -153,6 +153,10 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--deadline", "10x"], {}, "a duration (90s, 45m, 1h30m)"),
         (["--deadline", "2026-11-27T23:00:00"], {}, "timestamp needs a timezone"),
         (["--rate", "-1"], {}, "rate"),
+        # Accepted before: the log and report then held Infinity, which is not JSON.
+        (["--rate", "inf"], {}, "rate (--rate / DCS_CLEANUP_RATE): Input should be a finite"),
+        ([], {"DCS_CLEANUP_RETRY_BUDGET": "inf"}, "retry_budget (--retry-budget / DCS_CLEA"),
+        (["--max-retry-after", "Infinity"], {}, "max_retry_after (--max-retry-after"),
         (["--stream", ""], {}, "stream (--stream / DCS_CLEANUP_STREAM)"),
         (["--group", ""], {}, "group (--group / DCS_CLEANUP_GROUP)"),
         (

@@ -40,6 +40,17 @@ def end_time_for(older_than_days: float, now: datetime | None = None) -> str:
     return moment.strftime("%Y%m%d%H%M%S")
 
 
+def _is_time(value: str) -> bool:
+    """yyyyMMddHHmmss and a real moment: a month 13 or a 31 November is not sent."""
+    if not TIME.fullmatch(value):
+        return False
+    try:
+        datetime.strptime(value, "%Y%m%d%H%M%S")
+    except ValueError:
+        return False
+    return True
+
+
 @dataclass
 class Listed:
     """What ``list_tasks`` did, kept up to date as it goes (a stop reads it): tasks listed,
@@ -72,8 +83,11 @@ async def list_tasks(
     if project is None:
         raise ConfigError("list needs --project-id")
     for name, value in (("--start-time", start_time), ("--end-time", end_time)):
-        if value is not None and not TIME.fullmatch(value):
-            raise ConfigError(f"{name} {value!r}: give yyyyMMddHHmmss, in UTC")
+        if value is not None and not _is_time(value):
+            raise ConfigError(f"{name} {value!r}: give a real time as yyyyMMddHHmmss, in UTC")
+    if start_time is not None and end_time is not None and start_time > end_time:
+        msg = f"--start-time {start_time} is after the end time {end_time}: no task is between"
+        raise ConfigError(msg)
     wanted_status = {s.upper() for s in statuses}
     wanted_name = {n.lower() for n in names}
     rng = random.Random()

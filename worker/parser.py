@@ -9,6 +9,7 @@ in ``ps``.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import typing
 from collections.abc import Collection
@@ -153,7 +154,7 @@ def _add_list_parser(sub: Any) -> None:
     lst.add_argument("--start-time", help="tasks created from then on: yyyyMMddHHmmss, UTC")
     lst.add_argument("--end-time", help="tasks created until then: yyyyMMddHHmmss, UTC")
     lst.add_argument(
-        "--older-than-days", type=float, help="tasks created more than this many days ago"
+        "--older-than-days", type=days, help="tasks created more than this many days ago"
     )
     lst.add_argument(
         "--status", action="append", default=[], help="only tasks in this status (repeatable)"
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--concurrency", type=positive_int, default=32, help="requests in flight at most"
     )
-    demo.add_argument("--rate", type=float, default=700.0, help="requests per second")
+    demo.add_argument("--rate", type=rate, default=700.0, help="requests per second")
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
     demo.add_argument(
         "--log-format", choices=["auto", "json", "console"], default="auto", help=HELP["log_format"]
@@ -277,6 +278,36 @@ def name(text: str) -> str:
 def count(text: str) -> int:
     """A number of things: 0 or more."""
     return _at_least(text, 0)
+
+
+def rate(text: str) -> float:
+    """Requests per second: a finite number, 0 or more."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+MAX_DAYS = 36_500
+
+
+def days(text: str) -> float:
+    """An age in days, 0 to 100 years. A negative one would reach into the future and take in
+    every task, the newest too."""
+    value = _finite(text)
+    if not 0 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_DAYS} days: {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def _at_least(text: str, least: int) -> int:

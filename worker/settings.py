@@ -46,6 +46,8 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         validate_default=True,
+        # "inf" and "nan" parse as floats: refused, so the log and report stay valid JSON.
+        allow_inf_nan=False,
     )
 
     # Where task IDs come from.
