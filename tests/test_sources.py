@@ -512,6 +512,40 @@ async def test_a_task_list_exported_as_csv_is_read_by_its_id_column(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("name", ["tasks.csv", "tasks.txt"])
+@pytest.mark.parametrize(
+    "header", ["Task ID,Project ID,name", "TASK_ID,PROJECT_ID,name", " TaskId , project-id ,name"]
+)
+async def test_csv_columns_are_found_whatever_their_case_and_spacing(
+    tmp_path: Path, name: str, header: str
+) -> None:
+    """A spreadsheet's export says ``Task ID`` or ``TASK_ID``: as a .csv it was refused (exit 2,
+    "no task_id column"); as a .txt it was read as text and every line skipped. The columns are
+    found now, the project column too, and a project-less row takes the default project."""
+    path = tmp_path / name
+    path.write_text(f"{header}\nt1,{P},a\nt2,,b\n")
+    items = await collect(FileSource(str(path), "d" * 32, IdValidator(DEFAULT_ID_PATTERN)))
+    assert [(i.task_id, i.project_id, i.line) for i in items if isinstance(i, TaskRef)] == [
+        ("t1", P, 2),
+        ("t2", "d" * 32, 3),
+    ]
+    assert not [i for i in items if isinstance(i, TaskResult)]
+
+
+@pytest.mark.anyio
+async def test_csv_columns_that_differ_only_in_case_must_be_told_apart(tmp_path: Path) -> None:
+    """``task_id`` itself wins over a look-alike; two look-alikes and no ``task_id`` is an input
+    error naming both, not a guess."""
+    both = tmp_path / "both.csv"
+    both.write_text("Task ID,task_id\nrow-1,t1\n")
+    assert [i.task_id for i in await collect(make(both)) if isinstance(i, TaskRef)] == ["t1"]
+    two = tmp_path / "two.csv"
+    two.write_text("TASK_ID,task-id\nt1,t2\n")
+    with pytest.raises(InputError, match=r"2 columns that may be task_id \('TASK_ID', 'task-id'\)"):
+        await collect(make(two))
+
+
+@pytest.mark.anyio
 async def test_stdin_is_read_gzip_detected(monkeypatch: pytest.MonkeyPatch) -> None:
     """'-' reads stdin, gzip recognised by its magic bytes."""
     raw = io.BufferedReader(io.BytesIO(gzip.compress(b"t1\nt2\n")))

@@ -38,6 +38,13 @@ from worker.sources import BATCH, IdValidator, SourceItem, check_task, skipped
 log = get_logger()
 # A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
 _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
+
+
+def _key(name: str) -> str:
+    """A CSV column's name as it is matched: without case, spaces, ``_`` or ``-``."""
+    return "".join(ch for ch in name.lower() if ch not in " \t_-")
+
+
 _JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
 
 
@@ -98,7 +105,7 @@ class FileSource:
         stripped = first.strip()
         if stripped.startswith("{"):
             return "jsonl"
-        if "," in stripped and ("task_id" in stripped or stripped.startswith(("id,", '"id",'))):
+        if "," in stripped and {"taskid", "id"} & {_key(n) for n in next(csv.reader([stripped]))}:
             return "csv"
         return "text"
 
@@ -279,13 +286,14 @@ class FileSource:
         names = next(csv.reader([header]), [])
         names = [name.strip() for name in names]
         # A task list exported as it is (ListCenterTask's fields) names the ID column ``id``.
-        column = "task_id" if "task_id" in names else "id"
-        if column not in names:
+        column = self._column(names, "task_id") or self._column(names, "id")
+        if column is None:
             msg = (
                 f"input {self.name}: line 1: CSV header has no task_id (or id) column "
                 f"(got {names!r})"
             )
             raise InputError(msg)
+        project_column = self._column(names, "project_id")
         reader = csv.DictReader(lines, fieldnames=names)
         rows = iter(reader)
         while True:
@@ -311,8 +319,24 @@ class FileSource:
                 if any((value or "").strip() for value in row.values() if isinstance(value, str)):
                     yield skipped("", "", self.name, lineno, "bad_line", f"empty {column}")
                 continue
-            project = (row.get("project_id") or "").strip() or None
+            project = None
+            if project_column is not None:
+                project = (row.get(project_column) or "").strip() or None
             yield self._check(task_id, project, lineno)
+
+    def _column(self, names: list[str], wanted: str) -> str | None:
+        """The header's name for column ``wanted``: that name, or the one name that differs
+        from it only in case, spaces, ``_`` or ``-`` (``Task ID``, ``TASK_ID``, ``TaskId``)."""
+        if wanted in names:
+            return wanted
+        like = [name for name in names if _key(name) == _key(wanted)]
+        if len(like) > 1:
+            msg = (
+                f"input {self.name}: line 1: CSV header has {len(like)} columns that may be "
+                f"{wanted} ({', '.join(map(repr, like))}); name one of them {wanted}"
+            )
+            raise InputError(msg)
+        return like[0] if like else None
 
     def count_lines(self) -> int | None:
         """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
