@@ -209,6 +209,27 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
     assert "argument --stream: may not be empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["run", "enqueue"])
+def test_input_given_twice_exits_2_naming_both(
+    command: str, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--input a --input b`` read b alone, and a summary of b's tasks passed for both files'.
+    It is an argument error now, before anything is read or sent."""
+    first = write_ids(tmp_path / "a.txt", ["a1"])
+    second = write_ids(tmp_path / "b.txt", ["b1"])
+    where = (
+        ["--endpoint", emulator.url, "--project-id", PROJECT]
+        if command == "run"
+        else ["--queue", "redis://127.0.0.1:1/0"]
+    )
+    with pytest.raises(SystemExit) as ended:
+        main([command, *where, "--input", str(first), "--input", str(second)])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --input: given twice ({first} and {second})" in err
+    assert emulator.state.requests == 0
+
+
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [("3300", 3300.0), ("2.5", 2.5), ("90s", 90.0), ("45m", 2700.0), ("1h30m", 5400.0),

@@ -77,6 +77,31 @@ HELP = {
 }
 
 
+# Flags whose second use is refused rather than replacing the first: ``--input a --input b``
+# read b alone, and the run's summary was easy to take for both files'.
+ONCE = frozenset({"input"})
+
+
+class Once(argparse.Action):
+    """Store the value; a second one is an argument error naming both."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        before = getattr(namespace, self.dest, None)
+        if before is not None:
+            msg = (
+                f"given twice ({before} and {values}): one input is read; join them, e.g. "
+                f"cat A B | dcs-cleanup {parser.prog.split()[-1]} --input -"
+            )
+            raise argparse.ArgumentError(self, msg)
+        setattr(namespace, self.dest, values)
+
+
 def _flag_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if annotation is bool or (args and args[0] is bool and len(args) == 1):
@@ -114,6 +139,7 @@ def add_settings_flags(
                 default=argparse.SUPPRESS,
                 choices=choices,
                 help=HELP[name] + default_note,
+                action=Once if name in ONCE else "store",
             )
 
 
@@ -225,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
     enq.add_argument("--queue", required=True, help="redis://host:port/db")
     enq.add_argument(
-        "--input", required=True, help="file of task IDs (any run format); - for stdin"
+        "--input",
+        required=True,
+        action=Once,
+        help="file of task IDs (any run format); - for stdin",
     )
     enq.add_argument(
         "--stream", type=name, default="dcs-cleanup:tasks", help="the Redis stream to add to"
