@@ -14,7 +14,17 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.conftest import PROJECT, outcomes, report, run, seed, spawn, unknown_ids, write_ids
+from tests.conftest import (
+    PROJECT,
+    outcomes,
+    report,
+    run,
+    run_args,
+    seed,
+    spawn,
+    unknown_ids,
+    write_ids,
+)
 from worker.cli import main
 from worker.client import DcsClient
 from worker.emulator import EmulatorServer, Faults
@@ -119,6 +129,23 @@ def test_report_command_refuses_an_outcomes_file_it_would_spoil(
     assert needle in err
     assert "Traceback" not in err
     assert (path.read_bytes() if path.is_file() else None) == before
+
+
+def test_an_empty_file_as_the_journal_to_read_exits_2_and_stays_empty(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report --journal`` of an empty file (a wrong path, a file truncated by hand) made it a
+    journal and reported "exit 0: every task deleted" for no tasks; ``run --retry-failed`` of it
+    ended 0 having retried nothing. Both are exit 2 now, the file left empty, nothing sent."""
+    empty = tmp_path / "journal.sqlite"
+    empty.touch()
+    assert main(["report", "--journal", str(empty), "--report", str(tmp_path / "r.json")]) == 2
+    assert f"journal {empty}: empty: no run has written it" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+    assert main(run_args(emulator, tmp_path, None, "--retry-failed", "--journal", str(empty))) == 2
+    assert f"--journal {empty}: empty; --retry-failed reads one" in capsys.readouterr().err
+    assert empty.stat().st_size == 0
+    assert emulator.state.requests == 0
 
 
 @pytest.mark.parametrize("flag", ["--outcomes", "--report", "--journal"])

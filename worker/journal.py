@@ -129,7 +129,7 @@ class Journal:
         self._unchecked = 0
         self._lock = threading.Lock()
         try:
-            self._db = _connect(path, first=True)
+            self._db = _connect(path, first=True, reader=reader)
             self._db.executescript(SCHEMA)
             if not reader:
                 self._db.execute(
@@ -352,13 +352,13 @@ class Journal:
             raise JournalError(f"journal {self.path}: {what} failed: {exc}") from None
 
 
-def _connect(path: Path, *, first: bool = False) -> sqlite3.Connection:
+def _connect(path: Path, *, first: bool = False, reader: bool = False) -> sqlite3.Connection:
     """A connection to the journal; the ``first`` one checks, before it changes anything (WAL
-    mode included), that the file is a journal or empty."""
+    mode included), that the file is a journal or empty (a ``reader``: a journal)."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     if first:
         try:
-            _refuse_another_database(db, path)
+            _refuse_another_database(db, path, reader=reader)
         except ConfigError:
             db.close()
             raise
@@ -371,10 +371,15 @@ def _connect(path: Path, *, first: bool = False) -> sqlite3.Connection:
     return db
 
 
-def _refuse_another_database(db: sqlite3.Connection, path: Path) -> None:
+def _refuse_another_database(db: sqlite3.Connection, path: Path, *, reader: bool) -> None:
     """A database given as ``--journal`` by mistake is left as it was (no table added): it
-    must be empty (a new journal) or have a tasks table with every column of ours."""
+    must be empty (a new journal; not for a ``reader``) or have a tasks table with every column
+    of ours."""
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not tables and reader:
+        # ``report`` of an empty file made it a journal and reported "exit 0" for no tasks.
+        msg = f"journal {path}: empty: no run has written it"
+        raise ConfigError(msg)
     if not tables:
         return
     if "tasks" not in tables:

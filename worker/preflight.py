@@ -40,8 +40,18 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         # A mistyped path would make a new, empty journal and end 0 having retried nothing.
         msg = f"--journal {settings.journal}: no such file; --retry-failed reads an existing one"
         raise ConfigError(msg)
+    if settings.retry_failed and settings.journal is not None and _empty_file(settings.journal):
+        msg = f"--journal {settings.journal}: empty; --retry-failed reads one a run has written"
+        raise ConfigError(msg)
     if settings.backoff_cap < settings.backoff_base:
         raise ConfigError("backoff_cap must be at least backoff_base")
+
+
+def _empty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def check_outputs(settings: Settings) -> None:
