@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,23 @@ def test_precedence_flag_env_dotenv_file_default(
     assert settings.rate == 8.0  # .env over file
     assert settings.concurrency == 5  # file over default
     assert settings.timeout == 30.0  # default
+
+
+def test_choices_are_taken_in_any_case(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--log-level WARNING`` and ``DCS_CLEANUP_LOG_FORMAT=JSON``, as manifests write them,
+    were exit 2 ("invalid choice"); they are the lower-case choices now."""
+    monkeypatch.setenv("DCS_CLEANUP_LOG_FORMAT", "JSON")
+    ids = write_ids(tmp_path / "ids.txt", [*seed(emulator, 3), "bad/id"])
+    assert run(emulator, tmp_path, ids, "--log-level", "WARNING", "--input-format", "Text") == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [event["level"] for event in events] == ["warning"]  # the bad line's, no info lines
+    assert "bad/id" in events[0]["detail"]
+    assert emulator.state.by_status[200] == 3
 
 
 def test_a_misspelt_environment_name_is_refused_not_ignored(

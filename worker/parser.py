@@ -102,6 +102,12 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def _lower(text: str) -> str:
+    """A choice in any case (``--log-level DEBUG``), as the settings take it from the
+    environment."""
+    return text.strip().lower()
+
+
 def _flag_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if annotation is bool or (args and args[0] is bool and len(args) == 1):
@@ -137,6 +143,7 @@ def add_settings_flags(
                 flag,
                 dest=name,
                 default=argparse.SUPPRESS,
+                type=_lower if choices else str,
                 choices=choices,
                 help=HELP[name] + default_note,
                 action=Once if name in ONCE else "store",
@@ -224,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=rate, default=700.0, help="requests per second")
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
     demo.add_argument(
-        "--log-format", choices=["auto", "json", "console"], default="auto", help=HELP["log_format"]
+        "--log-format",
+        type=_lower,
+        choices=["auto", "json", "console"],
+        default="auto",
+        help=HELP["log_format"],
     )
 
     emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")

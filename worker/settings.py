@@ -118,6 +118,12 @@ class Settings(BaseSettings):
         default=None, validation_alias="CLOUD_SDK_SECURITY_TOKEN", repr=False
     )
 
+    @field_validator("input_format", "log_level", "log_format", "progress", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """``INFO`` or ``Json``, as Kubernetes manifests and other tools write them."""
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("id_pattern")
     @classmethod
     def _pattern_compiles(cls, value: str) -> str:
