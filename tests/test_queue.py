@@ -1160,3 +1160,22 @@ def test_enqueue_of_plain_text_without_a_project_exits_2_in_one_line(
     assert f"dcs-cleanup: input {path}: line 1: plain-text lines name no project" in err
     assert "Traceback" not in err
     assert redis.Redis.from_url(redis_url).exists(STREAM) == 0
+
+
+def test_enqueue_from_a_line_past_the_end_exits_2(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--from-line 30`` of a 3-line file (a mistyped 3) added nothing and ended 0, as if the
+    file had all been added. Past the line after the last it is exit 2 now; the line after the
+    last, which an enqueue stopped by a signal at the end names, still ends 0."""
+    path = write_ids(tmp_path / "ids.txt", ["t1", "t2", "t3"])
+    base = ["enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT]
+    assert main([*base, "--from-line", "30"]) == 2
+    assert f"--from-line 30 is past the last line of {path} that holds a task (3)" in (
+        capsys.readouterr().err
+    )
+    assert redis.Redis.from_url(redis_url).exists(STREAM) == 0
+    assert main([*base, "--from-line", "4"]) == 0
+    assert main([*base, "--from-line", "3"]) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert entries(client, STREAM) == [{"task_id": "t3", "project_id": PROJECT}]

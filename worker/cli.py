@@ -305,6 +305,15 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
         if stopped_by is not None:
             done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by}"
+        if done.stopped_at is None and args.from_line > done.last_line + 1 and args.from_line > 1:
+            # An enqueue stopped by a signal after its last line names the line after it; no
+            # enqueue names a line further on, so this is a mistyped line.
+            print(
+                f"dcs-cleanup: --from-line {args.from_line} is past the last line of "
+                f"{args.input} that holds a task ({done.last_line}); nothing was added",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         if done.stopped_at is None:
             return 1 if done.bad else 0
         where = f"--queue {redact_url(args.queue)}: stopped at line {done.stopped_at}"

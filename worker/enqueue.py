@@ -26,9 +26,11 @@ from worker.sources import SourceItem
 class Enqueued:
     """What ``enqueue`` did, kept up to date as it goes (a stop reads it): tasks added, bad
     lines (the first ``examples`` of them kept), the first line not yet handled, and, if Redis
-    refused or went away part-way, the first line not added and why."""
+    refused or went away part-way, the first line not added and why. ``last_line``: the last
+    line read that held a task or a bad line."""
 
     next_line: int = 1
+    last_line: int = 0
     added: int = 0
     bad: int = 0
     shown: list[TaskResult] = field(default_factory=list)
@@ -55,6 +57,8 @@ async def enqueue(
     on from there. Cancelled (a signal), it stops between two pipelines, never inside one."""
     from_line = done.next_line
     async for batch in items:
+        if batch:
+            done.last_line = batch[-1].line
         refs: list[TaskRef] = []
         for item in batch:
             if item.line < from_line:
