@@ -257,9 +257,9 @@ def test_what_cannot_be_split_is_refused_before_anything_is_sent(
     message: str,
 ) -> None:
     ids = seed(emulator, 10)
-    path = write_ids(tmp_path / "ids.txt", ids)
+    path = None if "--input" in extra else write_ids(tmp_path / "ids.txt", ids)
     args = ["--processes", "2", *extra]
-    assert run(emulator, tmp_path, path, *args) == 2
+    assert main(run_args(emulator, tmp_path, path, *args)) == 2
     assert message in capsys.readouterr().err
     assert emulator.state.requests == 0
 
