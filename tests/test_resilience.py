@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
 import random
 import signal
 import sqlite3
@@ -203,6 +204,35 @@ def test_a_pipe_on_stdin_is_read_as_it_comes_and_a_stop_does_not_wait_for_it(
     logs = [json.loads(line) for line in lines if line.startswith("{")]
     cut = [entry for entry in logs if entry["event"] == "cleanup.input_cut_short"]
     assert [(c["source"], c["last_line_taken"]) for c in cut] == [("stdin", 4)]
+
+
+def test_stdin_on_a_terminal_says_what_it_waits_for(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``run --input -`` started at a terminal without a pipe waited for ever, saying nothing.
+    It says it reads IDs from the terminal until Ctrl-D, then reads them as typed."""
+    ids = seed(emulator, 2)
+    leader, follower = pty.openpty()
+    err = tmp_path / "err.txt"
+    with err.open("wb") as err_out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker", *run_args(emulator, tmp_path, None, "--input", "-")],
+            stdin=follower,
+            stdout=subprocess.DEVNULL,
+            stderr=err_out,
+        )
+    os.close(follower)
+    try:
+        hint = "reading task IDs from the terminal, one a line; end with Ctrl-D"
+        assert wait_for(lambda: hint in err.read_text(), 20), err.read_text()
+        os.write(leader, ("\n".join(ids) + "\n").encode() + b"\x04")  # Ctrl-D: the end
+        assert child.wait(timeout=20) == 0
+    finally:
+        child.kill()
+        child.wait()
+        os.close(leader)
+    assert set(emulator.state.deleted) == set(ids)
+    assert report(tmp_path)["outcomes"]["deleted"] == 2
 
 
 def test_a_fifo_input_is_read_to_its_end(emulator: EmulatorServer, tmp_path: Path) -> None:

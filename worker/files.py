@@ -79,6 +79,14 @@ class FileSource:
         self.passed_over = 0
 
     def _open(self, before_wait: Callable[[], None] | None = None) -> IO[str]:
+        if self.path == "-" and sys.stdin.isatty():
+            # Otherwise a run started without a pipe waits for ever, saying nothing.
+            print(
+                "dcs-cleanup: reading task IDs from the terminal, one a line; end with Ctrl-D "
+                "(or give --input FILE)",
+                file=sys.stderr,
+                flush=True,
+            )
         try:
             raw: io.BufferedReader
             if before_wait is not None:  # a stream, read by a Pump
