@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,6 +108,28 @@ def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path
     expected = {t for t, c in times.items() if c <= target.strftime("%Y%m%d%H%M%S")}
     assert len(expected) == 151
     assert set(old.read_text().splitlines()) == expected
+
+
+def test_a_filter_that_matched_nothing_says_what_there_was(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--status SUCESS`` (a typo) gave an empty list and exit 0, like a project with no such
+    tasks. The list still ends 0, and a warning names the statuses and names it saw."""
+    seed(emulator, 40)
+    out = tmp_path / "ids.txt"
+    capsys.readouterr()
+    assert main(list_args(emulator, out, "--status", "SUCESS", "--name", "extend")) == 0
+    assert out.read_text() == ""
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "{" in line]
+    [warned] = [e for e in events if e["event"] == "cleanup.list_filter_matched_nothing"]
+    assert warned["level"] == "warning"
+    assert warned["status"] == ["SUCESS"]
+    assert warned["statuses_seen"] == {"SUCCESS": 40}
+    names = emulator.state.tasks[PROJECT].values()
+    assert warned["names_seen"] == dict(Counter(task.name for task in names))
+    # A filter that matched something says nothing more.
+    assert main(list_args(emulator, out, "--status", "success")) == 0
+    assert "list_filter_matched_nothing" not in capsys.readouterr().err
 
 
 def test_list_with_refused_credentials_exits_3_and_keeps_the_secret(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,6 +91,9 @@ async def list_tasks(
         raise ConfigError(msg)
     wanted_status = {s.upper() for s in statuses}
     wanted_name = {n.lower() for n in names}
+    # What the filtered fields held, so a filter that matched nothing (a typo, a status
+    # spelt another way) can say what there was. Bounded: a few values each in practice.
+    seen: dict[str, Counter[str]] = {"status": Counter(), "name": Counter()}
     rng = random.Random()
     done = done if done is not None else Listed()
     offset = 0
@@ -118,6 +122,8 @@ async def list_tasks(
                 drop_lost_stream(out)  # so that no flush at exit tries it again
                 log.error("cleanup.list_failed", offset=offset, error=f"cannot write: {exc}")
                 return EXIT_ABORTED
+            if wanted_status or wanted_name:
+                _tally(seen, page)
             done.written += len(chosen)
             done.listed += len(page)
             offset += len(page)
@@ -130,7 +136,27 @@ async def list_tasks(
         task_count=done.task_count,
         project_id=project,
     )
+    if done.listed and not done.written and (wanted_status or wanted_name):
+        log.warning(
+            "cleanup.list_filter_matched_nothing",
+            status=sorted(statuses) or None,
+            name=sorted(names) or None,
+            statuses_seen=dict(seen["status"].most_common(_SEEN)),
+            names_seen=dict(seen["name"].most_common(_SEEN)),
+        )
     return EXIT_OK
+
+
+_SEEN = 20  # values of a field the warning names, the commonest first
+_SEEN_CAP = 1000  # distinct values of a field counted at most
+
+
+def _tally(seen: dict[str, Counter[str]], page: list[dict[str, Any]]) -> None:
+    for field, counts in seen.items():
+        for task in page:
+            value = str(task.get(field, ""))[:100]
+            if value in counts or len(counts) < _SEEN_CAP:
+                counts[value] += 1
 
 
 async def _page(
