@@ -672,6 +672,39 @@ def test_a_drained_stream_keeps_only_the_entries_some_group_still_needs(
     assert client.xinfo_consumers(STREAM, GROUP) == []  # c1 left the group when done
 
 
+def test_a_group_far_behind_that_holds_the_stream_whole_is_named(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A group made for a reader that never came (``reporting``, 1,200 entries behind) kept
+    every entry in the stream, acknowledged or not, and nothing said why the stream never
+    shrank. The consumer still trims nothing it needs, and warns once, naming the group, its
+    lag and how to drop it. A group a little behind (under 1,000 entries not read or not
+    acknowledged) is not named."""
+    ids = seed(emulator, 1200)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.xgroup_create(STREAM, "reporting", id="0")
+    capsys.readouterr()
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 0
+    assert emulator.state.remaining() == 0
+    assert client.xlen(STREAM) == 1200  # the reporting group has read none of them
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    held = [e for e in events if e["event"] == "cleanup.queue_trim_held"]
+    assert len(held) == 1
+    assert (held[0]["level"], held[0]["group"], held[0]["lag"]) == ("warning", "reporting", 1200)
+    assert f"XGROUP DESTROY {STREAM} reporting" in held[0]["detail"]
+
+    reply: Any = client.xreadgroup("reporting", "r1", {STREAM: ">"}, count=1000)
+    client.xack(STREAM, "reporting", *[entry_id for entry_id, _ in reply[0][1]])  # 200 behind
+    more = seed(emulator, 10)
+    assert enqueue(redis_url, write_ids(tmp_path / "more.txt", more)) == 0
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 0
+    assert "cleanup.queue_trim_held" not in capsys.readouterr().out
+
+
 def test_keep_acked_leaves_the_stream_whole(
     emulator: EmulatorServer, redis_url: str, tmp_path: Path
 ) -> None:

@@ -51,6 +51,8 @@ log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
+HELD_LAG = 1000  # entries another group has not read or acked when its hold on the floor is told
+HELD_TELL_EVERY = 3600.0  # seconds between two warnings of one group's hold
 # Refusals that pass with time, like a lost connection: memory short, a master just made a
 # replica in a failover (READONLY) while clients move to the new one, a slot moving.
 PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
@@ -137,6 +139,7 @@ class RedisStreamSource:
         self._dead_maxlen = dead_letter_maxlen or None  # None: XADD without MAXLEN
         self._last_trim = time.monotonic()
         self._acked_at_trim = 0
+        self._told_held: dict[str, float] = {}  # group -> when its hold on the floor was told
         self.acked = 0
         self.dead_lettered = 0
         self.trimmed = 0
@@ -300,7 +303,7 @@ class RedisStreamSource:
             return
         self._acked_at_trim = self.acked
         try:
-            floor = await self._trim_floor()
+            floor, holder = await self._trim_floor()
             if floor is None:
                 return
             removed = int(await self._redis.xtrim(self.stream, minid=floor, approximate=False))
@@ -324,6 +327,36 @@ class RedisStreamSource:
         self.trimmed += removed
         if removed:
             log.debug("cleanup.queue_trimmed", stream=self.stream, entries=removed, below=floor)
+        self._tell_held(holder)
+
+    def _tell_held(self, holder: dict[str, Any] | None) -> None:
+        """Warn (once an hour a group) when another group, far behind, holds the trim floor:
+        the stream then keeps every entry after its position, however many this group acks."""
+        if holder is None or _text(holder["name"]) == self.group:
+            return
+        name, lag = _text(holder["name"]), holder.get("lag")
+        lag = None if lag is None else int(lag)  # Redis 7; None when it cannot tell
+        pending = int(holder.get("pending") or 0)
+        # Entries read and never acknowledged (a reader that does not XACK) hold the floor as
+        # entries not read do.
+        if (lag or 0) + pending < HELD_LAG:
+            return
+        now = time.monotonic()
+        if now - self._told_held.get(name, -math.inf) < HELD_TELL_EVERY:
+            return
+        self._told_held[name] = now
+        log.warning(
+            "cleanup.queue_trim_held",
+            stream=self.stream,
+            group=name,
+            lag=lag,
+            pending=pending,
+            detail=(
+                f"group {name} has not read or not acknowledged these entries, so the stream "
+                f"keeps them and every entry after them; if nothing reads through the group: "
+                f"XGROUP DESTROY {self.stream} {name}"
+            ),
+        )
 
     async def _tidy(self) -> None:
         """Every ``TRIM_EVERY`` seconds and when drained: trim, and forget the consumers that
@@ -337,9 +370,11 @@ class RedisStreamSource:
             if forgotten:
                 log.info("cleanup.queue_consumers_forgotten", group=self.group, consumers=forgotten)
 
-    async def _trim_floor(self) -> str | None:
-        """The ID below which no consumer group of the stream needs an entry, or None."""
+    async def _trim_floor(self) -> tuple[str | None, dict[str, Any] | None]:
+        """The ID below which no consumer group of the stream needs an entry (or None), and
+        the XINFO GROUPS entry of the group that needs it."""
         floor: tuple[int, int] | None = None
+        holder: dict[str, Any] | None = None
         groups: Any = await self._redis.xinfo_groups(self.stream)
         for group in groups:
             needed = _after(_text(group["last-delivered-id"]))
@@ -347,8 +382,9 @@ class RedisStreamSource:
                 summary: Any = await self._redis.xpending(self.stream, group["name"])
                 if summary.get("min"):
                     needed = min(needed, _stream_id(_text(summary["min"])))
-            floor = needed if floor is None else min(floor, needed)
-        return None if floor is None else f"{floor[0]}-{floor[1]}"
+            if floor is None or needed < floor:
+                floor, holder = needed, group
+        return (None if floor is None else f"{floor[0]}-{floor[1]}"), holder
 
     def _item(self, entry_id: str, fields: dict[str, str]) -> SourceItem:
         self._held.add(entry_id)
