@@ -79,7 +79,7 @@ class FileSource:
         self.passed_over = 0
 
     def _open(self, before_wait: Callable[[], None] | None = None) -> IO[str]:
-        if self.path == "-" and sys.stdin.isatty():
+        if self.path == "-" and sys.stdin is not None and sys.stdin.isatty():
             # Otherwise a run started without a pipe waits for ever, saying nothing.
             print(
                 "dcs-cleanup: reading task IDs from the terminal, one a line; end with Ctrl-D "
