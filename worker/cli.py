@@ -476,14 +476,21 @@ def _plug_closed_standard_streams() -> None:
     """A process started with standard output or error closed (``>&-``, some daemons) has
     None there, and its first log line was an AttributeError, exit 1, no report. Such a
     stream writes to /dev/null instead, on its own descriptor, so that no file the run opens
-    later (the journal, the outcomes) takes descriptor 1 or 2 and gets written to."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
+    later (the journal, the outcomes) takes descriptor 1 or 2 and gets written to. A closed
+    standard input reads /dev/null: otherwise the first socket took descriptor 0, and uvloop,
+    closing it at the end, aborted the process (SIGABRT, exit 134) after a run that went well."""
+    for fd, name, mode in (
+        (0, "stdin", os.O_RDONLY),
+        (1, "stdout", os.O_WRONLY),
+        (2, "stderr", os.O_WRONLY),
+    ):
         if getattr(sys, name) is None:
-            null = os.open(os.devnull, os.O_WRONLY)
+            null = os.open(os.devnull, mode)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-            setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+            text = "r" if fd == 0 else "w"
+            setattr(sys, name, open(fd, text, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def main(argv: Sequence[str] | None = None) -> int:
