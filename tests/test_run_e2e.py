@@ -495,6 +495,31 @@ def test_demo_with_a_count_out_of_range_exits_2(
     assert f"argument {flag}: {needle}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_a_console_that_cannot_write_a_character_does_not_kill_the_run(
+    encoding: str, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Standard output in an encoding without some character (PYTHONIOENCODING=ascii, a
+    latin-1 locale): the log line of a skipped ID ``tä`` or ``t字`` raised UnicodeEncodeError
+    and the run died, exit 1, the other tasks not sent. The character is escaped now."""
+    ids = seed(emulator, 5)
+    path = write_ids(tmp_path / "ids.txt", ["t\u00e4", "t\u5b57", *ids])
+    args = run_args(emulator, tmp_path, path, "--log-format", "console")
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env={**os.environ, "PYTHONIOENCODING": encoding},
+        capture_output=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert b"UnicodeEncodeError" not in done.stdout + done.stderr
+    assert b"t\\u5b57" in done.stdout  # the skipped line, escaped
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["skipped"] == 2
+
+
 @pytest.mark.parametrize("closed", [">&-", ">&- 2>&-", "<&-", "<&- >&- 2>&-"])
 def test_a_run_with_its_standard_streams_closed_still_runs_and_reports(
     closed: str, emulator: EmulatorServer, tmp_path: Path

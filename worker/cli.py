@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import io
 import json
 import os
 import random
@@ -493,8 +494,19 @@ def _plug_closed_standard_streams() -> None:
             setattr(sys, name, open(fd, text, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
+def _never_fail_on_encoding() -> None:
+    """Standard output and error in an encoding that cannot write every character (a latin-1
+    locale, PYTHONIOENCODING=ascii) raised UnicodeEncodeError on the first log line naming
+    a task ID or an error message with such a character, and the run died (exit 1). Such a
+    character is written as a backslash escape instead."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _plug_closed_standard_streams()
+    _never_fail_on_encoding()
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
