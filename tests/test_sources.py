@@ -533,6 +533,26 @@ async def test_csv_columns_are_found_whatever_their_case_and_spacing(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("name", ["tasks.csv", "tasks.txt"])
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+async def test_csv_with_semicolons_or_tabs_is_read(
+    tmp_path: Path, name: str, delimiter: str
+) -> None:
+    """A spreadsheet in a locale whose decimal mark is a comma exports CSV with ``;`` (and a
+    TSV has tabs): as a .csv it was refused ("no task_id column"), as a .txt read as text with
+    every line skipped. The header's delimiter is found now; a comma inside a field stays."""
+    path = tmp_path / name
+    rows = [["Task ID", "Project ID", "note"], ["t1", P, "a, b"], ["t2", "", "c"]]
+    path.write_text("".join(delimiter.join(row) + "\n" for row in rows))
+    items = await collect(FileSource(str(path), "d" * 32, IdValidator(DEFAULT_ID_PATTERN)))
+    assert [(i.task_id, i.project_id, i.line) for i in items if isinstance(i, TaskRef)] == [
+        ("t1", P, 2),
+        ("t2", "d" * 32, 3),
+    ]
+    assert not [i for i in items if isinstance(i, TaskResult)]
+
+
+@pytest.mark.anyio
 async def test_csv_columns_that_differ_only_in_case_must_be_told_apart(tmp_path: Path) -> None:
     """``task_id`` itself wins over a look-alike; two look-alikes and no ``task_id`` is an input
     error naming both, not a guess."""

@@ -45,6 +45,17 @@ def _key(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch not in " \t_-")
 
 
+def _header_delimiter(line: str) -> str | None:
+    """The delimiter by which ``line`` is a CSV header naming a task_id (or id) column: ``,``,
+    or ``;`` or a tab, as spreadsheets export CSV in many locales; None if none is."""
+    for delimiter in (",", ";", "\t"):
+        if delimiter in line:
+            names = next(csv.reader([line], delimiter=delimiter), [])
+            if {"taskid", "id"} & {_key(name) for name in names}:
+                return delimiter
+    return None
+
+
 _JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
 
 
@@ -113,7 +124,7 @@ class FileSource:
         stripped = first.strip()
         if stripped.startswith("{"):
             return "jsonl"
-        if "," in stripped and {"taskid", "id"} & {_key(n) for n in next(csv.reader([stripped]))}:
+        if _header_delimiter(stripped) is not None:
             return "csv"
         return "text"
 
@@ -291,7 +302,8 @@ class FileSource:
         if header is CUT:
             msg = f"input {self.name}: line 1: the CSV header is longer than {MAX_LINE} characters"
             raise InputError(msg)
-        names = next(csv.reader([header]), [])
+        delimiter = _header_delimiter(header) or ","
+        names = next(csv.reader([header], delimiter=delimiter), [])
         names = [name.strip() for name in names]
         # A task list exported as it is (ListCenterTask's fields) names the ID column ``id``.
         column = self._column(names, "task_id") or self._column(names, "id")
@@ -302,7 +314,7 @@ class FileSource:
             )
             raise InputError(msg)
         project_column = self._column(names, "project_id")
-        reader = csv.DictReader(lines, fieldnames=names)
+        reader = csv.DictReader(lines, fieldnames=names, delimiter=delimiter)
         rows = iter(reader)
         while True:
             before = reader.line_num
