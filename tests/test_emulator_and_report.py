@@ -148,6 +148,25 @@ def test_an_empty_file_as_the_journal_to_read_exits_2_and_stays_empty(
     assert emulator.state.requests == 0
 
 
+@pytest.mark.parametrize("flag", ["--outcomes", "--report"])
+def test_an_output_named_gz_is_refused_not_written_plain_under_that_name(
+    flag: str, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--outcomes outcomes.jsonl.gz`` wrote plain JSON lines under a .gz name, which zcat
+    and gzip-reading tools refused after the run. It is exit 2 before any request (for run and
+    report both), saying to compress it after the run."""
+    ids = seed(emulator, 5)
+    path = tmp_path / "out.gz"
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), flag, str(path)) == 2
+    assert f"{flag} {path}: written uncompressed" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+    journal = tmp_path / "journal.sqlite"
+    assert run(emulator, tmp_path, tmp_path / "ids.txt", "--journal", str(journal)) == 0
+    assert main(["report", "--journal", str(journal), flag, str(path)]) == 2
+    assert "give a name without .gz" in capsys.readouterr().err
+    assert not path.exists()
+
+
 @pytest.mark.parametrize("flag", ["--outcomes", "--report", "--journal"])
 def test_an_output_named_dash_is_refused_not_made_a_file_named_dash(
     flag: str,

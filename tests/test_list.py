@@ -3,6 +3,7 @@ an input ``run`` takes as it is."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -108,6 +109,21 @@ def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path
     expected = {t for t, c in times.items() if c <= target.strftime("%Y%m%d%H%M%S")}
     assert len(expected) == 151
     assert set(old.read_text().splitlines()) == expected
+
+
+def test_a_list_named_gz_is_gzip_and_a_run_reads_it(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``--output ids.txt.gz`` wrote plain text under a .gz name, which zcat refused. It is
+    gzip now (each page flushed, the file renamed into place at the end, as before), and
+    ``run`` reads it as it reads any .gz input."""
+    ids = seed(emulator, 1200)
+    out = tmp_path / "ids.txt.gz"
+    assert main(list_args(emulator, out, "--page-size", "500")) == 0
+    assert sorted(gzip.decompress(out.read_bytes()).decode().splitlines()) == sorted(ids)
+    assert [p.name for p in tmp_path.iterdir()] == ["ids.txt.gz"]  # no partial file left
+    assert run(emulator, tmp_path, out) == 0
+    assert emulator.state.remaining() == 0
 
 
 def test_a_filter_that_matched_nothing_says_what_there_was(

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import gzip
 import io
 import json
 import os
@@ -396,7 +397,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         else args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
     )
     try:
-        out = target.open("w", encoding="utf-8")
+        out: TextIO
+        if args.output.name.endswith(".gz"):  # run reads it as it is
+            out = gzip.open(target, "wt", encoding="utf-8")  # noqa: SIM115 - closed below
+        else:
+            out = target.open("w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--output {args.output}: cannot write it: {exc.strerror}") from None
     try:

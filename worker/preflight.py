@@ -85,6 +85,14 @@ def check_files(
         except OSError as exc:
             msg = f"{flag} {path}: cannot create its folder: {exc.strerror or exc}"
             raise ConfigError(msg) from None
+        if path.name.endswith(".gz") and flag in ("--outcomes", "--report"):
+            # Written as plain text under that name, it was unreadable to zcat and the like.
+            why = " (each batch appended as it is known)" if flag == "--outcomes" else ""
+            msg = (
+                f"{flag} {path}: written uncompressed{why}; give a name without .gz and "
+                "compress it after the run"
+            )
+            raise ConfigError(msg)
         if path.is_dir():
             raise ConfigError(f"{flag} {path}: is a folder; give a file path")
         if not os.access(path if path.exists() else path.parent, os.W_OK):
