@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import random
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -233,6 +234,37 @@ def test_stdin_on_a_terminal_says_what_it_waits_for(
         os.close(leader)
     assert set(emulator.state.deleted) == set(ids)
     assert report(tmp_path)["outcomes"]["deleted"] == 2
+
+
+@pytest.mark.parametrize("hard", [False, True])
+def test_an_open_file_limit_below_the_concurrency_is_raised_or_refused(
+    hard: bool, emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``--concurrency 200`` under ``ulimit -n 64``: connections failed with "Too many open
+    files", the circuit breaker opened on them (exit 3, most tasks not attempted) and the
+    report could not be written. The soft limit is raised to what the run needs (exit 0, all
+    deleted); when the hard limit is too low as well, exit 2 says so before anything is sent."""
+    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if not hard and hard_limit != resource.RLIM_INFINITY and hard_limit < 264:
+        pytest.skip(f"this machine's hard limit ({hard_limit}) is below what the run needs")
+    ids = seed(emulator, 600, Faults(latency_ms=50))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    limit = "ulimit -n 64" if hard else "ulimit -S -n 64"  # both limits, or the soft one
+    args = run_args(emulator, tmp_path, path, "--concurrency", "200")
+    done = subprocess.run(
+        ["bash", "-c", f'{limit} && exec "$@"', "-", sys.executable, "-m", "worker", *args],
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if hard:
+        assert done.returncode == 2
+        assert b"--concurrency 200 needs about 264 open files" in done.stderr
+        assert emulator.state.requests == 0
+    else:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert emulator.state.remaining() == 0
+        assert report(tmp_path)["outcomes"]["deleted"] == 600
 
 
 def test_a_fifo_input_is_read_to_its_end(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ a ``ConfigError``, exit 2, said before a request leaves rather than in a traceba
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +47,36 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError(msg)
     if settings.backoff_cap < settings.backoff_base:
         raise ConfigError("backoff_cap must be at least backoff_base")
+
+
+# Descriptors a run holds besides its connections: the journal (two connections, its WAL,
+# index and lock files), the outcomes file, Redis, the health server, the event loop's own,
+# standard streams, and a thread's temporary files.
+SPARE_FILES = 64
+
+
+def check_open_files(concurrency: int) -> None:
+    """Each request in flight holds a socket. Below ``concurrency`` + ``SPARE_FILES``
+    descriptors (``ulimit -n``: 1,024 by default on Linux, 256 on macOS), connections failed
+    with "Too many open files", the circuit breaker opened on them (exit 3) and the report
+    could not be written. The soft limit is raised to what the run needs when the hard one
+    allows; when it does not, exit 2 before anything is sent."""
+    need = concurrency + SPARE_FILES
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= need:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            return
+    msg = (
+        f"--concurrency {concurrency} needs about {need} open files and this process may open "
+        f"{soft} (ulimit -n; hard limit {hard}): lower --concurrency or raise the limit"
+    )
+    raise ConfigError(msg)
 
 
 def _empty_file(path: Path) -> bool:

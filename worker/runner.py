@@ -32,7 +32,7 @@ from worker.logs import GuardedStream, get_logger
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
-from worker.preflight import check_outputs, check_request
+from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.settings import Settings
@@ -199,6 +199,7 @@ async def execute(
     """
     check_request(settings, source)
     check_outputs(settings)
+    check_open_files(settings.concurrency)
     signer = Signer(credentials_from(settings))
     base_url = settings.base_url()
     run_id = new_run_id() if part is None else part.run_id
