@@ -160,3 +160,34 @@ def test_a_proxy_refusing_the_credentials_fails_the_tasks_not_the_run(
     assert all("407" in (r["error_msg"] or "") for r in rows), rows
     for output in (tmp_path / "worker.log", tmp_path / "report.json", tmp_path / "outcomes.jsonl"):
         assert PASSWORD not in output.read_text(), output.name
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("proxy.corp:3128", "proxy.corp:3128"),  # no scheme: every task failed as InvalidURL
+        ("socks5://127.0.0.1:1080", "socks5://127.0.0.1:1080"),  # sent CONNECT as http
+        (f"https://cleanup:{PASSWORD}@127.0.0.1:1", "https://127.0.0.1:1"),  # ignored: direct
+    ],
+)
+def test_a_proxy_other_than_http_exits_2_before_anything_is_sent(
+    value: str,
+    shown: str,
+    tls_emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only an http:// proxy is spoken to. Another one in HTTPS_PROXY failed every task, or
+    (https://) was ignored by aiohttp so the requests went out directly, past the proxy the
+    operator named. Exit 2 now, naming it without its password; NO_PROXY still bypasses it."""
+    path = write_ids(tmp_path / "ids.txt", seed(tls_emulator, 5))
+    monkeypatch.setenv("HTTPS_PROXY", value)
+    child = spawn(tls_emulator, tmp_path, path)
+    assert child.wait(timeout=60) == 2
+    said = (tmp_path / "worker.log").read_text()
+    assert f"HTTPS_PROXY {shown!r}: give an http:// proxy" in said
+    assert PASSWORD not in said
+    assert tls_emulator.state.requests == 0
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert spawn(tls_emulator, tmp_path, path).wait(timeout=60) == 0
+    assert tls_emulator.state.remaining() == 0

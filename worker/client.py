@@ -27,6 +27,7 @@ import json
 import math
 import re
 import time
+import urllib.request
 import warnings
 from collections.abc import Coroutine
 from types import TracebackType
@@ -37,7 +38,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from worker import __version__
-from worker.errors import RequestTimeoutError, TransportError
+from worker.errors import ConfigError, RequestTimeoutError, TransportError
 from worker.models import ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
@@ -98,6 +99,30 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, seconds)
 
 
+def _check_env_proxy(base: URL) -> None:
+    """Only an ``http://host[:port]`` proxy is spoken to (with CONNECT). Another one in
+    ``HTTPS_PROXY`` (or ``https_proxy``) failed every task or was passed by: no scheme
+    (``proxy.corp:3128``) as InvalidURL, a ``socks5://`` one sent CONNECT as if it were an
+    http one, and an ``https://`` one ignored by aiohttp, the requests going out directly."""
+    raw = urllib.request.getproxies_environment().get("https")
+    # NO_PROXY as aiohttp reads it (proxy_bypass, which on Linux reads the environment).
+    if not raw or urllib.request.proxy_bypass(base.host or ""):
+        return
+    try:
+        proxy = URL(raw)
+    except ValueError:  # not even a URL ("http://[bad")
+        proxy = URL()
+    if proxy.scheme == "http" and proxy.host:
+        return
+    # Without the user:password a proxy URL may carry.
+    shown = str(proxy.with_user(None)) if proxy.is_absolute() else raw.rpartition("@")[2]
+    msg = (
+        f"HTTPS_PROXY {shown!r}: give an http:// proxy, e.g. http://proxy.example:3128 "
+        "(https and SOCKS proxies are not supported)"
+    )
+    raise ConfigError(msg)
+
+
 class _Deadline:
     """When a request in flight runs out of time, and whether the watchdog has cancelled it for
     that. ``time.monotonic()``, not the loop's clock: uvloop's is read once per loop pass (in
@@ -145,6 +170,7 @@ class DcsClient:
         )
         proxy_auth: aiohttp.BasicAuth | None = None
         if self._base.scheme == "https":
+            _check_env_proxy(self._base)
             with contextlib.suppress(LookupError):
                 self.proxy, proxy_auth = get_env_proxy_for_url(self._base)
         with warnings.catch_warnings():
