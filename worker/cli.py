@@ -307,7 +307,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
         if stopped_by is not None:
             done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by}"
-        if done.stopped_at is None and args.from_line > done.last_line + 1 and args.from_line > 1:
+        if done.stopped_at is None and args.from_line > done.last_line + 1:
             # An enqueue stopped by a signal after its last line names the line after it; no
             # enqueue names a line further on, so this is a mistyped line.
             print(
@@ -485,18 +485,17 @@ def _plug_closed_standard_streams() -> None:
     later (the journal, the outcomes) takes descriptor 1 or 2 and gets written to. A closed
     standard input reads /dev/null: otherwise the first socket took descriptor 0, and uvloop,
     closing it at the end, aborted the process (SIGABRT, exit 134) after a run that went well."""
-    for fd, name, mode in (
-        (0, "stdin", os.O_RDONLY),
-        (1, "stdout", os.O_WRONLY),
-        (2, "stderr", os.O_WRONLY),
+    for fd, name, flags, mode in (
+        (0, "stdin", os.O_RDONLY, "r"),
+        (1, "stdout", os.O_WRONLY, "w"),
+        (2, "stderr", os.O_WRONLY, "w"),
     ):
         if getattr(sys, name) is None:
-            null = os.open(os.devnull, mode)
+            null = os.open(os.devnull, flags)
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
-            text = "r" if fd == 0 else "w"
-            setattr(sys, name, open(fd, text, encoding="utf-8", closefd=False))  # noqa: SIM115
+            setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
 def _never_fail_on_encoding() -> None:

@@ -332,9 +332,11 @@ class RedisStreamSource:
     def _tell_held(self, holder: dict[str, Any] | None) -> None:
         """Warn (once an hour a group) when another group, far behind, holds the trim floor:
         the stream then keeps every entry after its position, however many this group acks."""
-        if holder is None or _text(holder["name"]) == self.group:
+        if holder is None:
             return
         name, lag = _text(holder["name"]), holder.get("lag")
+        if name == self.group:
+            return
         lag = None if lag is None else int(lag)  # Redis 7; None when it cannot tell
         pending = int(holder.get("pending") or 0)
         # Entries read and never acknowledged (a reader that does not XACK) hold the floor as
