@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from worker import __version__
-from worker.settings import CONFIG_VARIABLE, ENV_FILE_VARIABLE, SECRET_FIELDS, Settings
+from worker.settings import (
+    CONFIG_VARIABLE,
+    ENV_FILE_VARIABLE,
+    SECRET_FIELDS,
+    Settings,
+    any_case,
+)
 
 HELP = {
     "input": "file of task IDs (text, CSV with task_id, JSON Lines; .gz ok); - for stdin",
@@ -102,12 +108,6 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _lower(text: str) -> str:
-    """A choice in any case (``--log-level DEBUG``), as the settings take it from the
-    environment."""
-    return text.strip().lower()
-
-
 def _flag_type(annotation: Any) -> Any:
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if annotation is bool or (args and args[0] is bool and len(args) == 1):
@@ -143,7 +143,7 @@ def add_settings_flags(
                 flag,
                 dest=name,
                 default=argparse.SUPPRESS,
-                type=_lower if choices else str,
+                type=any_case if choices else str,
                 choices=choices,
                 help=HELP[name] + default_note,
                 action=Once if name in ONCE else "store",
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
     demo.add_argument(
         "--log-format",
-        type=_lower,
+        type=any_case,
         choices=["auto", "json", "console"],
         default="auto",
         help=HELP["log_format"],

@@ -36,6 +36,13 @@ URL_FIELDS = ("endpoint", "queue", "redis", "pushgateway")
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+def any_case(choice: str) -> str:
+    """A choice as it is matched: ``INFO`` or ``Json``, as Kubernetes manifests and other
+    tools write them, is ``info`` or ``json``. The settings and the flags' own choices (which
+    argparse checks first) both take it so."""
+    return choice.strip().lower()
+
+
 class Settings(BaseSettings):
     """Everything ``dcs-cleanup run`` can be told. Field names are the flag names with ``_``."""
 
@@ -121,8 +128,7 @@ class Settings(BaseSettings):
     @field_validator("input_format", "log_level", "log_format", "progress", mode="before")
     @classmethod
     def _any_case(cls, value: object) -> object:
-        """``INFO`` or ``Json``, as Kubernetes manifests and other tools write them."""
-        return value.strip().lower() if isinstance(value, str) else value
+        return any_case(value) if isinstance(value, str) else value
 
     @field_validator("id_pattern")
     @classmethod
