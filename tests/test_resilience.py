@@ -249,20 +249,16 @@ def test_an_open_file_limit_below_the_concurrency_is_raised_or_refused(
         pytest.skip(f"this machine's hard limit ({hard_limit}) is below what the run needs")
     ids = seed(emulator, 600, Faults(latency_ms=50))
     path = write_ids(tmp_path / "ids.txt", ids)
-    limit = "ulimit -n 64" if hard else "ulimit -S -n 64"  # both limits, or the soft one
+    limit = "-n 64" if hard else "-S -n 64"  # both limits, or the soft one
     args = run_args(emulator, tmp_path, path, "--concurrency", "200")
-    done = subprocess.run(
-        ["bash", "-c", f'{limit} && exec "$@"', "-", sys.executable, "-m", "worker", *args],
-        capture_output=True,
-        check=False,
-        timeout=60,
-    )
+    code = run_limited(limit, args, tmp_path)
+    said = (tmp_path / "worker.log").read_text()
     if hard:
-        assert done.returncode == 2
-        assert b"--concurrency 200 needs about 264 open files" in done.stderr
+        assert code == 2
+        assert "--concurrency 200 needs about 264 open files" in said
         assert emulator.state.requests == 0
     else:
-        assert done.returncode == 0, done.stderr[-2000:]
+        assert code == 0, said[-2000:]
         assert emulator.state.remaining() == 0
         assert report(tmp_path)["outcomes"]["deleted"] == 600
 
@@ -443,19 +439,24 @@ def test_a_full_disk_under_processes_points_to_a_journal_that_is_kept(
         assert detail.endswith("the report counts them (no --journal to write them from)")
 
 
-def run_with_small_files(kib: int, args: list[str], tmp_path: Path) -> int:
-    """``python -m worker`` with no file of its allowed to grow over ``kib`` KiB
-    (RLIMIT_FSIZE: a write stops there part-way, as on a disk filling up). Its exit code, once
-    its log (worker.log) shows no traceback."""
-    small_files = ["bash", "-c", f'ulimit -f {kib} && exec "$@"', "-"]
+def run_limited(limit: str, args: list[str], tmp_path: Path) -> int:
+    """``python -m worker`` under ``ulimit {limit}`` (bash's: ``-f 24`` lets no file of its
+    grow over 24 KiB, as on a disk filling up; ``-S -n 64`` lets it open 64 files). Its exit
+    code, once its log (worker.log) shows no traceback."""
+    limited = ["bash", "-c", f'ulimit {limit} && exec "$@"', "-"]
     with (tmp_path / "worker.log").open("wb") as out:
         child = subprocess.Popen(
-            [*small_files, sys.executable, "-m", "worker", *args],
+            [*limited, sys.executable, "-m", "worker", *args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
         code = child.wait(timeout=60)
     assert "Traceback" not in (tmp_path / "worker.log").read_text()
     return code
+
+
+def run_with_small_files(kib: int, args: list[str], tmp_path: Path) -> int:
+    """``run_limited`` with no file allowed to grow over ``kib`` KiB."""
+    return run_limited(f"-f {kib}", args, tmp_path)
 
 
 def test_a_disk_filling_up_mid_line_leaves_whole_outcome_lines(
