@@ -6,6 +6,8 @@ import contextlib
 import json
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
@@ -264,3 +266,79 @@ def test_the_emulator_on_a_port_in_use_exits_2_naming_it(
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}: Address already in use" in err
     assert "emulator: http://" not in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--port", "70000", "must be 65535 or less"),
+        ("--error-rate", "2", "must be from 0 to 1"),
+        ("--reset-rate", "nan", "not a finite number"),
+        ("--fail-first-share", "1.5", "must be from 0 to 1"),
+        ("--latency-ms", "-5", "must be 0 or more"),
+        ("--quota-rate", "-1", "must be 0 or more"),
+        ("--quota-burst", "0", "must be 1 or more"),
+        ("--retry-after", "-3", "must be 0 or more"),
+    ],
+)
+def test_emulator_flags_out_of_range_exit_2_naming_the_flag(
+    flag: str, value: str, rule: str
+) -> None:
+    """``--port 70000`` was an OverflowError traceback once the tasks were seeded; a share of
+    2 or nan, a negative latency or quota served as if nothing were wrong."""
+    port = [] if flag == "--port" else ["--port", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", "emulator", *port, flag, value],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"argument {flag}: {rule}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_emulator_ids_out_that_cannot_be_written_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ids-out`` into a missing folder was a FileNotFoundError traceback, exit 1."""
+    where = tmp_path / "no-such-dir" / "ids.txt"
+    assert main(["emulator", "--port", "0", "--ids-out", str(where)]) == 2
+    err = capsys.readouterr().err
+    assert f"--ids-out {where}: cannot write it: No such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_emulator_on_port_0_names_the_port_it_listens_on(tmp_path: Path) -> None:
+    """``--port 0`` said ``http://127.0.0.1:0``, an address nothing could reach. It names
+    the port the system chose, and the emulator answers there."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "emulator",
+            "--port",
+            "0",
+            "--tasks",
+            "5",
+            "--ids-out",
+            str(tmp_path / "ids.txt"),
+        ],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        url = line.split()[1]
+        assert url.startswith("http://127.0.0.1:")
+        assert not url.endswith(":0")
+        stats = json.loads(urllib.request.urlopen(f"{url}/_emulator/stats", timeout=5).read())
+        assert stats["remaining"] == 5
+    finally:
+        proc.terminate()
+        proc.wait(10)

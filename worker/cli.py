@@ -175,7 +175,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         state.credentials = {ak: sk}
     ids = state.seed_tasks(args.project_id, args.tasks)
     if args.ids_out:
-        args.ids_out.write_text("\n".join(ids) + "\n", encoding="utf-8")
+        try:
+            args.ids_out.write_text("\n".join(ids) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"--ids-out {args.ids_out}: cannot write it: {exc.strerror}"
+            ) from None
     state.set_faults(
         Faults(
             error_rate=args.error_rate,
@@ -197,9 +202,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     )
     signatures = "off" if args.no_verify else "checked with " + creds
 
-    def ready() -> None:
+    def ready(port: int) -> None:
         print(
-            f"emulator: http://{args.host}:{args.port} project {args.project_id}, "
+            f"emulator: http://{args.host}:{port} project {args.project_id}, "
             f"{args.tasks} tasks, signatures {signatures}",
             file=sys.stderr,
             flush=True,

@@ -240,23 +240,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
     emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    emu.add_argument("--port", type=int, default=8080, help="port to listen on")
+    emu.add_argument("--port", type=port, default=8080, help="port to listen on (0: any free one)")
     emu.add_argument("--project-id", default="0" * 31 + "1", help="project of the seeded tasks")
     emu.add_argument("--tasks", type=count, default=1000, help="tasks to seed")
     emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
     emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
     fault = emu.add_argument
-    fault("--error-rate", type=float, default=0.0, help="share of requests answered 500")
-    fault("--fail-first", type=int, default=0, help="the first N deletes of a task get 500")
-    fault("--fail-first-share", type=float, default=0.0, help="share of tasks --fail-first hits")
-    fault("--html-502-rate", type=float, default=0.0, help="share answered by a proxy's HTML 502")
+    fault("--error-rate", type=share, default=0.0, help="share of requests answered 500")
+    fault("--fail-first", type=count, default=0, help="the first N deletes of a task get 500")
+    fault("--fail-first-share", type=share, default=0.0, help="share of tasks --fail-first hits")
+    fault("--html-502-rate", type=share, default=0.0, help="share answered by a proxy's HTML 502")
     fault(
-        "--reset-rate", type=float, default=0.0, help="share of requests whose connection is reset"
+        "--reset-rate", type=share, default=0.0, help="share of requests whose connection is reset"
     )
-    fault("--quota-rate", type=float, default=0.0, help="requests/s above which 429 (0: none)")
-    fault("--quota-burst", type=int, default=10, help="requests at once within the quota")
-    fault("--retry-after", type=float, default=None, help="Retry-After seconds sent with a 429")
-    fault("--latency-ms", type=float, default=0.0, help="milliseconds before each answer")
+    fault("--quota-rate", type=rate, default=0.0, help="requests/s above which 429 (0: none)")
+    fault("--quota-burst", type=positive_int, default=10, help="requests at once within the quota")
+    fault("--retry-after", type=rate, default=None, help="Retry-After seconds sent with a 429")
+    fault("--latency-ms", type=rate, default=0.0, help="milliseconds before each answer")
     fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
 
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
@@ -321,10 +321,27 @@ def count(text: str) -> int:
 
 
 def rate(text: str) -> float:
-    """Requests per second: a finite number, 0 or more."""
+    """Requests per second (or seconds, milliseconds): a finite number, 0 or more."""
     value = _finite(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def share(text: str) -> float:
+    """A share of requests or tasks: 0 to 1 (``2`` or ``nan`` would pass for "always" or
+    "never" without a word)."""
+    value = _finite(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1: {text}")
+    return value
+
+
+def port(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    value = _at_least(text, 0)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be 65535 or less: {value}")
     return value
 
 

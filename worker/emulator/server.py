@@ -72,10 +72,7 @@ class EmulatorServer:
             await runner.setup()
             site = web.TCPSite(runner, self.host, self.port, backlog=1024, ssl_context=self._ssl)
             await site.start()
-            # The only way to learn the port bound to 0.
-            server = cast("asyncio.Server | None", site._server)
-            if server is not None and server.sockets:
-                self.port = server.sockets[0].getsockname()[1]
+            self.port = _bound_port(site, self.port)
         except OSError as exc:
             self._error = exc
             self._ready.set()
@@ -88,16 +85,27 @@ class EmulatorServer:
 
 
 async def serve_forever(
-    state: EmulatorState, host: str, port: int, on_ready: Callable[[], None] | None = None
+    state: EmulatorState, host: str, port: int, on_ready: Callable[[int], None] | None = None
 ) -> None:
     """Serve in the current event loop until cancelled (``dcs-cleanup emulator``), calling
-    ``on_ready`` once listening. ``OSError`` if it cannot listen (the port taken)."""
+    ``on_ready`` with the port (the one bound, for 0) once listening. ``OSError`` if it cannot
+    listen (the port taken)."""
     runner = web.AppRunner(make_app(state), access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, backlog=1024).start()
+        site = web.TCPSite(runner, host, port, backlog=1024)
+        await site.start()
         if on_ready is not None:
-            on_ready()
+            on_ready(_bound_port(site, port))
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+
+
+def _bound_port(site: web.TCPSite, asked: int) -> int:
+    """The port ``site`` listens on: the one the system chose when ``asked`` was 0."""
+    # The only way to learn the port bound to 0.
+    server = cast("asyncio.Server | None", site._server)
+    if server is not None and server.sockets:
+        return int(server.sockets[0].getsockname()[1])
+    return asked
