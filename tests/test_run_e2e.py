@@ -484,6 +484,8 @@ def test_demo_deletes_every_seeded_task_and_exits_0(
         # These two ended in a pydantic traceback, after the emulator had started.
         ("--rate", "-1", "must be 0 or more"),
         ("--rate", "nan", "not a finite number"),
+        # So did this one, over run's most of 1,024.
+        ("--concurrency", "100000", "must be 1024 or less"),
     ],
 )
 def test_demo_with_a_count_out_of_range_exits_2(
@@ -493,6 +495,19 @@ def test_demo_with_a_count_out_of_range_exits_2(
         main(["demo", flag, value])
     assert ended.value.code == 2
     assert f"argument {flag}: {needle}" in capsys.readouterr().err
+
+
+def test_demo_with_an_out_folder_that_cannot_be_made_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` naming a file, or a folder that cannot be made, was a traceback."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("kept\n", encoding="utf-8")
+    assert main(["demo", "--tasks", "1", "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {a_file}: cannot write the demo's files there: File exists" in err
+    assert "Traceback" not in err
+    assert a_file.read_text(encoding="utf-8") == "kept\n"
 
 
 @pytest.mark.parametrize("encoding", ["ascii", "latin-1"])

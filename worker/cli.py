@@ -120,11 +120,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     )
     out = args.out or Path(tempfile.mkdtemp(prefix="dcs-cleanup-demo-"))
-    out.mkdir(parents=True, exist_ok=True)
     input_path = out / "task_ids.txt"
     lines = ["# demo input: existing tasks, already-deleted IDs and a few bad lines", *ids]
     lines[len(lines) // 2 : len(lines) // 2] = ["../instances/x", "abc?x=1", ids[0]]
-    input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        input_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"--out {out}: cannot write the demo's files there: {exc.strerror or exc}"
+        ) from None
     configure_logging("info", args.log_format, [DEMO_SK])
     with EmulatorServer(state) as emu:
         print(

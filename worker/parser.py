@@ -20,6 +20,7 @@ from worker import __version__
 from worker.settings import (
     CONFIG_VARIABLE,
     ENV_FILE_VARIABLE,
+    MAX_CONCURRENCY,
     SECRET_FIELDS,
     Settings,
     any_case,
@@ -226,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unknown", type=count, default=200, help="IDs that do not exist (-> absent)"
     )
     demo.add_argument(
-        "--concurrency", type=positive_int, default=32, help="requests in flight at most"
+        "--concurrency", type=concurrency, default=32, help="requests in flight at most"
     )
     demo.add_argument("--rate", type=rate, default=700.0, help="requests per second")
     demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
@@ -298,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def positive_int(text: str) -> int:
     return _at_least(text, 1)
+
+
+def concurrency(text: str) -> int:
+    """Requests in flight: 1 to ``MAX_CONCURRENCY``, as ``run`` takes them."""
+    value = _at_least(text, 1)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be {MAX_CONCURRENCY} or less: {value}")
+    return value
 
 
 def page_size(text: str) -> int:

@@ -43,6 +43,9 @@ def any_case(choice: str) -> str:
     return choice.strip().lower()
 
 
+MAX_CONCURRENCY = 1024  # requests in flight at most, a process or a run
+
+
 class Settings(BaseSettings):
     """Everything ``dcs-cleanup run`` can be told. Field names are the flag names with ``_``."""
 
@@ -84,7 +87,7 @@ class Settings(BaseSettings):
     endpoint: str | None = None
 
     # How fast and how persistently.
-    concurrency: int = Field(default=32, ge=1, le=1024)
+    concurrency: int = Field(default=32, ge=1, le=MAX_CONCURRENCY)
     processes: int = Field(default=1, ge=1, le=64)
     rate: float = Field(default=50.0, ge=0, description="requests/second; 0 = unknown")
     burst: int = Field(default=10, ge=1)
