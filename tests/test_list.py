@@ -82,7 +82,8 @@ def test_list_without_a_task_count_reads_until_an_empty_page(
 
 def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path: Path) -> None:
     """--start-time/--end-time go to the API; --name and --status are matched here; JSON Lines
-    give each task as the API does."""
+    give each task as the API does (``--format JSONL``: the choice in any case, as run's are;
+    it was exit 2)."""
     seed(emulator, 300)
     times = created(emulator)
     start, end = sorted(times.values())[50], sorted(times.values())[149]
@@ -92,7 +93,7 @@ def test_list_filters_by_time_name_and_status(emulator: EmulatorServer, tmp_path
     assert len(out.read_text().splitlines()) == 100
 
     named = tmp_path / "named.jsonl"
-    assert main(list_args(emulator, named, "--name", "extend", "--format", "jsonl")) == 0
+    assert main(list_args(emulator, named, "--name", "extend", "--format", "JSONL")) == 0
     rows = [json.loads(line) for line in named.read_text().splitlines()]
     tasks = emulator.state.tasks[PROJECT]
     assert {r["id"] for r in rows} == {t for t, task in tasks.items() if task.name == "EXTEND"}

@@ -197,7 +197,11 @@ def _add_list_parser(sub: Any) -> None:
         "--name", action="append", default=[], help="only tasks of this name, e.g. EXTEND"
     )
     lst.add_argument(
-        "--format", choices=["ids", "jsonl"], default="ids", help="an ID a line, or JSON Lines"
+        "--format",
+        type=any_case,
+        choices=["ids", "jsonl"],
+        default="ids",
+        help="an ID a line, or JSON Lines",
     )
     lst.add_argument(
         "--output", type=Path, help="write here instead of standard output (-: standard output)"
