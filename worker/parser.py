@@ -307,18 +307,12 @@ def positive_int(text: str) -> int:
 
 def concurrency(text: str) -> int:
     """Requests in flight: 1 to ``MAX_CONCURRENCY``, as ``run`` takes them."""
-    value = _at_least(text, 1)
-    if value > MAX_CONCURRENCY:
-        raise argparse.ArgumentTypeError(f"must be {MAX_CONCURRENCY} or less: {value}")
-    return value
+    return _at_least(text, 1, most=MAX_CONCURRENCY)
 
 
 def page_size(text: str) -> int:
     """ListCenterTask's ``limit``: the API takes 1 to 1000 (API_FACTS.md)."""
-    value = _at_least(text, 1)
-    if value > 1000:
-        raise argparse.ArgumentTypeError(f"must be 1000 or less, as the API takes: {value}")
-    return value
+    return _at_least(text, 1, most=1000, why=", as the API takes")
 
 
 def name(text: str) -> str:
@@ -352,10 +346,7 @@ def share(text: str) -> float:
 
 def port(text: str) -> int:
     """A TCP port, 0 (any free one) to 65535."""
-    value = _at_least(text, 0)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be 65535 or less: {value}")
-    return value
+    return _at_least(text, 0, most=65535)
 
 
 MAX_DAYS = 36_500
@@ -380,11 +371,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def _at_least(text: str, least: int) -> int:
+def _at_least(text: str, least: int, *, most: int | None = None, why: str = "") -> int:
+    """A whole number from ``least`` (to ``most``; ``why`` follows the rule it breaks)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be {least} or more: {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be {most} or less{why}: {value}")
     return value
