@@ -191,3 +191,36 @@ def test_a_proxy_other_than_http_exits_2_before_anything_is_sent(
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     assert spawn(tls_emulator, tmp_path, path).wait(timeout=60) == 0
     assert tls_emulator.state.remaining() == 0
+
+
+def test_an_untrusted_certificate_stops_the_run_at_once_and_says_what_to_trust(
+    tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A certificate that does not verify (a TLS-inspecting proxy's, a wrong endpoint's) was
+    retried like a network blip: 200 handshakes and 181 retries until the circuit breaker
+    opened, 19 tasks ``failed`` with 5 attempts. Nothing can get through until the trust
+    store changes, so the first one stops the run (exit 3, ``tls_untrusted``), every task
+    ``not_attempted``, and the detail names SSL_CERT_FILE. With the CA trusted, the same
+    command and journal delete them all."""
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    trusted = tmp_path / "ca.pem"
+    ids = write_ids(tmp_path / "ids.txt", seed(tls_emulator, 300))
+    args = ("--concurrency", "8", "--journal", str(tmp_path / "j.sqlite"))
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(other))
+    assert spawn(tls_emulator, tmp_path, ids, *args).wait(timeout=60) == 3
+    first = report(tmp_path)
+    assert first["stop_reason"] == "tls_untrusted"
+    assert "CERTIFICATE_VERIFY_FAILED" in first["stop_detail"]
+    assert "SSL_CERT_FILE" in first["stop_detail"]
+    assert first["outcomes"]["not_attempted"] == 300
+    assert first["outcomes"]["failed"] == 0
+    assert first["requests"] <= 8  # the handshakes in flight when the first failed
+    assert first["retries"] == 0
+    assert tls_emulator.state.requests == 0
+
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
+    assert spawn(tls_emulator, tmp_path, ids, *args).wait(timeout=60) == 0
+    assert tls_emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 300

@@ -38,13 +38,22 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from worker import __version__
-from worker.errors import ConfigError, RequestTimeoutError, TransportError
+from worker.errors import (
+    ConfigError,
+    RequestTimeoutError,
+    TransportError,
+    UntrustedCertificateError,
+)
 from worker.models import ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_LIST_BODY = 32 * 1024 * 1024  # a page of 1,000 tasks is some 500 KB
 _TAGS = re.compile(r"<[^>]*>|\s+")
+UNTRUSTED_HINT = (
+    "; the endpoint's TLS certificate is not trusted here (behind a TLS-inspecting proxy, "
+    "point SSL_CERT_FILE at its CA bundle)"
+)
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
@@ -326,6 +335,9 @@ class DcsClient:
                     "timeout", f"no full answer within {self._timeout}s"
                 ) from None
             raise
+        except aiohttp.ClientConnectorCertificateError as exc:
+            detail = str(exc)[:300] + UNTRUSTED_HINT
+            raise UntrustedCertificateError(type(exc).__name__, detail) from exc
         except aiohttp.ClientError as exc:
             raise TransportError(type(exc).__name__, str(exc)[:300]) from exc
         finally:

@@ -38,6 +38,11 @@ class TransportError(CleanupError):
         self.detail = detail
 
 
+class UntrustedCertificateError(TransportError):
+    """The endpoint's TLS certificate failed verification: no request was sent, and none will
+    get through until the trust store changes (a TLS-inspecting proxy, a wrong endpoint)."""
+
+
 class RequestTimeoutError(TransportError):
     """The per-request deadline passed before the full answer arrived."""
 

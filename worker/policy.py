@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 
 import anyio
 
-from worker.errors import RequestTimeoutError, TransportError
+from worker.errors import RequestTimeoutError, TransportError, UntrustedCertificateError
 from worker.models import ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -46,7 +46,7 @@ def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Rando
     return rng.uniform(0.0, min(cap, base * 2.0 ** (attempt - 1)))
 
 
-def decide(
+def decide(  # noqa: PLR0911 - one return a kind of answer
     answer: ApiResponse | TransportError,
     attempt: int,
     max_attempts: int,
@@ -88,6 +88,9 @@ def decide(
             delay = rng.uniform(2.0, 5.0)
         else:
             delay = full_jitter_backoff(attempt, base, cap, rng)
+    elif isinstance(answer, UntrustedCertificateError):
+        # Refused before anything was sent, and so will every request be: stop, as on a 401.
+        return Decision(Outcome.NOT_ATTEMPTED, abort="tls_untrusted")
     else:
         delay = full_jitter_backoff(attempt, base, cap, rng)
     if attempt >= max_attempts:
