@@ -342,6 +342,30 @@ def test_deadline_stops_like_sigterm(emulator: EmulatorServer, tmp_path: Path) -
     assert rep["outcomes"]["deleted"] + rep["outcomes"]["not_attempted"] == 300
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_deadline_time_already_past_is_refused_before_reading(
+    processes: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--deadline 2026-11-29T09:00:00+08:00`` meant for UTC (three hours gone): the run read
+    its whole input to mark every task not_attempted and ended 4, looking like a run cut short
+    by its deadline. A time already past is exit 2 now, naming it, with nothing written."""
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 20))
+    past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 3600))
+    assert run(emulator, tmp_path, ids, "--deadline", past, "--processes", processes) == 2
+    err = capsys.readouterr().err
+    assert f"--deadline {past}: that time passed 10,8" in err  # 10,800 s and a moment
+    assert "a date or time zone off?" in err
+    assert emulator.state.requests == 0
+    assert not (tmp_path / "report.json").exists()
+    assert not (tmp_path / "outcomes.jsonl").exists()
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    assert run(emulator, tmp_path, ids, "--deadline", ahead, "--processes", processes) == 0
+    assert emulator.state.remaining() == 0
+
+
 @pytest.mark.slow
 def test_full_outage_is_bounded_and_resumable(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -79,9 +79,12 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from worker.preflight import check_deadline
     from worker.runner import execute
 
     settings = _settings_and_logs(args)
+    # Here, not in each process: a deadline moments away could pass before a child starts.
+    check_deadline(settings)
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes

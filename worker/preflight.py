@@ -55,6 +55,19 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
 SPARE_FILES = 64
 
 
+def check_deadline(settings: Settings) -> None:
+    """A ``--deadline`` time already past when the run starts: every task would be read only to
+    be marked ``not_attempted``. More likely a typo or a time zone off; said before anything
+    is read or sent."""
+    ago = settings.deadline_passed()
+    if ago is not None:
+        msg = (
+            f"--deadline {settings.deadline}: that time passed {ago:,.0f} s ago, so nothing would "
+            "be sent (a date or time zone off?)"
+        )
+        raise ConfigError(msg)
+
+
 def check_open_files(concurrency: int) -> None:
     """Each request in flight holds a socket. Below ``concurrency`` + ``SPARE_FILES``
     descriptors (``ulimit -n``: 1,024 by default on Linux, 256 on macOS), connections failed

@@ -177,6 +177,14 @@ class Settings(BaseSettings):
             return seconds
         return _timestamp(self.deadline).timestamp() - (time.time() if now is None else now)
 
+    def deadline_passed(self, now: float | None = None) -> float | None:
+        """Seconds since an ISO-8601 ``--deadline`` passed; None when it is ahead, or unset,
+        or a duration (which counts from the start)."""
+        if self.deadline is None or _duration_seconds(self.deadline) is not None:
+            return None
+        ago = -(self.deadline_in(now) or 0.0)
+        return ago if ago >= 0 else None
+
     @field_validator("ak", "sk", "security_token")
     @classmethod
     def _credential_shape(cls, value: SecretStr | None) -> SecretStr | None:
