@@ -236,26 +236,33 @@ def test_stdin_on_a_terminal_says_what_it_waits_for(
     assert report(tmp_path)["outcomes"]["deleted"] == 2
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
 @pytest.mark.parametrize("hard", [False, True])
 def test_an_open_file_limit_below_the_concurrency_is_raised_or_refused(
-    hard: bool, emulator: EmulatorServer, tmp_path: Path
+    hard: bool, processes: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     """``--concurrency 200`` under ``ulimit -n 64``: connections failed with "Too many open
     files", the circuit breaker opened on them (exit 3, most tasks not attempted) and the
     report could not be written. The soft limit is raised to what the run needs (exit 0, all
-    deleted); when the hard limit is too low as well, exit 2 says so before anything is sent."""
+    deleted); when the hard limit is too low as well, exit 2 says so before anything is sent.
+    Over --processes it names the --concurrency given, and each process's share (it named the
+    share as if it were the flag's value)."""
     hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if not hard and hard_limit != resource.RLIM_INFINITY and hard_limit < 264:
         pytest.skip(f"this machine's hard limit ({hard_limit}) is below what the run needs")
     ids = seed(emulator, 600, Faults(latency_ms=50))
     path = write_ids(tmp_path / "ids.txt", ids)
     limit = "-n 64" if hard else "-S -n 64"  # both limits, or the soft one
-    args = run_args(emulator, tmp_path, path, "--concurrency", "200")
+    args = run_args(emulator, tmp_path, path, "--concurrency", "200", "--processes", processes)
     code = run_limited(limit, args, tmp_path)
     said = (tmp_path / "worker.log").read_text()
     if hard:
         assert code == 2
-        assert "--concurrency 200 needs about 264 open files" in said
+        each = "" if processes == "1" else " in each of --processes 2 (100 requests each)"
+        need = 264 if processes == "1" else 164
+        told = f"--concurrency 200 needs about {need} open files{each} and this process may open 64"
+        assert told in said
+        assert "--concurrency 100 " not in said  # a process's share, as if it were the flag's
         assert emulator.state.requests == 0
     else:
         assert code == 0, said[-2000:]

@@ -79,7 +79,7 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.preflight import check_deadline
+    from worker.preflight import check_deadline, check_open_files
     from worker.runner import execute
 
     settings = _settings_and_logs(args)
@@ -88,6 +88,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes
+
+        # In the parent, so the message names the --concurrency given, not a process's share.
+        check_open_files(settings.concurrency, settings.processes)
 
         def run_child(child: Settings, part: Part) -> int:
             return _run_async(functools.partial(execute, part=part), child)

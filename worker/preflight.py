@@ -68,13 +68,15 @@ def check_deadline(settings: Settings) -> None:
         raise ConfigError(msg)
 
 
-def check_open_files(concurrency: int) -> None:
+def check_open_files(concurrency: int, processes: int = 1) -> None:
     """Each request in flight holds a socket. Below ``concurrency`` + ``SPARE_FILES``
     descriptors (``ulimit -n``: 1,024 by default on Linux, 256 on macOS), connections failed
     with "Too many open files", the circuit breaker opened on them (exit 3) and the report
     could not be written. The soft limit is raised to what the run needs when the hard one
-    allows; when it does not, exit 2 before anything is sent."""
-    need = concurrency + SPARE_FILES
+    allows; when it does not, exit 2 before anything is sent. With ``processes``, each takes
+    its share of ``concurrency`` and inherits the limit: the parent checks for the largest."""
+    each = -(-concurrency // processes)
+    need = each + SPARE_FILES
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
@@ -85,9 +87,10 @@ def check_open_files(concurrency: int) -> None:
         with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
             return
+    per = f" in each of --processes {processes} ({each} requests each)" if processes > 1 else ""
     msg = (
-        f"--concurrency {concurrency} needs about {need} open files and this process may open "
-        f"{soft} (ulimit -n; hard limit {hard}): lower --concurrency or raise the limit"
+        f"--concurrency {concurrency} needs about {need} open files{per} and this process may "
+        f"open {soft} (ulimit -n; hard limit {hard}): lower --concurrency or raise the limit"
     )
     raise ConfigError(msg)
 
