@@ -147,6 +147,41 @@ def test_hostile_ids_are_skipped_and_never_sent(
     assert all(e["level"] == "warning" and e["source"] == str(path) for e in warned)
 
 
+def test_an_input_with_no_task_to_send_says_so(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty file (a list step that wrote nothing) or one whose every line is bad input
+    (the wrong file) ended 0 like a finished job, with nothing but the skipped lines' own
+    warnings. It still ends 0, as the contract says, and warns once that the input held no
+    task. A re-run whose tasks an earlier run finished, and a plain run, do not warn."""
+
+    def warned() -> list[dict[str, Any]]:
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [e for e in events if e["event"] == "cleanup.input_held_no_tasks"]
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing today\n\n", encoding="utf-8")
+    assert run(emulator, tmp_path, empty) == 0
+    [event] = warned()
+    assert event["input"] == str(empty)
+    assert event["level"] == "warning"
+    assert "holds no task lines" in event["detail"]
+
+    wrong = tmp_path / "hosts.txt"
+    wrong.write_text("127.0.0.1 localhost\n::1 ip6-localhost\n", encoding="utf-8")
+    assert run(emulator, tmp_path, wrong) == 0
+    [event] = warned()
+    assert event["detail"] == "all 2 of its lines were skipped as bad input: the wrong file?"
+
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    journal = str(tmp_path / "j.sqlite")
+    assert run(emulator, tmp_path, ids, "--journal", journal) == 0
+    assert warned() == []
+    assert run(emulator, tmp_path, ids, "--journal", journal) == 0  # already_done, each
+    assert warned() == []
+    assert emulator.state.requests == 3
+
+
 def test_wrong_secret_key_stops_at_once(
     emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,7 @@ from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
 from worker.settings import redact_url
-from worker.sources import IdValidator, SourceItem, check_task, skipped
+from worker.sources import BAD_INPUT, IdValidator, SourceItem, check_task, skipped
 
 log = get_logger()
 BLOCK_MS = 1000
@@ -57,7 +57,6 @@ HELD_TELL_EVERY = 3600.0  # seconds between two warnings of one group's hold
 # replica in a failover (READONLY) while clients move to the new one, a slot moving.
 PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
-_INVALID_CODES = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -508,7 +507,7 @@ def _after(entry_id: str) -> tuple[int, int]:
 def _dead_letter(result: TaskResult) -> bool:
     """Whether a settled entry is copied to the dead-letter stream: failures and bad entries."""
     return result.outcome in _DEAD_LETTER and (
-        result.outcome is not Outcome.SKIPPED or result.error_code in _INVALID_CODES
+        result.outcome is not Outcome.SKIPPED or result.error_code in BAD_INPUT
     )
 
 

@@ -38,7 +38,7 @@ from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Credentials, Signer
-from worker.sources import IdValidator, SourceItem, TaskSource
+from worker.sources import BAD_INPUT, IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
     from worker.processes import Part
@@ -274,6 +274,7 @@ async def execute(
 
 
 def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
+    _tell_no_task_read(report)
     log.info(
         "cleanup.run_finished",
         run_id=report["run_id"],
@@ -284,6 +285,30 @@ def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
         duration_s=report["duration_s"],
     )
     print(summary_table(report), file=GuardedStream(stream or sys.stderr), flush=True)
+
+
+def _tell_no_task_read(report: dict[str, Any]) -> None:
+    """An input read to its end that held no task to send ends 0, as the contract says of
+    skipped lines, with nothing else to tell it from a done job: a list step that wrote an
+    empty file, or the wrong file given (every line bad input). Say so once, as a warning."""
+    settings = report["settings"]
+    source = settings.get("input")
+    tasks = report["tasks"]
+    if (
+        source is None
+        or settings.get("shard") is not None  # a shard of a small input may hold none
+        or settings.get("shard_count") is not None
+        or report["stop_reason"] is not None
+        or not report["input_fully_read"]
+        or tasks != report["outcomes"]["skipped"]
+        or not set(report["skipped_reasons"]) <= BAD_INPUT
+    ):
+        return
+    if tasks == 0:
+        detail = "it holds no task lines (nothing, or blank and # comment lines only)"
+    else:
+        detail = f"all {tasks:,} of its lines were skipped as bad input: the wrong file?"
+    log.warning("cleanup.input_held_no_tasks", input=source, detail=detail)
 
 
 def save_report(settings: Settings, report: dict[str, Any]) -> None:

@@ -61,6 +61,11 @@ class IdValidator:
         return None
 
 
+# Why a line of input is no task: the skips that tell of bad input (not a duplicate, not a task
+# an earlier run finished).
+BAD_INPUT = frozenset({"invalid_id", "bad_line", "missing_project_id", "invalid_project_id"})
+
+
 def skipped(
     task_id: str,
     project_id: str,
