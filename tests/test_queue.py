@@ -1061,42 +1061,79 @@ def test_a_shared_rate_refused_for_good_aborts_the_run_with_its_report(
 
 
 @pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
-def test_a_redis_cluster_is_named_as_such(
+def test_a_redis_cluster_is_read_through_a_hash_tagged_stream(
     emulator: EmulatorServer,
     tmp_path: Path,
     children: list[subprocess.Popen[bytes]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A Redis Cluster node answers a key it does not serve with MOVED, which came out as
-    "cannot create group 'dcs-cleanup': 11466 127.0.0.1:6380". Each command now says that this
-    is a Redis Cluster, which is not supported, and what to use instead; nothing is sent."""
-    ports = [free_port(), free_port()]
-    # The bus port defaults to port + 10000, past 65535 for an ephemeral port.
-    buses = [free_port(), free_port()]
-    cluster = ["--cluster-enabled", "yes"]
+    """DCS sells Redis Cluster instances. A cluster node answers a key it does not serve with
+    MOVED, so the queue refused them all. A node whose INFO says ``cluster_enabled`` is now read
+    through a cluster client, which follows each key to its node: three nodes here, the URL
+    naming one that does not serve the stream. The stream and its ``:dead`` stream must share a
+    slot (the dead letter goes in the MULTI of the ack): a name without a hash tag is exit 2
+    for enqueue and consumer alike, saying so, with nothing added or sent. With
+    ``{cleanup}:tasks`` the consumer deletes every task under a rate shared in the cluster, the
+    bad entry is dead-lettered, and the drained stream is trimmed. A user that may not run INFO
+    is told that is why its cluster reads as a single node."""
+    from redis.crc import key_slot
+
+    ports, buses = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
     for port, bus in zip(ports, buses, strict=True):
         conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
-        children.append(start_redis(tmp_path, port, *cluster, *conf, "--cluster-port", str(bus)))
-    empty, full = (redis.Redis(port=port, decode_responses=True) for port in ports)
-    full.cluster("ADDSLOTSRANGE", 0, 16383)  # every key on the second node
-    empty.cluster("MEET", "127.0.0.1", ports[1], buses[1])
+        cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]  # bus: port + 10000
+        children.append(start_redis(tmp_path, port, *cluster, *conf))
+    nodes = [redis.Redis(port=port, decode_responses=True) for port in ports]
+    ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
+    for node, (first, last) in zip(nodes, ranges, strict=True):
+        node.cluster("ADDSLOTSRANGE", first, last)
+        node.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"],
+                         commands=["+@all", "-info"])  # fmt: skip
+    for port, bus in zip(ports[1:], buses[1:], strict=True):
+        nodes[0].cluster("MEET", "127.0.0.1", port, bus)
     deadline = time.monotonic() + 20
-    while empty.cluster("INFO")["cluster_state"] != "ok":
+    while any(node.cluster("INFO")["cluster_state"] != "ok" for node in nodes):
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    url = f"redis://127.0.0.1:{ports[0]}/0"
-    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
-    expected = "this Redis is a Redis Cluster node (MovedError"
-    assert enqueue(url, ids) == 2
-    assert expected in capsys.readouterr().err
+
+    def elsewhere(key: str) -> int:
+        """The port of a node that does not serve ``key``."""
+        owner = next(i for i, (a, b) in enumerate(ranges) if a <= key_slot(key.encode()) <= b)
+        return ports[(owner + 1) % 3]
+
+    stream = "{cleanup}:tasks"
+    url = f"redis://127.0.0.1:{elsewhere(stream)}/0"
+    ids = seed(emulator, 40)
+    path = write_ids(tmp_path / "ids.txt", ids)
+
+    untagged = (
+        "must share a hash slot; name it with a hash tag, e.g. --stream '{dcs-cleanup}:tasks'"
+    )
+    assert enqueue(url, path) == 2
+    assert untagged in capsys.readouterr().err
     consumer = consumer_args(emulator, url, "c1", "--until-empty")
     assert main([*consumer, "--report", str(tmp_path / "report.json")]) == 2
-    assert expected in report(tmp_path)["stop_detail"]
-    assert run(
-        emulator, tmp_path, ids, "--redis", url, "--shared-rate-key", "k", "--rate", "10"
-    ) == 2  # fmt: skip
-    assert expected in capsys.readouterr().err
+    assert untagged in report(tmp_path)["stop_detail"]
     assert emulator.state.requests == 0
+    assert sum(node.dbsize() for node in nodes) == 0
+
+    added = ["enqueue", "--queue", url, "--input", str(path), "--project-id", PROJECT]
+    assert main([*added, "--stream", stream]) == 0
+    client = redis.RedisCluster(host="127.0.0.1", port=ports[0], decode_responses=True)
+    client.xadd(stream, {"task_id": "bad/one", "project_id": PROJECT})
+    rate = ["--shared-rate-key", "{cleanup}:rate", "--rate", "200"]
+    assert main([*consumer, "--stream", stream, *rate]) == 0
+    assert emulator.state.remaining() == 0
+    assert emulator.state.requests == 40
+    letters: Any = client.xrange(stream + ":dead")
+    assert [(f["task_id"], f["error_code"]) for _, f in letters] == [("bad/one", "invalid_id")]
+    assert client.xlen(stream) == 0  # every entry acknowledged by the only group: trimmed
+
+    refused_info = f"redis://noinfo:pw@127.0.0.1:{elsewhere(STREAM)}/0"
+    assert enqueue(refused_info, path) == 2
+    said = capsys.readouterr().err
+    assert "this Redis is a Redis Cluster node (MovedError" in said
+    assert "reads as a cluster only when it may run INFO at start" in said
 
 
 def test_a_long_running_consumer_keeps_a_bounded_journal(

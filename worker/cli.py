@@ -295,7 +295,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
 
     async def go() -> int:
-        client = queue.connect(args.queue)
+        client = await queue.open_client(args.queue)
+        queue.check_cluster_stream(client, args.stream)
         done = enqueue.Enqueued(next_line=args.from_line)
         add = functools.partial(
             enqueue.enqueue,

@@ -16,7 +16,10 @@ when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seco
 pending (killed, their entries reclaimed) are forgotten.
 
 The producer is ``worker.enqueue``; the rate limit shared through Redis, ``worker.shared_rate``.
-Both use this module's ``connect`` and ``describe``.
+Both use this module's ``open_client`` and ``describe``. On a Redis Cluster (``open_client``
+tells one by its INFO) every command here names one key, or two in one hash slot (the stream
+and its dead-letter stream, ``check_cluster_stream``), so the cluster client runs each on the
+node serving it, the MULTI included.
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     AskError,
     AuthenticationError,
@@ -51,6 +55,7 @@ log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
+INFO_TIMEOUT = 5.0  # seconds the INFO that tells a Redis Cluster may take
 HELD_LAG = 1000  # entries another group has not read or acked when its hold on the floor is told
 HELD_TELL_EVERY = 3600.0  # seconds between two warnings of one group's hold
 # Refusals that pass with time, like a lost connection: memory short, a master just made a
@@ -68,6 +73,45 @@ def connect(url: str) -> aioredis.Redis:
     return client
 
 
+async def open_client(url: str) -> aioredis.Redis:
+    """``connect``, or a Redis Cluster client when the node at ``url`` says it is one (``INFO
+    cluster``: DCS's Redis Cluster instances), which follows each key to the node serving it.
+    When INFO gets no answer within 5 s (refused to the user, Redis down), the plain client:
+    its first command then says why, as it always did."""
+    client = connect(url)
+    try:
+        with anyio.fail_after(INFO_TIMEOUT):
+            info: Any = await client.info("cluster")
+    except (RedisError, TimeoutError):
+        return client
+    if not int(info.get("cluster_enabled") or 0):
+        return client
+    await client.aclose()
+    cluster = RedisCluster.from_url(url, decode_responses=True)
+    # It sends every command this program uses, with the same arguments, to its key's node.
+    return cast("aioredis.Redis", cluster)
+
+
+def is_cluster(client: aioredis.Redis) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def check_cluster_stream(client: aioredis.Redis, stream: str) -> None:
+    """On a Redis Cluster, ``<stream>`` and ``<stream>:dead`` must share a hash slot: a dead
+    letter is added in the same MULTI as the entry's ack, which a cluster runs on one node
+    only. A hash tag in the name (``{cleanup}:tasks``) puts both in its slot."""
+    if not isinstance(client, RedisCluster):
+        return
+    dead = stream + ":dead"
+    if client.keyslot(stream) != client.keyslot(dead):
+        msg = (
+            f"--stream {stream!r}: on a Redis Cluster the stream and {dead!r} must share a "
+            "hash slot; name it with a hash tag, e.g. --stream '{dcs-cleanup}:tasks', for the "
+            "enqueue and every consumer"
+        )
+        raise InputError(msg)
+
+
 def describe(exc: RedisError) -> str:
     """A Redis error in words an operator can act on; a Redis Cluster's redirection (a bare
     "11466 10.0.0.5:6379") and its other refusals named as such."""
@@ -75,8 +119,8 @@ def describe(exc: RedisError) -> str:
     if isinstance(exc, AskError | ClusterDownError) or text.startswith("CROSSSLOT"):
         return (
             f"this Redis is a Redis Cluster node ({type(exc).__name__}: {text[:100]}), which "
-            "dcs-cleanup does not support: use a single-node, master/standby or proxy-cluster "
-            "instance, whose one address serves every key"
+            "dcs-cleanup reads as a cluster only when it may run INFO at start: grant the user "
+            "INFO (ACL +info), or use a single-node, master/standby or proxy-cluster instance"
         )
     if isinstance(exc, AuthenticationError):
         if "invalid username-password" in text or text.startswith("WRONGPASS"):
@@ -144,6 +188,7 @@ class RedisStreamSource:
         self.trimmed = 0
 
     async def ensure_group(self) -> None:
+        check_cluster_stream(self._redis, self.stream)
         try:
             await self._redis.xgroup_create(self.stream, self.group, id="0", mkstream=True)
         except ResponseError as exc:

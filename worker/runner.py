@@ -41,6 +41,8 @@ from worker.signer import Credentials, Signer
 from worker.sources import BAD_INPUT, IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from worker.processes import Part
 
 log = get_logger()
@@ -131,7 +133,7 @@ async def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
         raise ConfigError("--shared-rate-key needs --redis URL (or --queue URL)")
     from worker import queue, shared_rate  # redis is imported only by runs that use it
 
-    client = queue.connect(url)
+    client = await queue.open_client(url)
     stack.push_async_callback(client.aclose)
     limiter = shared_rate.SharedRateLimiter(
         client, settings.shared_rate_key, settings.rate, settings.burst
@@ -210,7 +212,7 @@ async def execute(
         journal = Journal(journal_path, run_id, kept=kept)
         stack.callback(journal.close)
         if source is None:
-            source = _make_source(settings, journal)
+            source = _make_source(settings, journal, await _queue_client(settings))
         stack.push_async_callback(source.aclose)
         try:
             outcomes = OutcomeWriter(settings.outcomes, run_id)
@@ -378,7 +380,18 @@ def _build_report(
     )
 
 
-def _make_source(settings: Settings, journal: Journal) -> TaskSource:
+async def _queue_client(settings: Settings) -> aioredis.Redis | None:
+    """The Redis client of a ``--queue`` run (a cluster's, for a Redis Cluster), else None."""
+    if settings.queue is None or settings.retry_failed:
+        return None
+    from worker import queue  # redis is imported only by runs that use it
+
+    return await queue.open_client(settings.queue)
+
+
+def _make_source(
+    settings: Settings, journal: Journal, redis_client: aioredis.Redis | None
+) -> TaskSource:
     validator = IdValidator(settings.id_pattern)
     source: TaskSource
     if settings.retry_failed:
@@ -387,8 +400,9 @@ def _make_source(settings: Settings, journal: Journal) -> TaskSource:
         from worker import queue  # redis is imported only by runs that use it
 
         consumer = settings.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        assert redis_client is not None  # noqa: S101 - made for every --queue run
         source = queue.RedisStreamSource(
-            queue.connect(settings.queue),
+            redis_client,
             settings.stream,
             settings.group,
             consumer,
