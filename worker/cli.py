@@ -190,7 +190,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             args.ids_out.write_text("\n".join(ids) + "\n", encoding="utf-8")
         except OSError as exc:
             raise ConfigError(
-                f"--ids-out {args.ids_out}: cannot write it: {exc.strerror}"
+                f"--ids-out {args.ids_out}: cannot write it: {exc.strerror or exc}"
             ) from None
     state.set_faults(
         Faults(
@@ -420,7 +420,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             out = target.open("w", encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--output {args.output}: cannot write it: {exc.strerror}") from None
+        raise ConfigError(
+            f"--output {args.output}: cannot write it: {exc.strerror or exc}"
+        ) from None
     try:
         with out:
             code = _run_async(go, out)

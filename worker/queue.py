@@ -92,10 +92,6 @@ async def open_client(url: str) -> aioredis.Redis:
     return cast("aioredis.Redis", cluster)
 
 
-def is_cluster(client: aioredis.Redis) -> bool:
-    return isinstance(client, RedisCluster)
-
-
 def check_cluster_stream(client: aioredis.Redis, stream: str) -> None:
     """On a Redis Cluster, ``<stream>`` and ``<stream>:dead`` must share a hash slot: a dead
     letter is added in the same MULTI as the entry's ack, which a cluster runs on one node
