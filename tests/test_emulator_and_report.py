@@ -279,13 +279,16 @@ def test_the_emulator_on_a_port_in_use_exits_2_naming_it(
         ("--quota-rate", "-1", "must be 0 or more"),
         ("--quota-burst", "0", "must be 1 or more"),
         ("--retry-after", "-3", "must be 0 or more"),
+        # A project no run can name (run refuses it): every request would be a 404.
+        ("--project-id", "a/b", "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$: 'a/b'"),
     ],
 )
 def test_emulator_flags_out_of_range_exit_2_naming_the_flag(
     flag: str, value: str, rule: str
 ) -> None:
     """``--port 70000`` was an OverflowError traceback once the tasks were seeded; a share of
-    2 or nan, a negative latency or quota served as if nothing were wrong."""
+    2 or nan, a negative latency or quota, a project ID with a ``/`` served as if nothing were
+    wrong."""
     port = [] if flag == "--port" else ["--port", "0"]
     done = subprocess.run(
         [sys.executable, "-m", "worker", "emulator", *port, flag, value],

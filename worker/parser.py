@@ -24,6 +24,7 @@ from worker.settings import (
     SECRET_FIELDS,
     Settings,
     any_case,
+    safe_project_id,
 )
 
 HELP = {
@@ -246,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
     emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     emu.add_argument("--port", type=port, default=8080, help="port to listen on (0: any free one)")
-    emu.add_argument("--project-id", default="0" * 31 + "1", help="project of the seeded tasks")
+    emu.add_argument(
+        "--project-id", type=project_id, default="0" * 31 + "1", help="project of the seeded tasks"
+    )
     emu.add_argument("--tasks", type=count, default=1000, help="tasks to seed")
     emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
     emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
@@ -333,6 +336,15 @@ def rate(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
     return value
+
+
+def project_id(text: str) -> str:
+    """A project ID as ``run`` takes one (an emulator's project that no run could name would
+    answer every request 404)."""
+    try:
+        return safe_project_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text!r}") from None
 
 
 def share(text: str) -> float:

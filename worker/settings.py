@@ -43,6 +43,15 @@ def any_case(choice: str) -> str:
     return choice.strip().lower()
 
 
+def safe_project_id(value: str) -> str:
+    """A project ID fit for a request path: the default task-ID pattern, whatever
+    ``--id-pattern`` says. ``ValueError`` names the rule."""
+    if not re.fullmatch(DEFAULT_ID_PATTERN, value):
+        msg = "must match " + DEFAULT_ID_PATTERN
+        raise ValueError(msg)
+    return value
+
+
 MAX_CONCURRENCY = 1024  # requests in flight at most, a process or a run
 
 
@@ -244,10 +253,7 @@ class Settings(BaseSettings):
     @field_validator("project_id")
     @classmethod
     def _project_id_safe(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(DEFAULT_ID_PATTERN, value):
-            msg = "must match " + DEFAULT_ID_PATTERN
-            raise ValueError(msg)
-        return value
+        return None if value is None else safe_project_id(value)
 
     @field_validator("region")
     @classmethod
