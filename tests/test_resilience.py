@@ -450,6 +450,33 @@ def test_a_full_disk_under_the_outcomes_file_stops_the_run_and_loses_nothing(
     assert emulator.state.remaining() == 0
 
 
+def test_an_outcomes_file_deleted_mid_run_is_named_with_where_its_lines_are(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``rm outcomes.jsonl`` (or a cleaner of /tmp) while the run writes it: every write
+    succeeded into the unlinked file, the run ended 0, and nothing said the lines were gone.
+    A warning now names the file and the command that writes them again from the journal."""
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 300, Faults(latency_ms=20)))
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(emulator, tmp_path, ids, "--concurrency", "4", "--journal", str(journal))
+    written = tmp_path / "outcomes.jsonl"
+    deadline = time.monotonic() + 30
+    while not (written.exists() and written.stat().st_size):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    written.unlink()
+    assert child.wait(timeout=60) == 0
+    events = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()
+              if line.startswith("{")]  # fmt: skip
+    [told] = [e for e in events if e["event"] == "cleanup.outcomes_deleted"]
+    assert told["level"] == "warning"
+    assert told["path"] == str(written)
+    assert f"dcs-cleanup report --journal {journal} --outcomes NEW_FILE" in told["detail"]
+    again = tmp_path / "again.jsonl"
+    assert main(["report", "--journal", str(journal), "--outcomes", str(again)]) == 0
+    assert len(again.read_text().splitlines()) == 300
+
+
 @pytest.mark.parametrize("journal", [True, False])
 def test_a_full_disk_under_processes_points_to_a_journal_that_is_kept(
     journal: bool, emulator: EmulatorServer, tmp_path: Path

@@ -239,6 +239,17 @@ class OutcomeWriter:
             if os.fstat(self._fd).st_size == end:
                 os.ftruncate(self._fd, end - fragment)
 
+    def deleted(self) -> bool:
+        """Whether the file was deleted while open (``rm``, a cleaner of /tmp): the lines
+        written went with it, though every write succeeded."""
+        if self._fd is None:
+            return False
+        try:
+            st = os.fstat(self._fd)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_nlink == 0
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -259,6 +259,8 @@ async def execute(
             await serve_health(pipeline, metrics, source, stack)
         end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
         progress.close()
+        if outcomes.deleted():
+            _tell_outcomes_deleted(settings, kept)
         report = _build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not consumer_mode(settings):
             await push_metrics(metrics, settings.pushgateway, part)
@@ -287,6 +289,21 @@ def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
         duration_s=report["duration_s"],
     )
     print(summary_table(report), file=GuardedStream(stream or sys.stderr), flush=True)
+
+
+def _tell_outcomes_deleted(settings: Settings, journal_kept: bool) -> None:
+    """``--outcomes`` deleted during the run took its lines along, every write having
+    succeeded: say so, and where the outcomes are still to be had."""
+    again = (
+        f"dcs-cleanup report --journal {settings.journal} --outcomes NEW_FILE writes them again"
+        if journal_kept and settings.journal is not None
+        else "the run's journal was temporary (no --journal), so only the report's counts remain"
+    )
+    log.warning(
+        "cleanup.outcomes_deleted",
+        path=str(settings.outcomes),
+        detail=f"the file was deleted while the run wrote it, and its lines with it; {again}",
+    )
 
 
 def _tell_no_task_read(report: dict[str, Any]) -> None:
