@@ -332,10 +332,7 @@ def count(text: str) -> int:
 
 def rate(text: str) -> float:
     """Requests per second (or seconds, milliseconds): a finite number, 0 or more."""
-    value = _finite(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
+    return _finite(text, 0)
 
 
 def project_id(text: str) -> str:
@@ -350,10 +347,7 @@ def project_id(text: str) -> str:
 def share(text: str) -> float:
     """A share of requests or tasks: 0 to 1 (``2`` or ``nan`` would pass for "always" or
     "never" without a word)."""
-    value = _finite(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be from 0 to 1: {text}")
-    return value
+    return _finite(text, 0, most=1)
 
 
 def port(text: str) -> int:
@@ -367,19 +361,21 @@ MAX_DAYS = 36_500
 def days(text: str) -> float:
     """An age in days, 0 to 100 years. A negative one would reach into the future and take in
     every task, the newest too."""
-    value = _finite(text)
-    if not 0 <= value <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"must be from 0 to {MAX_DAYS} days: {text}")
-    return value
+    return _finite(text, 0, most=MAX_DAYS, unit=" days")
 
 
-def _finite(text: str) -> float:
+def _finite(text: str, least: int, *, most: int | None = None, unit: str = "") -> float:
+    """A finite number from ``least`` (to ``most``, in ``unit``)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    if most is None and value < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more: {text}")
+    if most is not None and not least <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be from {least} to {most}{unit}: {text}")
     return value
 
 
