@@ -191,8 +191,8 @@ class Settings(BaseSettings):
         or a duration (which counts from the start)."""
         if self.deadline is None or _duration_seconds(self.deadline) is not None:
             return None
-        ago = -(self.deadline_in(now) or 0.0)
-        return ago if ago >= 0 else None
+        left = self.deadline_in(now)
+        return -left if left is not None and left <= 0 else None
 
     @field_validator("ak", "sk", "security_token")
     @classmethod
