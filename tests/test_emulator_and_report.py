@@ -269,29 +269,37 @@ def test_the_emulator_on_a_port_in_use_exits_2_naming_it(
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "rule"),
+    ("command", "flag", "value", "rule"),
     [
-        ("--port", "70000", "must be 65535 or less"),
-        ("--error-rate", "2", "must be from 0 to 1"),
-        ("--reset-rate", "nan", "not a finite number"),
-        ("--fail-first-share", "1.5", "must be from 0 to 1"),
-        ("--latency-ms", "-5", "must be 0 or more"),
-        ("--quota-rate", "-1", "must be 0 or more"),
-        ("--quota-burst", "0", "must be 1 or more"),
-        ("--retry-after", "-3", "must be 0 or more"),
+        ("emulator", "--port", "70000", "must be 65535 or less"),
+        ("emulator", "--error-rate", "2", "must be from 0 to 1"),
+        ("emulator", "--reset-rate", "nan", "not a finite number"),
+        ("emulator", "--fail-first-share", "1.5", "must be from 0 to 1"),
+        ("emulator", "--latency-ms", "-5", "must be 0 or more"),
+        ("emulator", "--quota-rate", "-1", "must be 0 or more"),
+        ("emulator", "--quota-burst", "0", "must be 1 or more"),
+        ("emulator", "--retry-after", "-3", "must be 0 or more"),
         # A project no run can name (run refuses it): every request would be a 404.
-        ("--project-id", "a/b", "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$: 'a/b'"),
+        ("emulator", "--project-id", "a/b", "must match ^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$: 'a/b'"),
+        ("demo", "--tasks", "0", "must be 1 or more"),
+        ("demo", "--unknown", "-1", "must be 0 or more"),
+        # These two ended in a pydantic traceback, after the emulator had started.
+        ("demo", "--rate", "-1", "must be 0 or more"),
+        ("demo", "--rate", "nan", "not a finite number"),
+        # So did this one, over run's most of 1,024.
+        ("demo", "--concurrency", "100000", "must be 1024 or less"),
     ],
 )
-def test_emulator_flags_out_of_range_exit_2_naming_the_flag(
-    flag: str, value: str, rule: str
+def test_emulator_and_demo_flags_out_of_range_exit_2_naming_the_flag(
+    command: str, flag: str, value: str, rule: str
 ) -> None:
-    """``--port 70000`` was an OverflowError traceback once the tasks were seeded; a share of
-    2 or nan, a negative latency or quota, a project ID with a ``/`` served as if nothing were
-    wrong."""
-    port = [] if flag == "--port" else ["--port", "0"]
+    """``emulator --port 70000`` was an OverflowError traceback once the tasks were seeded; a
+    share of 2 or nan, a negative latency or quota, a project ID with a ``/`` served as if
+    nothing were wrong. Each is exit 2 naming the flag and its rule, as the demo's counts are.
+    A child process, with a time limit: the old emulator served such flags for ever."""
+    port = ["--port", "0"] if command == "emulator" and flag != "--port" else []
     done = subprocess.run(
-        [sys.executable, "-m", "worker", "emulator", *port, flag, value],
+        [sys.executable, "-m", "worker", command, *port, flag, value],
         capture_output=True,
         stdin=subprocess.DEVNULL,
         text=True,

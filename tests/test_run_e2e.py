@@ -511,27 +511,6 @@ def test_demo_deletes_every_seeded_task_and_exits_0(
     assert f"demo: emulator deleted {tasks} of {tasks}; 0 left." in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    ("flag", "value", "needle"),
-    [
-        ("--tasks", "0", "must be 1 or more"),
-        ("--unknown", "-1", "must be 0 or more"),
-        # These two ended in a pydantic traceback, after the emulator had started.
-        ("--rate", "-1", "must be 0 or more"),
-        ("--rate", "nan", "not a finite number"),
-        # So did this one, over run's most of 1,024.
-        ("--concurrency", "100000", "must be 1024 or less"),
-    ],
-)
-def test_demo_with_a_count_out_of_range_exits_2(
-    flag: str, value: str, needle: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as ended:
-        main(["demo", flag, value])
-    assert ended.value.code == 2
-    assert f"argument {flag}: {needle}" in capsys.readouterr().err
-
-
 def test_demo_with_an_out_folder_that_cannot_be_made_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
