@@ -16,7 +16,8 @@ import anyio.from_thread
 import pytest
 import trustme
 
-from tests.conftest import report, seed, spawn, write_ids
+from tests.conftest import PROJECT, report, run, seed, spawn, write_ids
+from worker.cli import main
 from worker.emulator import EmulatorServer, EmulatorState
 
 PASSWORD = "proxy-pass-Zq81"  # a test value, checked to appear nowhere
@@ -223,4 +224,40 @@ def test_an_untrusted_certificate_stops_the_run_at_once_and_says_what_to_trust(
     monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
     assert spawn(tls_emulator, tmp_path, ids, *args).wait(timeout=60) == 0
     assert tls_emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 300
+
+
+def test_https_given_for_an_http_endpoint_stops_at_the_first_handshake(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``https://`` for an endpoint that speaks plain HTTP (the emulator, a local gateway): the
+    handshake gets no TLS back, and no retry changes that. It was retried like a network blip,
+    200 handshakes until the circuit breaker opened and 19 tasks ``failed``. Now the first one
+    stops the run (exit 3, ``tls_mismatch``, every task ``not_attempted``) and asks whether the
+    address is http://; ``list`` stops on the first page's. With http:// the same journal runs
+    them all."""
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 300))
+    https = emulator.url.replace("http://", "https://")
+    journal = ("--concurrency", "8", "--journal", str(tmp_path / "j.sqlite"))
+    assert run(emulator, tmp_path, ids, *journal, "--endpoint", https) == 3
+    first = report(tmp_path)
+    assert first["stop_reason"] == "tls_mismatch"
+    assert "WRONG_VERSION_NUMBER" in first["stop_detail"]
+    assert "is it an http:// address given as https://?" in first["stop_detail"]
+    assert first["outcomes"]["not_attempted"] == 300
+    assert first["outcomes"]["failed"] == 0
+    assert first["retries"] == 0
+    assert emulator.state.remaining() == 300
+
+    capsys.readouterr()
+    listed = tmp_path / "listed.txt"
+    listing = ["list", "--endpoint", https, "--project-id", PROJECT, "--output", str(listed)]
+    assert main([*listing, "--log-format", "json"]) == 3
+    said = capsys.readouterr().err
+    assert "is it an http:// address given as https://? (after 1 attempt(s))" in said
+    assert "cleanup.list_retry" not in said
+    assert not listed.exists()
+
+    assert run(emulator, tmp_path, ids, *journal) == 0
+    assert emulator.state.remaining() == 0
     assert report(tmp_path)["outcomes"]["deleted"] == 300

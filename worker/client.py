@@ -41,6 +41,7 @@ from worker import __version__
 from worker.errors import (
     ConfigError,
     RequestTimeoutError,
+    TlsMismatchError,
     TransportError,
     UntrustedCertificateError,
 )
@@ -54,6 +55,34 @@ UNTRUSTED_HINT = (
     "; the endpoint's TLS certificate is not trusted here (behind a TLS-inspecting proxy, "
     "point SSL_CERT_FILE at its CA bundle)"
 )
+# OpenSSL's reasons for a handshake that no retry will mend, and what each most likely means.
+_NOT_TLS = (
+    "; the endpoint answered in something other than TLS: is it an http:// address given "
+    "as https://?"
+)
+_NO_COMMON = "; the endpoint shares no TLS version or cipher with this client"
+TLS_MISMATCH_HINTS = {
+    "WRONG_VERSION_NUMBER": _NOT_TLS,
+    "PACKET_LENGTH_TOO_LONG": _NOT_TLS,
+    "UNSUPPORTED_PROTOCOL": _NO_COMMON,
+    "NO_PROTOCOLS_AVAILABLE": _NO_COMMON,
+    "TLSV1_ALERT_PROTOCOL_VERSION": _NO_COMMON,
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": _NO_COMMON,
+    "TLSV1_ALERT_INSUFFICIENT_SECURITY": _NO_COMMON,
+}
+
+
+def transport_error(exc: aiohttp.ClientError) -> TransportError:
+    """What a request that got no HTTP answer ran into; a TLS handshake that no retry mends
+    (the certificate, no TLS at that address) becomes the error that stops the run."""
+    kind, detail = type(exc).__name__, str(exc)[:300]
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return UntrustedCertificateError(kind, detail + UNTRUSTED_HINT)
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        hint = TLS_MISMATCH_HINTS.get(getattr(exc.os_error, "reason", None) or "")
+        if hint is not None:  # else a handshake cut short, say: retried as network errors are
+            return TlsMismatchError(kind, detail + hint)
+    return TransportError(kind, detail)
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
@@ -335,11 +364,8 @@ class DcsClient:
                     "timeout", f"no full answer within {self._timeout}s"
                 ) from None
             raise
-        except aiohttp.ClientConnectorCertificateError as exc:
-            detail = str(exc)[:300] + UNTRUSTED_HINT
-            raise UntrustedCertificateError(type(exc).__name__, detail) from exc
         except aiohttp.ClientError as exc:
-            raise TransportError(type(exc).__name__, str(exc)[:300]) from exc
+            raise transport_error(exc) from exc
         finally:
             del self._inflight[task]
 

@@ -16,6 +16,8 @@ them. Messages never contain credentials::
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class CleanupError(Exception):
     """Root of every error this package raises on purpose."""
@@ -38,9 +40,25 @@ class TransportError(CleanupError):
         self.detail = detail
 
 
-class UntrustedCertificateError(TransportError):
-    """The endpoint's TLS certificate failed verification: no request was sent, and none will
-    get through until the trust store changes (a TLS-inspecting proxy, a wrong endpoint)."""
+class HandshakeRefusedError(TransportError):
+    """The TLS handshake failed in a way no retry changes: no request was sent, and none will
+    get through until the setup changes. ``abort`` is the run's stop reason."""
+
+    abort: ClassVar[str]
+
+
+class UntrustedCertificateError(HandshakeRefusedError):
+    """The endpoint's TLS certificate failed verification (a TLS-inspecting proxy, a wrong
+    endpoint): nothing gets through until the trust store changes."""
+
+    abort = "tls_untrusted"
+
+
+class TlsMismatchError(HandshakeRefusedError):
+    """The endpoint does not speak TLS at that address (an ``http://`` one given as
+    ``https://``), or shares no TLS version or cipher with this client."""
+
+    abort = "tls_mismatch"
 
 
 class RequestTimeoutError(TransportError):

@@ -43,6 +43,7 @@ ABORT_REASONS = frozenset(
     {
         "credentials_refused",
         "tls_untrusted",
+        "tls_mismatch",
         "circuit_open",
         "forbidden",
         "max_deletes",

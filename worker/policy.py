@@ -15,7 +15,7 @@ from typing import NamedTuple, Protocol
 
 import anyio
 
-from worker.errors import RequestTimeoutError, TransportError, UntrustedCertificateError
+from worker.errors import HandshakeRefusedError, RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -88,9 +88,9 @@ def decide(  # noqa: PLR0911 - one return a kind of answer
             delay = rng.uniform(2.0, 5.0)
         else:
             delay = full_jitter_backoff(attempt, base, cap, rng)
-    elif isinstance(answer, UntrustedCertificateError):
+    elif isinstance(answer, HandshakeRefusedError):
         # Refused before anything was sent, and so will every request be: stop, as on a 401.
-        return Decision(Outcome.NOT_ATTEMPTED, abort="tls_untrusted")
+        return Decision(Outcome.NOT_ATTEMPTED, abort=answer.abort)
     else:
         delay = full_jitter_backoff(attempt, base, cap, rng)
     if attempt >= max_attempts:
