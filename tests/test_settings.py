@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -426,6 +427,39 @@ def test_region_names_the_endpoint_and_endpoint_overrides_it() -> None:
     )
     both = load_settings({"region": "ap-southeast-3", "endpoint": "http://127.0.0.1:9"})
     assert both.base_url() == "http://127.0.0.1:9"
+
+
+def test_a_region_whose_host_does_not_resolve_exits_2_before_anything_is_sent(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A misspelt ``--region`` names a host that does not exist. Every lookup failed and was
+    retried like a network blip: 200 of them until the circuit breaker opened (exit 3), 20
+    tasks ``failed``. The resolver's "no such name" is now exit 2 naming the host, before any
+    task is read, for ``run`` and ``list`` alike; a host name that resolves (``localhost``)
+    runs as before."""
+    host = "dcs.xx-nosuch-9.myhuaweicloud.com"
+    try:
+        socket.getaddrinfo(host, 443)
+    except socket.gaierror as exc:
+        if exc.errno != socket.EAI_NONAME:
+            pytest.skip(f"this machine's resolver gives {exc.strerror!r}, not 'no such name'")
+    else:
+        pytest.skip(f"{host} resolves on this machine")
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 20))
+    region = ["--project-id", PROJECT, "--region", "xx-nosuch-9"]
+    out = tmp_path / "outcomes.jsonl"
+    assert main(["run", "--input", str(ids), *region, "--outcomes", str(out)]) == 2
+    said = capsys.readouterr().err
+    assert f"the host {host} does not resolve" in said
+    assert "is --region or --endpoint right?" in said
+    assert not out.exists() or out.read_text() == ""
+    assert main(["list", *region, "--output", str(tmp_path / "listed.txt")]) == 2
+    assert f"the host {host} does not resolve" in capsys.readouterr().err
+    assert not (tmp_path / "listed.txt").exists()
+
+    by_name = emulator.url.replace("127.0.0.1", "localhost")
+    assert run(emulator, tmp_path, ids, "--endpoint", by_name) == 0
+    assert emulator.state.remaining() == 0
 
 
 def test_the_commands_product_md_names_are_there(capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import ipaddress
 import json
 import math
 import re
+import socket
 import time
 import urllib.request
 import warnings
@@ -34,6 +36,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import anyio
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -161,6 +164,29 @@ def _check_env_proxy(base: URL) -> None:
     raise ConfigError(msg)
 
 
+LOOKUP_TIMEOUT = 10.0  # seconds the start-up lookup of the endpoint's host may take
+
+
+async def check_resolves(base: URL) -> None:
+    """A host that the resolver says does not exist (a misspelt ``--region``) is a setting to
+    fix, not a network blip: ``ConfigError``, before anything is sent. Any other outcome of the
+    lookup (a DNS server that does not answer, a slow one) is left to the requests' retries."""
+    host = base.host or ""
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(host)
+        return  # an address: nothing to look up
+    try:
+        with anyio.move_on_after(LOOKUP_TIMEOUT):
+            await asyncio.get_running_loop().getaddrinfo(host, base.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno in (socket.EAI_NONAME, socket.EAI_NODATA):
+            msg = (
+                f"endpoint {base}: the host {host} does not resolve ({exc.strerror}); "
+                "is --region or --endpoint right?"
+            )
+            raise ConfigError(msg) from None
+
+
 class _Deadline:
     """When a request in flight runs out of time, and whether the watchdog has cancelled it for
     that. ``time.monotonic()``, not the loop's clock: uvloop's is read once per loop pass (in
@@ -211,6 +237,8 @@ class DcsClient:
             _check_env_proxy(self._base)
             with contextlib.suppress(LookupError):
                 self.proxy, proxy_auth = get_env_proxy_for_url(self._base)
+        if self.proxy is None:  # through a proxy, the proxy looks the host up
+            await check_resolves(self._base)
         with warnings.catch_warnings():
             # proxy_auth is deprecated in aiohttp 3.14, but it is the only way a CONNECT gets
             # Proxy-Authorization from a session-wide setting.
