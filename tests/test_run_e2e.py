@@ -182,6 +182,37 @@ def test_an_input_with_no_task_to_send_says_so(
     assert emulator.state.requests == 3
 
 
+def test_a_run_whose_every_task_was_absent_warns_that_none_existed(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """IDs listed in one region (or project) and deleted in another get 404 each: ``absent``,
+    a success, so the run ends 0 having deleted nothing, exactly like a finished job. It ends
+    0 still, and warns once that no task existed, naming the endpoint and project. A run that
+    deleted anything does not warn."""
+
+    def warned() -> list[dict[str, Any]]:
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [e for e in events if e["event"] == "cleanup.no_task_existed"]
+
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 40))
+    other = "0" * 31 + "2"
+    assert run(emulator, tmp_path, ids, "--project-id", other) == 0
+    [event] = warned()
+    assert event["level"] == "warning"
+    assert event["absent"] == 40
+    assert event["project_id"] == other
+    assert event["endpoint"] == emulator.url
+    assert event["detail"] == (
+        "all 40 tasks sent were absent (404) and none was deleted: gone already, or the IDs "
+        f"are from another region or project than {emulator.url}"
+    )
+    assert emulator.state.remaining() == 40
+
+    assert run(emulator, tmp_path, ids) == 0
+    assert warned() == []
+    assert report(tmp_path)["outcomes"]["deleted"] == 40
+
+
 def test_wrong_secret_key_stops_at_once(
     emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

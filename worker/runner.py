@@ -279,6 +279,7 @@ async def execute(
 
 def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
     _tell_no_task_read(report)
+    _tell_none_existed(report)
     log.info(
         "cleanup.run_finished",
         run_id=report["run_id"],
@@ -328,6 +329,34 @@ def _tell_no_task_read(report: dict[str, Any]) -> None:
     else:
         detail = f"all {tasks:,} of its lines were skipped as bad input: the wrong file?"
     log.warning("cleanup.input_held_no_tasks", input=source, detail=detail)
+
+
+def _tell_none_existed(report: dict[str, Any]) -> None:
+    """Every task sent was ``absent`` (404) and none deleted: exit 0, a success by the contract,
+    as for a job whose tasks were gone already. It is also all that IDs from another region or
+    project than the run's get, which nothing else would tell. Say so once, as a warning."""
+    counts = report["outcomes"]
+    absent = counts["absent"]
+    if (
+        not absent
+        or report["stop_reason"] is not None
+        or counts["deleted"]
+        or counts["rejected"]
+        or counts["failed"]
+    ):
+        return
+    settings = report["settings"]
+    where = settings.get("endpoint") or f"--region {settings.get('region')}"
+    log.warning(
+        "cleanup.no_task_existed",
+        absent=absent,
+        endpoint=where,
+        project_id=settings.get("project_id"),
+        detail=(
+            f"all {absent:,} tasks sent were absent (404) and none was deleted: gone already, "
+            f"or the IDs are from another region or project than {where}"
+        ),
+    )
 
 
 def save_report(settings: Settings, report: dict[str, Any]) -> None:
