@@ -229,25 +229,41 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["outcomes"]["deleted"] == 0
 
 
-def test_a_clock_far_off_stops_at_once_and_says_so(
-    emulator: EmulatorServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+def test_a_clock_far_off_stops_at_once_and_says_by_how_much(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """This machine's clock an hour off: the gateway refuses the signature's time (401
-    APIGW.0303). Exit 3 as for any 401, and the log says to check the clock, not the keys."""
-    from worker.signer import Signer
+    """The gateway's clock an hour ahead of this machine's: it refuses the signature's time
+    (401 APIGW.0303). The run stops at once as for any 401 (exit 3), but with its own stop
+    reason, ``clock_skew``, not ``credentials_refused``, so nobody rotates a good AK/SK; the
+    detail says how far off the clock is, from the answer's Date. ``list`` and the dry run's
+    probe say the same. Once the clocks agree the same command deletes every task."""
+    emulator.state.clock_offset_s = 3600.0
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 50))
+    assert run(emulator, tmp_path, ids, "--concurrency", "4") == 3
+    assert 1 <= emulator.state.requests <= 4
+    first = report(tmp_path)
+    assert first["stop_reason"] == "clock_skew"
+    assert first["outcomes"]["not_attempted"] == 50
+    detail = first["stop_detail"]
+    assert detail.startswith("HTTP 401 APIGW.0303: ")
+    assert "this machine's clock is 60 minutes behind the gateway's (Date: " in detail
+    assert "set it right (NTP) and run again" in detail
+    capsys.readouterr()
 
-    monkeypatch.setattr(Signer, "sdk_date", lambda self: "20200101T000000Z")
-    ids = seed(emulator, 50)
-    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--concurrency", "4") == 3
-    assert emulator.state.remaining() == 50
+    listed = tmp_path / "listed.txt"
+    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT]
+    assert main([*listing, "--output", str(listed), "--log-format", "json"]) == 3
+    said = capsys.readouterr().err
+    assert "60 minutes behind the gateway's" in said
+    assert "credentials refused" not in said
+    assert run(emulator, tmp_path, ids, "--dry-run") == 3
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    aborted = [e for e in events if e["event"] == "cleanup.aborted"]
-    assert [e["reason"] for e in aborted] == ["credentials_refused"]
-    assert "APIGW.0303" in aborted[0]["detail"]
-    assert "check this clock" in aborted[0]["detail"]
+    [probe] = [e for e in events if e["event"] == "cleanup.clock_skew"]
+    assert "60 minutes behind the gateway's" in probe["error_msg"]
+
+    emulator.state.clock_offset_s = 0.0
+    assert run(emulator, tmp_path, ids) == 0
+    assert emulator.state.remaining() == 0
 
 
 def test_rejected_tasks_exit_1_and_do_not_stop_the_rest(

@@ -31,7 +31,7 @@ import socket
 import time
 import urllib.request
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,7 +48,7 @@ from worker.errors import (
     TransportError,
     UntrustedCertificateError,
 )
-from worker.models import ApiResponse
+from worker.models import CLOCK_REFUSED, ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
@@ -86,6 +86,27 @@ def transport_error(exc: aiohttp.ClientError) -> TransportError:
         if hint is not None:  # else a handshake cut short, say: retried as network errors are
             return TlsMismatchError(kind, detail + hint)
     return TransportError(kind, detail)
+
+
+CLOCK_LIMIT_S = 15 * 60  # the gateway refuses an X-Sdk-Date further than this from its clock
+
+
+def clock_note(headers: Mapping[str, str]) -> str:
+    """How far this machine's clock is from the gateway's, by the answer's ``Date``, and what to
+    do: a refused request date is a clock to set, not credentials to change."""
+    date = headers.get("Date", "")
+    try:
+        gateway = email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return "the gateway refused the request's date: is this machine's clock right (NTP)?"
+    off = time.time() - gateway
+    if abs(off) < CLOCK_LIMIT_S - 60:  # not the clocks: the X-Sdk-Date itself, then
+        return f"the gateway refused the request's date, though its clock ({date}) is near ours"
+    side = "ahead of" if off > 0 else "behind"
+    return (
+        f"this machine's clock is {round(abs(off) / 60):,} minutes {side} the gateway's "
+        f"(Date: {date}): set it right (NTP) and run again"
+    )
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
@@ -368,6 +389,8 @@ class DcsClient:
                 if status >= 300:
                     raw, complete = await self._read_capped(resp, self._max_error_body)
                     code, msg = parse_error_body(raw)
+                    if code in CLOCK_REFUSED:
+                        msg = f"{msg or 'request date refused'}; {clock_note(resp.headers)}"
                     if not complete:
                         # Do not drain a huge body: drop the connection instead.
                         resp.close()

@@ -25,7 +25,7 @@ import anyio
 from worker.client import DcsClient
 from worker.errors import ConfigError, TransportError
 from worker.logs import drop_lost_stream, get_logger
-from worker.models import ApiResponse
+from worker.models import CLOCK_REFUSED, ApiResponse
 from worker.pipeline import EXIT_ABORTED, EXIT_OK
 from worker.policy import decide
 from worker.settings import Settings
@@ -222,6 +222,6 @@ def _why(answer: ApiResponse | TransportError, attempts: int) -> str:
     if isinstance(answer, TransportError):
         return f"{answer} (after {attempts} attempt(s))"
     text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()
-    if answer.status == 401:
+    if answer.status == 401 and answer.error_code not in CLOCK_REFUSED:
         text += ": credentials refused"
     return f"{text} (after {attempts} attempt(s))"

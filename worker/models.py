@@ -76,6 +76,10 @@ class TaskResult(NamedTuple):
         }
 
 
+# The gateway's 401 for a request date more than 15 minutes off (APIG: the older gateway's prefix).
+CLOCK_REFUSED = frozenset({"APIGW.0303", "APIG.0303"})
+
+
 class ApiResponse(NamedTuple):
     """One HTTP answer from the DCS API, with the error body already parsed (never raises)."""
 

@@ -42,6 +42,7 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3,
 ABORT_REASONS = frozenset(
     {
         "credentials_refused",
+        "clock_skew",
         "tls_untrusted",
         "tls_mismatch",
         "circuit_open",

@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 import anyio
 
 from worker.errors import HandshakeRefusedError, RequestTimeoutError, TransportError
-from worker.models import ApiResponse, Outcome
+from worker.models import CLOCK_REFUSED, ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Under an adaptive rate a throttled task backs off on at least this scale, whatever
@@ -39,6 +39,8 @@ _DELETED, _ABSENT, _REJECTED, _FAILED = (
     Decision(Outcome.REJECTED),
     Decision(Outcome.FAILED),
 )
+_CREDENTIALS_REFUSED = Decision(Outcome.NOT_ATTEMPTED, abort="credentials_refused")
+_CLOCK_SKEW = Decision(Outcome.NOT_ATTEMPTED, abort="clock_skew")  # the request's date refused
 
 
 def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -71,7 +73,7 @@ def decide(  # noqa: PLR0911 - one return a kind of answer
             return _ABSENT
         if status == 401:
             # Huawei locks an AK/SK after repeated signature failures: never send another.
-            return Decision(Outcome.NOT_ATTEMPTED, abort="credentials_refused")
+            return _CLOCK_SKEW if answer.error_code in CLOCK_REFUSED else _CREDENTIALS_REFUSED
         if status not in RETRYABLE_STATUS:
             return _REJECTED
         if answer.retry_after is not None:

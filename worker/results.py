@@ -10,9 +10,7 @@ import time
 
 from worker.errors import TransportError
 from worker.logs import debug_enabled, get_logger
-from worker.models import FAILURES, ApiResponse, Outcome, TaskRef, TaskResult
-
-CLOCK_REFUSED = "APIGW.0303"  # 401: X-Sdk-Date more than 15 minutes off (API_FACTS.md)
+from worker.models import CLOCK_REFUSED, FAILURES, ApiResponse, Outcome, TaskRef, TaskResult
 
 log = get_logger()
 
@@ -118,7 +116,8 @@ def describe(answer: ApiResponse | TransportError | None) -> str:
     if isinstance(answer, TransportError):
         return str(answer)
     text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
-    if answer.status == 401 and answer.error_code == CLOCK_REFUSED:
-        # The signature's time, not the key: say so before anyone rotates a good AK/SK.
-        text += ": the request time is over 15 minutes off the gateway's; check this clock (NTP)"
+    if answer.status == 401 and answer.error_code in CLOCK_REFUSED:
+        # The signature's time, not the key: say so before anyone rotates a good AK/SK. The
+        # client has put how far off the clock is in the message.
+        text += f": {answer.error_msg}"
     return text

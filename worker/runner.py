@@ -29,7 +29,7 @@ from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal, RunLock
 from worker.logs import GuardedStream, get_logger
-from worker.models import TaskRef, TaskResult
+from worker.models import CLOCK_REFUSED, TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.preflight import check_open_files, check_outputs, check_request
@@ -160,8 +160,11 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
         return EXIT_USAGE
     if answer.status == 401:
         log.error(
-            "cleanup.credentials_refused",
+            "cleanup.clock_skew"
+            if answer.error_code in CLOCK_REFUSED
+            else "cleanup.credentials_refused",
             error_code=answer.error_code,
+            error_msg=answer.error_msg,
             request_id=answer.request_id,
         )
         return EXIT_ABORTED

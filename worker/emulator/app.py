@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import operator
 import random
 import re
@@ -77,6 +78,9 @@ class EmulatorState:
 
     credentials: dict[str, str] = field(default_factory=lambda: {DEMO_AK: DEMO_SK})
     verify_signatures: bool = True
+    # Seconds the gateway's clock is ahead of this machine's (negative: behind): a worker whose
+    # clock is off by more than 15 minutes gets 401 APIGW.0303, the Date header the gateway's time.
+    clock_offset_s: float = 0.0
     faults: Faults = field(default_factory=Faults)
     tasks: dict[str, dict[str, Task]] = field(default_factory=dict)
     requests: int = 0
@@ -186,13 +190,16 @@ async def _verify(  # noqa: PLR0911 - one early answer per way a signature can b
             "Incorrect IAM authentication information: bad x-sdk-date",
             gateway=True,
         )
-    if abs(when.timestamp() - time.time()) > SKEW_LIMIT_S:
-        return _error(
+    now = time.time() + state.clock_offset_s
+    if abs(when.timestamp() - now) > SKEW_LIMIT_S:
+        answer = _error(
             401,
             "APIGW.0303",
             "Incorrect IAM authentication information: request expired",
             gateway=True,
         )
+        answer.headers["Date"] = email.utils.formatdate(now, usegmt=True)
+        return answer
     if secret is None or any(name not in {h.lower() for h in request.headers} for name in signed):
         return _error(
             401,
