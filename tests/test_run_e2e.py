@@ -213,6 +213,35 @@ def test_a_run_whose_every_task_was_absent_warns_that_none_existed(
     assert report(tmp_path)["outcomes"]["deleted"] == 40
 
 
+def test_queue_settings_given_to_a_file_run_are_named_as_ignored(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--stream other`` beside ``--input`` (or ``DCS_CLEANUP_GROUP`` in the environment) was
+    ignored without a word. The run still goes on, as a config file may serve both kinds of
+    run, and warns once, naming the flags; a run given none of them does not warn."""
+
+    def warned() -> list[dict[str, Any]]:
+        events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        return [e for e in events if e["event"] == "cleanup.settings_ignored"]
+
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 10))
+    monkeypatch.setenv("DCS_CLEANUP_GROUP", "cleaners")
+    assert run(emulator, tmp_path, ids, "--stream", "other", "--claim-idle", "5") == 0
+    [event] = warned()
+    assert event["level"] == "warning"
+    assert event["settings"] == ["--stream", "--group", "--claim-idle"]
+    assert event["detail"] == "they apply to --queue runs only; this run reads no queue"
+    assert emulator.state.remaining() == 0
+
+    monkeypatch.delenv("DCS_CLEANUP_GROUP")
+    assert run(emulator, tmp_path, write_ids(tmp_path / "more.txt", seed(emulator, 5))) == 0
+    assert warned() == []
+    assert emulator.state.remaining() == 0
+
+
 def test_wrong_secret_key_stops_at_once(
     emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -79,12 +79,13 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.preflight import check_deadline, check_open_files
+    from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
     from worker.runner import execute
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
     check_deadline(settings)
+    tell_queue_settings_ignored(settings)
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes

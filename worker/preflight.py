@@ -13,8 +13,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from worker.errors import ConfigError
+from worker.logs import get_logger
 from worker.settings import Settings
 from worker.sources import TaskSource
+
+log = get_logger()
+
+# The settings only a --queue run reads.
+QUEUE_ONLY = (
+    "stream",
+    "group",
+    "consumer",
+    "claim_idle",
+    "keep_acked",
+    "dead_letter_maxlen",
+    "journal_retention",
+    "health_host",
+    "health_port",
+)
 
 
 def check_request(settings: Settings, source: TaskSource | None) -> None:
@@ -47,6 +63,21 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError(msg)
     if settings.backoff_cap < settings.backoff_base:
         raise ConfigError("backoff_cap must be at least backoff_base")
+
+
+def tell_queue_settings_ignored(settings: Settings) -> None:
+    """``--queue``-only settings given (by flag, environment or file) to a run that reads no
+    queue are ignored. Not an error, since a config file may serve both kinds of run, but said
+    once: ``--stream other`` beside ``--input`` would otherwise pass for taken."""
+    if settings.queue is not None:
+        return
+    given = [name for name in QUEUE_ONLY if name in settings.model_fields_set]
+    if given:
+        log.warning(
+            "cleanup.settings_ignored",
+            settings=["--" + name.replace("_", "-") for name in given],
+            detail="they apply to --queue runs only; this run reads no queue",
+        )
 
 
 # Descriptors a run holds besides its connections: the journal (two connections, its WAL,
