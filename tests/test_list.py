@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT, report, run, seed
+from tests.conftest import PROJECT, report, run, seed, write_ids
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.emulator.app import DEMO_SK
@@ -317,3 +317,43 @@ def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
     assert stopped[0]["signal"] == sig.name
     assert 0 < stopped[0]["listed"] < 2000
     assert list(tmp_path.iterdir()) == [err]
+
+
+def test_a_list_whose_tasks_go_while_it_pages_warns_that_it_may_have_passed_some(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pages are by offset: tasks deleted behind the offset while the list reads on (a run fed
+    by ``list |``) move the rest back, and as many are never on a page. The list ended 0 as if
+    whole. It still does, and warns that the task count fell, by how much, and to list again;
+    listed again with nothing deleted meanwhile, it gives every task and no warning."""
+    ids = seed(emulator, 300)
+    emulator.state.set_faults(Faults(latency_ms=50))
+    out = tmp_path / "ids.txt"
+    err = tmp_path / "list.err"
+    with err.open("wb") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "worker", *list_args(emulator, out, "--page-size", "10")],
+            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while emulator.state.requests < 3:
+            assert time.monotonic() < deadline
+            assert child.poll() is None
+            time.sleep(0.01)
+        # The first 100, listed or about to be, deleted through the API as a run would.
+        assert run(emulator, tmp_path, write_ids(tmp_path / "go.txt", ids[:100])) == 0
+        assert child.poll() is None  # the list was still paging when they went
+        assert child.wait(timeout=60) == 0
+    missed = set(emulator.state.tasks[PROJECT]) - set(out.read_text().split())
+    assert missed  # the harm: tasks still there that the list never gave
+    events = [json.loads(line) for line in err.read_text().splitlines()]
+    [fell] = [e for e in events if e["event"] == "cleanup.list_count_fell"]
+    assert fell["level"] == "warning"
+    assert (fell["first_task_count"], fell["lowest_task_count"]) == (300, 200)
+    assert fell["detail"].startswith("the task count fell by 100 while listing")
+    assert "list again once the deletes are done" in fell["detail"]
+
+    capsys.readouterr()
+    assert main(list_args(emulator, out, "--page-size", "50")) == 0
+    assert set(out.read_text().split()) == set(emulator.state.tasks[PROJECT])
+    assert "cleanup.list_count_fell" not in capsys.readouterr().err

@@ -97,6 +97,8 @@ async def list_tasks(
     rng = random.Random()
     done = done if done is not None else Listed()
     offset = 0
+    first: int | None = None  # the first page's task_count
+    lowest: int | None = None  # and the lowest since
     async with DcsClient(settings.base_url(), signer, concurrency=1, timeout=settings.timeout) as c:
         while True:
             try:
@@ -106,6 +108,9 @@ async def list_tasks(
             except ListFailed as exc:
                 log.error("cleanup.list_failed", offset=offset, listed=done.listed, error=str(exc))
                 return EXIT_ABORTED
+            if done.task_count is not None:
+                first = done.task_count if first is None else first
+                lowest = min(done.task_count, lowest if lowest is not None else first)
             chosen = [
                 task
                 for task in page
@@ -136,6 +141,8 @@ async def list_tasks(
         task_count=done.task_count,
         project_id=project,
     )
+    if first is not None and lowest is not None and lowest < first:
+        _tell_count_fell(first, lowest)
     if done.listed and not done.written and (wanted_status or wanted_name):
         log.warning(
             "cleanup.list_filter_matched_nothing",
@@ -145,6 +152,22 @@ async def list_tasks(
             names_seen=dict(seen["name"].most_common(_SEEN)),
         )
     return EXIT_OK
+
+
+def _tell_count_fell(first: int, lowest: int) -> None:
+    """Tasks went while the list paged through them (a run deleting from this very list, fed
+    by a pipe): pages are by offset, so every task deleted before the offset moved the rest
+    back a place, and as many may never have been on a page. Say so: the list looks whole."""
+    log.warning(
+        "cleanup.list_count_fell",
+        first_task_count=first,
+        lowest_task_count=lowest,
+        detail=(
+            f"the task count fell by {first - lowest:,} while listing (tasks deleted meanwhile: "
+            "by a run reading this list?); paging by offset may have passed over as many "
+            "tasks, so list again once the deletes are done"
+        ),
+    )
 
 
 _SEEN = 20  # values of a field the warning names, the commonest first
