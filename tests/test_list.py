@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -287,6 +288,23 @@ def test_list_output_dash_is_standard_output(
     assert list(tmp_path.iterdir()) == []
 
 
+def _listing(
+    emu: EmulatorServer, out: Path, stderr: IO[bytes], pages: int
+) -> subprocess.Popen[bytes]:
+    """``list --page-size 10`` as a child process, returned once the emulator has had ``pages``
+    of its requests and the child is still running."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "worker", *list_args(emu, out, "--page-size", "10")],
+        stdout=subprocess.DEVNULL, stderr=stderr, cwd=out.parent,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while emu.state.requests < pages:
+        assert time.monotonic() < deadline
+        assert child.poll() is None
+        time.sleep(0.01)
+    return child
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
     sig: signal.Signals, emulator: EmulatorServer, tmp_path: Path
@@ -299,15 +317,7 @@ def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
     out = tmp_path / "ids.txt"
     err = tmp_path / "list.err"
     with err.open("wb") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "worker", *list_args(emulator, out, "--page-size", "10")],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while emulator.state.requests < 5:
-            assert time.monotonic() < deadline
-            assert child.poll() is None
-            time.sleep(0.01)
+        child = _listing(emulator, out, stderr, pages=5)
         child.send_signal(sig)
         assert child.wait(timeout=30) == 4
     log = err.read_text()
@@ -331,15 +341,7 @@ def test_a_list_whose_tasks_go_while_it_pages_warns_that_it_may_have_passed_some
     out = tmp_path / "ids.txt"
     err = tmp_path / "list.err"
     with err.open("wb") as stderr:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "worker", *list_args(emulator, out, "--page-size", "10")],
-            stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while emulator.state.requests < 3:
-            assert time.monotonic() < deadline
-            assert child.poll() is None
-            time.sleep(0.01)
+        child = _listing(emulator, out, stderr, pages=3)
         # The first 100, listed or about to be, deleted through the API as a run would.
         assert run(emulator, tmp_path, write_ids(tmp_path / "go.txt", ids[:100])) == 0
         assert child.poll() is None  # the list was still paging when they went
