@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 import zlib
 from collections import Counter
@@ -292,6 +293,52 @@ def test_a_clock_far_off_stops_at_once_and_says_by_how_much(
 
     emulator.state.clock_offset_s = 0.0
     assert run(emulator, tmp_path, ids) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_an_endpoint_without_the_api_stops_at_once_instead_of_calling_every_task_absent(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Huawei's gateway answers 404 APIGW.0101 for an API it does not have at that address
+    (another service's endpoint, a region without the task center), whatever the task. Every
+    task ended ``absent``, a success: exit 0 with nothing deleted. Now the first such answer
+    stops the run (exit 3, ``api_not_found``, every task ``not_attempted``, the detail asking
+    whether the endpoint is DCS's), as it stops ``list`` and the dry run's probe. A task's own
+    404 stays ``absent``. With the API there, the same journal deletes them all."""
+    emulator.state.set_faults(Faults(api_published=False))
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 60))
+    journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
+    assert run(emulator, tmp_path, ids, *journal) == 3
+    assert 1 <= emulator.state.requests <= 4
+    first = report(tmp_path)
+    assert first["stop_reason"] == "api_not_found"
+    assert first["outcomes"]["not_attempted"] == 60
+    assert first["outcomes"]["absent"] == 0
+    assert first["stop_detail"] == (
+        "HTTP 404 APIGW.0101: The API does not exist or has not been published in the "
+        "environment; the gateway has no such API at this endpoint: is it DCS's "
+        "(https://dcs.REGION.myhuaweicloud.com)?"
+    )
+    capsys.readouterr()
+    assert run(emulator, tmp_path, ids, "--dry-run") == 3
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [probe] = [e for e in events if e["event"] == "cleanup.api_not_found"]
+    assert probe["detail"] == first["stop_detail"]
+    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--log-format", "json"]
+    assert main([*listing, "--output", str(tmp_path / "listed.txt")]) == 3
+    assert "the gateway has no such API at this endpoint" in capsys.readouterr().err
+
+    emulator.state.set_faults(Faults())
+    # The gateway's answer to a path it has no API for, whatever the faults.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{emulator.url}/v3/{PROJECT}/tasks", timeout=10)
+    assert refused.value.code == 404
+    assert json.loads(refused.value.read())["error_code"] == "APIGW.0101"
+    gone = write_ids(tmp_path / "gone.txt", unknown_ids(5))
+    assert run(emulator, tmp_path, gone) == 0
+    assert report(tmp_path)["outcomes"]["absent"] == 5
+    assert run(emulator, tmp_path, ids, *journal) == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 60
     assert emulator.state.remaining() == 0
 
 

@@ -25,9 +25,10 @@ import anyio
 from worker.client import DcsClient
 from worker.errors import ConfigError, TransportError
 from worker.logs import drop_lost_stream, get_logger
-from worker.models import CLOCK_REFUSED, ApiResponse
+from worker.models import ApiResponse
 from worker.pipeline import EXIT_ABORTED, EXIT_OK
-from worker.policy import decide
+from worker.policy import decide, refusal
+from worker.results import describe
 from worker.settings import Settings
 from worker.signer import Signer
 
@@ -244,7 +245,12 @@ def _tasks(raw: bytes, offset: int) -> tuple[list[dict[str, Any]], int | None]:
 def _why(answer: ApiResponse | TransportError, attempts: int) -> str:
     if isinstance(answer, TransportError):
         return f"{answer} (after {attempts} attempt(s))"
-    text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()
-    if answer.status == 401 and answer.error_code not in CLOCK_REFUSED:
+    reason = refusal(answer)
+    if reason == "credentials_refused":
+        text = f"HTTP 401 {answer.error_code or ''} {answer.error_msg or ''}".strip()
         text += ": credentials refused"
+    elif reason is not None:  # the clock, or no such API here: describe() says what to do
+        text = describe(answer)
+    else:
+        text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()
     return f"{text} (after {attempts} attempt(s))"

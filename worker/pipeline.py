@@ -43,6 +43,7 @@ ABORT_REASONS = frozenset(
     {
         "credentials_refused",
         "clock_skew",
+        "api_not_found",
         "tls_untrusted",
         "tls_mismatch",
         "circuit_open",

@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 import anyio
 
 from worker.errors import HandshakeRefusedError, RequestTimeoutError, TransportError
-from worker.models import CLOCK_REFUSED, ApiResponse, Outcome
+from worker.models import CLOCK_REFUSED, NO_SUCH_API, ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Under an adaptive rate a throttled task backs off on at least this scale, whatever
@@ -39,8 +39,24 @@ _DELETED, _ABSENT, _REJECTED, _FAILED = (
     Decision(Outcome.REJECTED),
     Decision(Outcome.FAILED),
 )
-_CREDENTIALS_REFUSED = Decision(Outcome.NOT_ATTEMPTED, abort="credentials_refused")
-_CLOCK_SKEW = Decision(Outcome.NOT_ATTEMPTED, abort="clock_skew")  # the request's date refused
+_STOPS = {
+    reason: Decision(Outcome.NOT_ATTEMPTED, abort=reason)
+    for reason in ("credentials_refused", "clock_skew", "api_not_found")
+}
+
+
+def refusal(answer: ApiResponse) -> str | None:
+    """The stop reason an answer is for the whole run, whatever the task; None for most.
+
+    A 401 (Huawei locks an AK/SK after repeated signature failures: never send another), which
+    for a request date more than 15 minutes off is the clock's fault, not the keys'; and the
+    gateway's 404 for an API it does not have here, where no request reaches DCS at all.
+    """
+    if answer.status == 401:
+        return "clock_skew" if answer.error_code in CLOCK_REFUSED else "credentials_refused"
+    if answer.status == 404 and answer.error_code in NO_SUCH_API:
+        return "api_not_found"
+    return None
 
 
 def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Random) -> float:
@@ -48,7 +64,7 @@ def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Rando
     return rng.uniform(0.0, min(cap, base * 2.0 ** (attempt - 1)))
 
 
-def decide(  # noqa: PLR0911 - one return a kind of answer
+def decide(
     answer: ApiResponse | TransportError,
     attempt: int,
     max_attempts: int,
@@ -68,12 +84,11 @@ def decide(  # noqa: PLR0911 - one return a kind of answer
         status = answer.status
         if 200 <= status < 300:
             return _DELETED
-        if status == 404:
-            # Also right after an earlier attempt timed out: that attempt may have deleted it.
-            return _ABSENT
-        if status == 401:
-            # Huawei locks an AK/SK after repeated signature failures: never send another.
-            return _CLOCK_SKEW if answer.error_code in CLOCK_REFUSED else _CREDENTIALS_REFUSED
+        if status in (401, 404):
+            reason = refusal(answer)
+            # A 404 is also absent right after an earlier attempt timed out: that one may
+            # have deleted the task.
+            return _ABSENT if reason is None else _STOPS[reason]
         if status not in RETRYABLE_STATUS:
             return _REJECTED
         if answer.retry_after is not None:

@@ -10,7 +10,15 @@ import time
 
 from worker.errors import TransportError
 from worker.logs import debug_enabled, get_logger
-from worker.models import CLOCK_REFUSED, FAILURES, ApiResponse, Outcome, TaskRef, TaskResult
+from worker.models import (
+    CLOCK_REFUSED,
+    FAILURES,
+    NO_SUCH_API,
+    ApiResponse,
+    Outcome,
+    TaskRef,
+    TaskResult,
+)
 
 log = get_logger()
 
@@ -120,4 +128,9 @@ def describe(answer: ApiResponse | TransportError | None) -> str:
         # The signature's time, not the key: say so before anyone rotates a good AK/SK. The
         # client has put how far off the clock is in the message.
         text += f": {answer.error_msg}"
+    elif answer.status == 404 and answer.error_code in NO_SUCH_API:
+        text += (
+            f": {answer.error_msg}; the gateway has no such API at this endpoint: is it DCS's "
+            "(https://dcs.REGION.myhuaweicloud.com)?"
+        )
     return text

@@ -29,12 +29,13 @@ from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal, RunLock
 from worker.logs import GuardedStream, get_logger
-from worker.models import CLOCK_REFUSED, TaskRef, TaskResult
+from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
-from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
+from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, refusal
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+from worker.results import describe
 from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Credentials, Signer
@@ -158,14 +159,14 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
     except TransportError as exc:
         log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(exc))
         return EXIT_USAGE
-    if answer.status == 401:
+    reason = refusal(answer)
+    if reason is not None:  # what would stop a run stops the dry run
         log.error(
-            "cleanup.clock_skew"
-            if answer.error_code in CLOCK_REFUSED
-            else "cleanup.credentials_refused",
+            f"cleanup.{reason}",
             error_code=answer.error_code,
             error_msg=answer.error_msg,
             request_id=answer.request_id,
+            detail=describe(answer),
         )
         return EXIT_ABORTED
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)

@@ -41,6 +41,9 @@ THROTTLED = (
 )
 
 
+NO_SUCH_API = "The API does not exist or has not been published in the environment"
+
+
 @dataclass(frozen=True, slots=True)
 class Faults:
     """Fault knobs. Rates are probabilities per request; ``seed`` makes runs repeatable."""
@@ -61,6 +64,10 @@ class Faults:
     redirect_to: str | None = None
     list_page_cap: int = 0  # the most tasks a list page holds, whatever ``limit`` asks (0: limit)
     list_count: bool = True  # whether a list page carries ``task_count``
+    # False: the gateway has no task-center API at this address (another service's endpoint,
+    # a region without it), and answers every request 404 APIGW.0101, before checking the
+    # signature, as it does for any path or method it has no API for.
+    api_published: bool = True
     seed: int = 0
 
 
@@ -321,6 +328,8 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
         if faults.latency_ms or faults.latency_jitter_ms:
             jitter = state._rng.uniform(0, faults.latency_jitter_ms)
             await asyncio.sleep((faults.latency_ms + jitter) / 1000.0)
+        if not faults.api_published:
+            return await no_such_api(request)
         refused = await _verify(request, state, body)
         if refused is not None:
             return refused
@@ -402,6 +411,10 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
         del request
         return web.json_response(state.stats())
 
+    async def no_such_api(request: web.Request) -> web.StreamResponse:
+        del request
+        return _error(404, "APIGW.0101", NO_SUCH_API, gateway=True)
+
     async def set_faults(request: web.Request) -> web.StreamResponse:
         data = await request.json()
         state.set_faults(replace(state.faults, **data))
@@ -412,4 +425,5 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
     app.router.add_route("GET", "/v2/{project_id}/tasks", list_tasks)
     app.router.add_route("GET", "/_emulator/stats", stats)
     app.router.add_route("POST", "/_emulator/faults", set_faults)
+    app.router.add_route("*", "/{path:.*}", no_such_api)  # the gateway's answer to any other
     return app
