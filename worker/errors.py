@@ -8,7 +8,10 @@ them. Messages never contain credentials::
     ├── ConfigError            usage or configuration error (exit 2)
     ├── InputError             an input source cannot be opened or read at all (exit 2)
     ├── TransportError         one request did not get an HTTP answer (retryable)
-    │   └── RequestTimeoutError    the per-request deadline passed
+    │   ├── RequestTimeoutError    the per-request deadline passed
+    │   └── HandshakeRefusedError  a TLS handshake no retry mends: the run stops (exit 3)
+    │       ├── UntrustedCertificateError  the certificate does not verify
+    │       └── TlsMismatchError           no TLS at the address, or none in common
     ├── JournalError           the journal cannot be read or written (not opened: ConfigError)
     ├── OutputError            the outcomes file cannot be written (disk full, I/O error)
     └── AbortRun               the run must stop sending now (exit 3)
