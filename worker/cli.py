@@ -269,7 +269,7 @@ async def _until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, s
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
-    from worker import enqueue, queue
+    from worker import enqueue, redis_client
     from worker.files import FileSource
     from worker.settings import DEFAULT_ID_PATTERN
     from worker.sources import IdValidator
@@ -296,8 +296,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
 
     async def go() -> int:
-        client = await queue.open_client(args.queue)
-        queue.check_cluster_stream(client, args.stream)
+        client = await redis_client.open_client(args.queue)
+        redis_client.check_cluster_stream(client, args.stream)
         done = enqueue.Enqueued(next_line=args.from_line)
         add = functools.partial(
             enqueue.enqueue,

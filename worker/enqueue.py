@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from worker.models import TaskRef, TaskResult
-from worker.queue import describe
+from worker.redis_client import describe
 from worker.sources import SourceItem
 
 

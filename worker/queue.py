@@ -15,11 +15,10 @@ not keep every task it ever carried; ``--keep-acked`` leaves them. A consumer le
 when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seconds with nothing
 pending (killed, their entries reclaimed) are forgotten.
 
-The producer is ``worker.enqueue``; the rate limit shared through Redis, ``worker.shared_rate``.
-Both use this module's ``open_client`` and ``describe``. On a Redis Cluster (``open_client``
-tells one by its INFO) every command here names one key, or two in one hash slot (the stream
-and its dead-letter stream, ``check_cluster_stream``), so the cluster client runs each on the
-node serving it, the MULTI included.
+The producer is ``worker.enqueue``; the rate limit shared through Redis, ``worker.shared_rate``;
+the client all three use, ``worker.redis_client``. On a Redis Cluster every command here names
+one key, or two in one hash slot (the stream and its dead-letter stream), so the cluster client
+runs each on the node serving it, the MULTI included.
 """
 
 from __future__ import annotations
@@ -28,112 +27,25 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import (
-    AskError,
-    AuthenticationError,
-    ClusterDownError,
-    NoPermissionError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
+from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
-from worker.settings import redact_url
+from worker.redis_client import PASSING, check_cluster_stream, describe, unreachable
 from worker.sources import BAD_INPUT, IdValidator, SourceItem, check_task, skipped
 
 log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
-INFO_TIMEOUT = 5.0  # seconds the INFO that tells a Redis Cluster may take
 HELD_LAG = 1000  # entries another group has not read or acked when its hold on the floor is told
 HELD_TELL_EVERY = 3600.0  # seconds between two warnings of one group's hold
-# Refusals that pass with time, like a lost connection: memory short, a master just made a
-# replica in a failover (READONLY) while clients move to the new one, a slot moving.
-PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
-
-
-def connect(url: str) -> aioredis.Redis:
-    """A client for ``redis://host:port/db`` (``rediss://`` for TLS)."""
-    try:
-        client: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
-    except ValueError as exc:
-        raise InputError(f"--queue {redact_url(url)!r}: {exc}") from None
-    return client
-
-
-async def open_client(url: str) -> aioredis.Redis:
-    """``connect``, or a Redis Cluster client when the node at ``url`` says it is one (``INFO
-    cluster``: DCS's Redis Cluster instances), which follows each key to the node serving it.
-    When INFO gets no answer within 5 s (refused to the user, Redis down), the plain client:
-    its first command then says why, as it always did."""
-    client = connect(url)
-    try:
-        with anyio.fail_after(INFO_TIMEOUT):
-            info: Any = await client.info("cluster")
-    except (RedisError, TimeoutError):
-        return client
-    if not int(info.get("cluster_enabled") or 0):
-        return client
-    await client.aclose()
-    cluster = RedisCluster.from_url(url, decode_responses=True)
-    # It sends every command this program uses, with the same arguments, to its key's node.
-    return cast("aioredis.Redis", cluster)
-
-
-def check_cluster_stream(client: aioredis.Redis, stream: str) -> None:
-    """On a Redis Cluster, ``<stream>`` and ``<stream>:dead`` must share a hash slot: a dead
-    letter is added in the same MULTI as the entry's ack, which a cluster runs on one node
-    only. A hash tag in the name (``{cleanup}:tasks``) puts both in its slot."""
-    if not isinstance(client, RedisCluster):
-        return
-    dead = stream + ":dead"
-    if client.keyslot(stream) != client.keyslot(dead):
-        msg = (
-            f"--stream {stream!r}: on a Redis Cluster the stream and {dead!r} must share a "
-            "hash slot; name it with a hash tag, e.g. --stream '{dcs-cleanup}:tasks', for the "
-            "enqueue and every consumer"
-        )
-        raise InputError(msg)
-
-
-def describe(exc: RedisError) -> str:
-    """A Redis error in words an operator can act on; a Redis Cluster's redirection (a bare
-    "11466 10.0.0.5:6379") and its other refusals named as such."""
-    text = str(exc)
-    if isinstance(exc, AskError | ClusterDownError) or text.startswith("CROSSSLOT"):
-        return (
-            f"this Redis is a Redis Cluster node ({type(exc).__name__}: {text[:100]}), which "
-            "dcs-cleanup reads as a cluster only when it may run INFO at start: grant the user "
-            "INFO (ACL +info), or use a single-node, master/standby or proxy-cluster instance"
-        )
-    if isinstance(exc, AuthenticationError):
-        if "invalid username-password" in text or text.startswith("WRONGPASS"):
-            return f"Redis refused the URL's user or password ({text[:100]})"
-        return (
-            "this Redis needs a password: give it in the URL, redis://:PASSWORD@host:port/db "
-            f"(USER:PASSWORD@ for an ACL user) ({text[:60]})"
-        )
-    return text
-
-
-def unreachable(exc: RedisError) -> str:
-    """Why Redis could not be used at start, for an operator: refused credentials are not an
-    unreachable server."""
-    return (
-        describe(exc) if isinstance(exc, AuthenticationError) else f"Redis is not reachable: {exc}"
-    )
 
 
 def _text(value: Any) -> str:

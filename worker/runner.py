@@ -132,9 +132,9 @@ async def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     url = settings.redis or settings.queue
     if url is None:
         raise ConfigError("--shared-rate-key needs --redis URL (or --queue URL)")
-    from worker import queue, shared_rate  # redis is imported only by runs that use it
+    from worker import redis_client, shared_rate  # redis is imported only by runs that use it
 
-    client = await queue.open_client(url)
+    client = await redis_client.open_client(url)
     stack.push_async_callback(client.aclose)
     limiter = shared_rate.SharedRateLimiter(
         client, settings.shared_rate_key, settings.rate, settings.burst
@@ -434,9 +434,9 @@ async def _queue_client(settings: Settings) -> aioredis.Redis | None:
     """The Redis client of a ``--queue`` run (a cluster's, for a Redis Cluster), else None."""
     if settings.queue is None or settings.retry_failed:
         return None
-    from worker import queue  # redis is imported only by runs that use it
+    from worker import redis_client  # redis is imported only by runs that use it
 
-    return await queue.open_client(settings.queue)
+    return await redis_client.open_client(settings.queue)
 
 
 def _make_source(

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError, ResponseError
 from worker.errors import AbortRun, ConfigError
 from worker.logs import get_logger
 from worker.policy import GcraRate
-from worker.queue import PASSING, describe
+from worker.redis_client import PASSING, describe
 
 log = get_logger()
 
