@@ -3,7 +3,8 @@
 Why not a retry library (stamina, tenacity)? They retry a callable on exceptions; here the decision
 is over HTTP answers (status, ``Retry-After``), each attempt must pass the shared rate limiter, draw
 on a run-wide retry budget and feed a circuit breaker, and every attempt's facts go into the task's
-outcome. That is one pure function (``decide``) plus three small stateful objects, kept here.
+outcome. That is one pure function (``decide``, with ``refusal`` for the answers that stop a
+whole run) plus three small stateful objects, kept here.
 """
 
 from __future__ import annotations
