@@ -56,10 +56,11 @@ def test_workloads_are_locked_down_and_match_the_worker(name: str) -> None:
     pod = pod_spec(doc)
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    assert {"secretRef": {"name": "dcs-cleanup-credentials"}} in container["envFrom"]
-    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+    for each in [container, *pod.get("initContainers", [])]:
+        assert each["securityContext"]["readOnlyRootFilesystem"] is True
+        assert each["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"secretRef": {"name": "dcs-cleanup-credentials"}} in each["envFrom"]
+        assert {m["mountPath"] for m in each["volumeMounts"]} >= {"/tmp"}
     settings = settings_of(container)
     assert pod["terminationGracePeriodSeconds"] > settings.grace
     if doc["kind"] == "CronJob":
@@ -77,3 +78,25 @@ def test_workloads_are_locked_down_and_match_the_worker(name: str) -> None:
         assert not settings.until_empty
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["ports"][0]["containerPort"] == settings.health_port
+
+
+def test_the_cronjob_lists_the_night_s_tasks_into_the_file_its_run_deletes() -> None:
+    """The nightly purge finds its own work: an init container runs ``list`` (valid flags,
+    tasks older than some days) whole into a file on a volume the cleanup container mounts,
+    and ``run --input`` reads that very file; the pod's deadline leaves room for both."""
+    pod = pod_spec(load("cronjob.yaml"))
+    (lister,) = pod["initContainers"]
+    (cleanup,) = pod["containers"]
+    listed = build_parser().parse_args(lister["args"])
+    assert listed.command == "list"
+    assert listed.older_than_days is not None
+    output = Path(listed.output)
+    assert settings_of(cleanup).input == str(output)
+
+    def volume(container: dict[str, Any], path: Path) -> str:
+        mounts = container["volumeMounts"]
+        (name,) = [str(m["name"]) for m in mounts if path.is_relative_to(m["mountPath"])]
+        return name
+
+    assert volume(lister, output) == volume(cleanup, output)
+    assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} >= {volume(lister, output)}
