@@ -1249,3 +1249,110 @@ def test_enqueue_from_a_line_past_the_end_exits_2(
     assert main([*base, "--from-line", "3"]) == 0
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert entries(client, STREAM) == [{"task_id": "t3", "project_id": PROJECT}]
+
+
+def test_acknowledgements_redis_refused_for_a_while_are_made_once_it_takes_them(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """An XACK that fails (Redis restarting, a cluster failing over to a replica, a permission
+    taken away for a while) left its entries held by this consumer for good: it never took
+    them back, they stayed pending, and ``--until-empty`` waited for them for ever once every
+    task was deleted. Now it acknowledges them again once Redis takes it: here XACK is taken
+    from the consumer's user until the first failure is logged, then given back; the drain
+    ends 0, nothing pending, and no task was sent twice."""
+    port = free_port()
+    children.append(start_redis(tmp_path, port))
+    admin = redis.Redis(port=port, decode_responses=True)
+    admin.acl_setuser("acker", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all"])
+    url = f"redis://acker:pw@127.0.0.1:{port}/0"
+    ids = seed(emulator, 30)
+    assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    admin.acl_setuser("acker", enabled=True, commands=["-xack"])
+    log = tmp_path / "consumer.log"
+    args = consumer_args(emulator, url, "c1", "--until-empty", "--claim-idle", "1")
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", *args, "--report", str(tmp_path / "report.json")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    children.append(proc)
+    deadline = time.monotonic() + 30
+    while "cleanup.queue_ack_failed" not in log.read_text():
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.05)
+    admin.acl_setuser("acker", enabled=True, commands=["+xack"])
+    assert proc.wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    assert max(emulator.state.delete_calls.values()) == 1
+    assert admin.xpending(STREAM, GROUP)["pending"] == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
+def test_a_consumer_rides_out_a_redis_cluster_failover(
+    emulator: EmulatorServer, tmp_path: Path, children: list[subprocess.Popen[bytes]]
+) -> None:
+    """The master serving the stream's slot dies mid-drain and its replica takes over, as a
+    DCS Redis Cluster fails over. The acknowledgements sent meanwhile fail; the consumer held
+    those entries for good and its ``--until-empty`` drain never ended, every task deleted.
+    Now it rides it out: acknowledged again on the new master, every task deleted once, the
+    drain ends 0 with nothing pending."""
+    from redis.crc import key_slot
+
+    ports, buses = [free_port() for _ in range(4)], [free_port() for _ in range(4)]
+    for port, bus in zip(ports, buses, strict=True):
+        conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
+        cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]
+        children.append(
+            start_redis(tmp_path, port, *cluster, *conf, "--cluster-node-timeout", "1000")
+        )
+    nodes = [redis.Redis(port=port, decode_responses=True) for port in ports]
+    ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
+    for node, (first, last) in zip(nodes[:3], ranges, strict=True):
+        node.cluster("ADDSLOTSRANGE", first, last)
+    for port, bus in zip(ports[1:], buses[1:], strict=True):
+        nodes[0].cluster("MEET", "127.0.0.1", port, bus)
+    stream = "{cleanup}:tasks"
+    owner = next(i for i, (a, b) in enumerate(ranges) if a <= key_slot(stream.encode()) <= b)
+    replica = nodes[3]
+    deadline = time.monotonic() + 20
+    while True:  # the fourth node, once it knows the owner, replicates it
+        with contextlib.suppress(redis.ResponseError):
+            replica.cluster("REPLICATE", nodes[owner].cluster("MYID"))
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    while (
+        any(node.cluster("INFO")["cluster_state"] != "ok" for node in nodes)
+        or replica.info("replication").get("master_link_status") != "up"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    url = f"redis://127.0.0.1:{ports[(owner + 1) % 3]}/0"  # a node that stays up
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 600))
+    assert main(["enqueue", "--queue", url, "--input", str(path), "--project-id", PROJECT,
+                 "--stream", stream]) == 0  # fmt: skip
+    emulator.state.set_faults(Faults(latency_ms=20))
+    args = consumer_args(emulator, url, "c1", "--until-empty", "--stream", stream)
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "worker", *args, "--rate", "100", "--concurrency", "8",
+         "--report", str(tmp_path / "report.json")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+    )  # fmt: skip
+    children.append(consumer)
+    while emulator.state.requests < 150:
+        assert time.monotonic() < deadline + 30
+        assert consumer.poll() is None
+        time.sleep(0.01)
+    children[owner].kill()
+    assert consumer.wait(timeout=90) == 0
+    assert replica.info("replication")["role"] == "master"
+    assert emulator.state.remaining() == 0
+    assert max(emulator.state.delete_calls.values()) == 1
+    assert replica.xpending(stream, GROUP)["pending"] == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 600

@@ -85,6 +85,7 @@ class RedisStreamSource:
         self._batch = batch
         self._message = message
         self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
+        self._unacked: list[TaskResult] = []  # settled here, their XACK not yet taken by Redis
         self._last_claim = 0.0
         self._keep_acked = keep_acked
         self._dead_maxlen = dead_letter_maxlen or None  # None: XADD without MAXLEN
@@ -170,6 +171,8 @@ class RedisStreamSource:
         backoff = 0.5
         while True:
             try:
+                if self._unacked:
+                    await self._ack_again()
                 entries = await self._reclaim()
                 if not entries:
                     entries = await self._read_new()
@@ -362,9 +365,31 @@ class RedisStreamSource:
         try:
             dead = await self._settle(settle)
         except RedisError as exc:
-            # Safe to leave: the entries stay pending, are reclaimed and re-sent (404 -> absent).
-            log.warning("cleanup.queue_ack_failed", entries=len(settle), error=str(exc)[:200])
+            # Pending still, and held here: acknowledged again before the next read, once
+            # Redis takes it (``_ack_again``). Should this consumer die first, another one
+            # reclaims them and sends them again (404 -> absent).
+            log.warning(
+                "cleanup.queue_ack_failed",
+                entries=len(settle),
+                error=str(exc)[:200],
+                detail="acknowledged again once Redis takes it",
+            )
+            self._unacked.extend(settle)
             return
+        self._settled(settle, dead)
+
+    async def _ack_again(self) -> None:
+        """Acknowledge the entries whose XACK failed (Redis restarting, a failover, a permission
+        taken away a while). Left alone they stay pending for good: this consumer does not
+        reclaim what it holds, and a drain would wait for them for ever. A RedisError goes to
+        the read loop, which backs off and calls again."""
+        settle = self._unacked
+        dead = await self._settle(settle)
+        self._unacked = []
+        self._settled(settle, dead)
+        log.info("cleanup.queue_acked_again", entries=len(settle))
+
+    def _settled(self, settle: list[TaskResult], dead: int) -> None:
         for r in settle:
             if r.ack:
                 self._held.discard(r.ack)
