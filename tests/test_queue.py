@@ -1060,6 +1060,38 @@ def test_a_shared_rate_refused_for_good_aborts_the_run_with_its_report(
     assert "pacer-pw" not in (tmp_path / "worker.log").read_text()
 
 
+SLOTS = [(0, 5460), (5461, 10922), (10923, 16383)]  # the three masters' hash slots
+
+
+def start_cluster(
+    folder: Path, children: list[subprocess.Popen[bytes]], count: int, *extra: str
+) -> tuple[list[int], list[redis.Redis]]:
+    """``count`` redis-server nodes in one Redis Cluster, the first three masters of
+    ``SLOTS`` (any more join slotless), its state ok: their ports and clients."""
+    ports, buses = [free_port() for _ in range(count)], [free_port() for _ in range(count)]
+    for port, bus in zip(ports, buses, strict=True):
+        conf = ["--cluster-config-file", str(folder / f"nodes-{port}.conf")]
+        cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]  # bus: port + 10000
+        children.append(start_redis(folder, port, *cluster, *conf, *extra))
+    nodes = [redis.Redis(port=port, decode_responses=True) for port in ports]
+    for node, (first, last) in zip(nodes, SLOTS, strict=False):
+        node.cluster("ADDSLOTSRANGE", first, last)
+    for port, bus in zip(ports[1:], buses[1:], strict=True):
+        nodes[0].cluster("MEET", "127.0.0.1", port, bus)
+    deadline = time.monotonic() + 20
+    while any(node.cluster("INFO")["cluster_state"] != "ok" for node in nodes):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return ports, nodes
+
+
+def slot_owner(key: str) -> int:
+    """Which of the three masters serves ``key``."""
+    from redis.crc import key_slot
+
+    return next(i for i, (a, b) in enumerate(SLOTS) if a <= key_slot(key.encode()) <= b)
+
+
 @pytest.mark.usefixtures("redis_server")  # skipped, or failed in CI, without redis-server
 def test_a_redis_cluster_is_read_through_a_hash_tagged_stream(
     emulator: EmulatorServer,
@@ -1076,30 +1108,15 @@ def test_a_redis_cluster_is_read_through_a_hash_tagged_stream(
     ``{cleanup}:tasks`` the consumer deletes every task under a rate shared in the cluster, the
     bad entry is dead-lettered, and the drained stream is trimmed. A user that may not run INFO
     is told that is why its cluster reads as a single node."""
-    from redis.crc import key_slot
 
-    ports, buses = [free_port() for _ in range(3)], [free_port() for _ in range(3)]
-    for port, bus in zip(ports, buses, strict=True):
-        conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
-        cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]  # bus: port + 10000
-        children.append(start_redis(tmp_path, port, *cluster, *conf))
-    nodes = [redis.Redis(port=port, decode_responses=True) for port in ports]
-    ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
-    for node, (first, last) in zip(nodes, ranges, strict=True):
-        node.cluster("ADDSLOTSRANGE", first, last)
+    ports, nodes = start_cluster(tmp_path, children, 3)
+    for node in nodes:
         node.acl_setuser("noinfo", enabled=True, passwords=["+pw"], keys=["*"],
                          commands=["+@all", "-info"])  # fmt: skip
-    for port, bus in zip(ports[1:], buses[1:], strict=True):
-        nodes[0].cluster("MEET", "127.0.0.1", port, bus)
-    deadline = time.monotonic() + 20
-    while any(node.cluster("INFO")["cluster_state"] != "ok" for node in nodes):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
 
     def elsewhere(key: str) -> int:
         """The port of a node that does not serve ``key``."""
-        owner = next(i for i, (a, b) in enumerate(ranges) if a <= key_slot(key.encode()) <= b)
-        return ports[(owner + 1) % 3]
+        return ports[(slot_owner(key) + 1) % 3]
 
     stream = "{cleanup}:tasks"
     url = f"redis://127.0.0.1:{elsewhere(stream)}/0"
@@ -1301,23 +1318,10 @@ def test_a_consumer_rides_out_a_redis_cluster_failover(
     those entries for good and its ``--until-empty`` drain never ended, every task deleted.
     Now it rides it out: acknowledged again on the new master, every task deleted once, the
     drain ends 0 with nothing pending."""
-    from redis.crc import key_slot
 
-    ports, buses = [free_port() for _ in range(4)], [free_port() for _ in range(4)]
-    for port, bus in zip(ports, buses, strict=True):
-        conf = ["--cluster-config-file", str(tmp_path / f"nodes-{port}.conf")]
-        cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]
-        children.append(
-            start_redis(tmp_path, port, *cluster, *conf, "--cluster-node-timeout", "1000")
-        )
-    nodes = [redis.Redis(port=port, decode_responses=True) for port in ports]
-    ranges = [(0, 5460), (5461, 10922), (10923, 16383)]
-    for node, (first, last) in zip(nodes[:3], ranges, strict=True):
-        node.cluster("ADDSLOTSRANGE", first, last)
-    for port, bus in zip(ports[1:], buses[1:], strict=True):
-        nodes[0].cluster("MEET", "127.0.0.1", port, bus)
+    ports, nodes = start_cluster(tmp_path, children, 4, "--cluster-node-timeout", "1000")
     stream = "{cleanup}:tasks"
-    owner = next(i for i, (a, b) in enumerate(ranges) if a <= key_slot(stream.encode()) <= b)
+    owner = slot_owner(stream)
     replica = nodes[3]
     deadline = time.monotonic() + 20
     while True:  # the fourth node, once it knows the owner, replicates it
