@@ -56,6 +56,22 @@ class Run:
         return self.cpu / self.tasks * 1000
 
 
+def run_under(wrapper: list[str], cmd: list[str]) -> str:
+    """Run ``cmd`` with the bench's credentials under ``wrapper`` (valgrind, perf record) and
+    return its standard error; a failure ends the benchmark, naming the command."""
+    proc = subprocess.run(
+        [*wrapper, *cmd],
+        env={**os.environ, "CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[:4]}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    return proc.stderr
+
+
 def measure(name: str, tasks: int, cmd: list[str], env: dict[str, str] | None = None) -> Run:
     """Run cmd as a child; wall time, its CPU (user+sys) and peak RSS from wait4."""
     started = time.perf_counter()

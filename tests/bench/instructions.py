@@ -13,33 +13,24 @@ does not take OpenSSL's SHA extensions path); compare programs, not absolute num
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import AK, SK, bare_cmd, ids_file, start_nginx, worker_cmd
+from tests.bench.bench import bare_cmd, ids_file, run_under, start_nginx, worker_cmd
 
 
 def instructions(cmd: list[str], folder: Path) -> int:
     out = folder / "callgrind.out"
-    proc = subprocess.run(
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *cmd],
-        env={**os.environ, "CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
-    )
+    said = run_under(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"], cmd)
     # One count per process: callgrind follows fork(), and a child's count starts from its
     # parent's at the fork; the 1-task run, subtracted, takes that start-up out again.
-    found = re.findall(r"Collected : (\d+)", proc.stderr)
-    if proc.returncode != 0 or not found:
-        raise SystemExit(f"{cmd[:4]}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+    found = re.findall(r"Collected : (\d+)", said)
+    if not found:
+        raise SystemExit(f"{cmd[:4]}: no instruction count\n{said[-2000:]}")
     return sum(int(count) for count in found)
 
 

@@ -16,7 +16,6 @@ Needs ``apt-get install nginx-light linux-perf`` and ``kernel.perf_event_paranoi
 from __future__ import annotations
 
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import AK, SK, bare_cmd, ids_file, start_nginx, worker_cmd
+from tests.bench.bench import bare_cmd, ids_file, run_under, start_nginx, worker_cmd
 
 HZ = 4000  # samples a second of CPU: one every 250 microseconds
 
@@ -33,16 +32,9 @@ HZ = 4000  # samples a second of CPU: one every 250 microseconds
 def samples(cmd: list[str], folder: Path) -> collections.Counter[str]:
     """CPU samples of ``cmd`` (and its children) by shared object."""
     data = folder / "perf.data"
-    proc = subprocess.run(
-        ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(HZ), "-o", str(data), "--", *cmd],
-        env={**os.environ, "CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        check=False,
+    run_under(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-F", str(HZ), "-o", str(data), "--"], cmd
     )
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:4]}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
     report = subprocess.run(
         ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-n"],
         capture_output=True,
