@@ -19,6 +19,7 @@ import trustme
 from tests.conftest import PROJECT, report, run, seed, spawn, write_ids
 from worker.cli import main
 from worker.emulator import EmulatorServer, EmulatorState
+from worker.models import Outcome
 
 PASSWORD = "proxy-pass-Zq81"  # a test value, checked to appear nowhere
 
@@ -194,6 +195,16 @@ def test_a_proxy_other_than_http_exits_2_before_anything_is_sent(
     assert tls_emulator.state.remaining() == 0
 
 
+def stopped_unsent(rep: dict[str, object], reason: str, *said: str) -> None:
+    """The report of a run that a handshake stopped: ``reason``, a detail saying each of
+    ``said``, its 300 tasks ``not_attempted``, none failed, nothing retried."""
+    assert rep["stop_reason"] == reason
+    for text in said:
+        assert text in str(rep["stop_detail"])
+    assert rep["outcomes"] == {**{o.value: 0 for o in Outcome}, "not_attempted": 300}
+    assert rep["retries"] == 0
+
+
 def test_an_untrusted_certificate_stops_the_run_at_once_and_says_what_to_trust(
     tls_emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,13 +223,8 @@ def test_an_untrusted_certificate_stops_the_run_at_once_and_says_what_to_trust(
     monkeypatch.setenv("SSL_CERT_FILE", str(other))
     assert spawn(tls_emulator, tmp_path, ids, *args).wait(timeout=60) == 3
     first = report(tmp_path)
-    assert first["stop_reason"] == "tls_untrusted"
-    assert "CERTIFICATE_VERIFY_FAILED" in first["stop_detail"]
-    assert "SSL_CERT_FILE" in first["stop_detail"]
-    assert first["outcomes"]["not_attempted"] == 300
-    assert first["outcomes"]["failed"] == 0
+    stopped_unsent(first, "tls_untrusted", "CERTIFICATE_VERIFY_FAILED", "SSL_CERT_FILE")
     assert first["requests"] <= 8  # the handshakes in flight when the first failed
-    assert first["retries"] == 0
     assert tls_emulator.state.requests == 0
 
     monkeypatch.setenv("SSL_CERT_FILE", str(trusted))
@@ -241,12 +247,9 @@ def test_https_given_for_an_http_endpoint_stops_at_the_first_handshake(
     journal = ("--concurrency", "8", "--journal", str(tmp_path / "j.sqlite"))
     assert run(emulator, tmp_path, ids, *journal, "--endpoint", https) == 3
     first = report(tmp_path)
-    assert first["stop_reason"] == "tls_mismatch"
-    assert "WRONG_VERSION_NUMBER" in first["stop_detail"]
-    assert "is it an http:// address given as https://?" in first["stop_detail"]
-    assert first["outcomes"]["not_attempted"] == 300
-    assert first["outcomes"]["failed"] == 0
-    assert first["retries"] == 0
+    stopped_unsent(
+        first, "tls_mismatch", "WRONG_VERSION_NUMBER", "is it an http:// address given as https://?"
+    )
     assert emulator.state.remaining() == 300
 
     capsys.readouterr()
