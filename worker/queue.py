@@ -383,9 +383,13 @@ class RedisStreamSource:
         taken away a while). Left alone they stay pending for good: this consumer does not
         reclaim what it holds, and a drain would wait for them for ever. A RedisError goes to
         the read loop, which backs off and calls again."""
-        settle = self._unacked
-        dead = await self._settle(settle)
-        self._unacked = []
+        # Taken off first: the sink may add more while this one waits on Redis.
+        settle, self._unacked = self._unacked, []
+        try:
+            dead = await self._settle(settle)
+        except RedisError:
+            self._unacked[:0] = settle
+            raise
         self._settled(settle, dead)
         log.info("cleanup.queue_acked_again", entries=len(settle))
 
