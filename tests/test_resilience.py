@@ -710,16 +710,32 @@ def test_unknown_ids_after_timeouts_count_as_absent(
     assert all(r["outcome"] == "absent" and r["attempts"] == 2 for r in rows)
 
 
-def test_redirects_are_never_followed(emulator: EmulatorServer, tmp_path: Path) -> None:
-    """A 307 to another host: the signed DELETE is not replayed there; the task is rejected."""
+def test_a_redirect_is_never_followed_and_stops_the_run(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A 307 to another host: the signed DELETE is not replayed there. No API endpoint
+    redirects its calls (a website's address given as --endpoint, a captive portal), so every
+    task would get the same: each was ``rejected``, all of them sent. Now the first redirect
+    stops the run (exit 3, ``redirected``, the rest ``not_attempted``), naming where it
+    pointed; with the redirect gone the same journal deletes them all."""
+    journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
     with EmulatorServer() as elsewhere:
-        ids = seed(emulator, 5, Faults(redirect_to=elsewhere.url))
+        ids = seed(emulator, 40, Faults(redirect_to=elsewhere.url))
         path = write_ids(tmp_path / "ids.txt", ids)
-        assert run(emulator, tmp_path, path) == 1
+        assert run(emulator, tmp_path, path, *journal) == 3
         assert elsewhere.state.requests == 0
-    rows = outcomes(tmp_path)
-    assert all(r["outcome"] == "rejected" and r["status"] == 307 for r in rows)
-    assert all(r["error_code"] == "REDIRECT" and "not followed" in r["error_msg"] for r in rows)
+    assert 1 <= emulator.state.requests <= 4
+    first = report(tmp_path)
+    assert first["stop_reason"] == "redirected"
+    assert first["outcomes"]["not_attempted"] == 40
+    assert first["stop_detail"].startswith(f"HTTP 307 REDIRECT: redirect to '{elsewhere.url}/v2/")
+    assert first["stop_detail"].endswith(
+        "not followed; an API endpoint does not redirect its calls: is it DCS's "
+        "(https://dcs.REGION.myhuaweicloud.com)?"
+    )
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, path, *journal) == 0
+    assert emulator.state.remaining() == 0
 
 
 @pytest.mark.anyio

@@ -44,6 +44,7 @@ ABORT_REASONS = frozenset(
         "credentials_refused",
         "clock_skew",
         "api_not_found",
+        "redirected",
         "tls_untrusted",
         "tls_mismatch",
         "circuit_open",

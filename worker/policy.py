@@ -42,7 +42,7 @@ _DELETED, _ABSENT, _REJECTED, _FAILED = (
 )
 _STOPS = {
     reason: Decision(Outcome.NOT_ATTEMPTED, abort=reason)
-    for reason in ("credentials_refused", "clock_skew", "api_not_found")
+    for reason in ("credentials_refused", "clock_skew", "api_not_found", "redirected")
 }
 
 
@@ -50,13 +50,18 @@ def refusal(answer: ApiResponse) -> str | None:
     """The stop reason an answer is for the whole run, whatever the task; None for most.
 
     A 401 (Huawei locks an AK/SK after repeated signature failures: never send another), which
-    for a request date more than 15 minutes off is the clock's fault, not the keys'; and the
-    gateway's 404 for an API it does not have here, where no request reaches DCS at all.
+    for a request date more than 15 minutes off is the clock's fault, not the keys'; the
+    gateway's 404 for an API it does not have here, where no request reaches DCS at all; and a
+    redirect, which no API endpoint answers (a website's address, a captive portal): it is not
+    followed, so the signed request goes nowhere else, and every other task would get the same.
     """
-    if answer.status == 401:
+    status = answer.status
+    if status == 401:
         return "clock_skew" if answer.error_code in CLOCK_REFUSED else "credentials_refused"
-    if answer.status == 404 and answer.error_code in NO_SUCH_API:
+    if status == 404 and answer.error_code in NO_SUCH_API:
         return "api_not_found"
+    if 300 <= status < 400:
+        return "redirected"
     return None
 
 
@@ -85,7 +90,7 @@ def decide(
         status = answer.status
         if 200 <= status < 300:
             return _DELETED
-        if status in (401, 404):
+        if status in (401, 404) or 300 <= status < 400:
             reason = refusal(answer)
             # A 404 is also absent right after an earlier attempt timed out: that one may
             # have deleted the task.

@@ -21,6 +21,7 @@ from worker.models import (
 )
 
 log = get_logger()
+IS_IT_DCS = "is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
 
 
 def make_result(
@@ -129,8 +130,7 @@ def describe(answer: ApiResponse | TransportError | None) -> str:
         # client has put how far off the clock is in the message.
         text += f": {answer.error_msg}"
     elif answer.status == 404 and answer.error_code in NO_SUCH_API:
-        text += (
-            f": {answer.error_msg}; the gateway has no such API at this endpoint: is it DCS's "
-            "(https://dcs.REGION.myhuaweicloud.com)?"
-        )
+        text += f": {answer.error_msg}; the gateway has no such API at this endpoint: {IS_IT_DCS}"
+    elif 300 <= answer.status < 400:
+        text += f": {answer.error_msg}; an API endpoint does not redirect its calls: {IS_IT_DCS}"
     return text
