@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -12,7 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ import redis
 from worker.cli import main
 from worker.emulator import EmulatorServer, EmulatorState, Faults
 from worker.emulator.app import DEMO_AK, DEMO_SK
+from worker.logs import configure_logging
 
 PROJECT = "0" * 31 + "1"
 
@@ -36,15 +38,29 @@ def emulator() -> Iterator[EmulatorServer]:
         yield emu
 
 
+class _Stdout(io.TextIOBase):
+    """Standard output as it is when a line is written (the running test's capture), not as it
+    was when logging was set up: that capture is closed once its test ends."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each test runs in its own folder (no stray .env) with the demo credentials set."""
+    """Each test runs in its own folder (no stray .env) with the demo credentials set, and
+    logging as a run starts it (info, JSON lines), not as the test before left it: a test
+    that ran ``main`` with ``capsys`` left the logs going to its closed capture."""
     for name in list(__import__("os").environ):
         if name.startswith(("DCS_CLEANUP_", "CLOUD_SDK_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CLOUD_SDK_AK", DEMO_AK)
     monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
+    configure_logging("info", "json", stream=cast("TextIO", _Stdout()))
 
 
 def seed(emu: EmulatorServer, count: int, faults: Faults | None = None) -> list[str]:
