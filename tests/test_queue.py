@@ -1277,8 +1277,9 @@ def test_acknowledgements_redis_refused_for_a_while_are_made_once_it_takes_them(
     taken away for a while) left its entries held by this consumer for good: it never took
     them back, they stayed pending, and ``--until-empty`` waited for them for ever once every
     task was deleted. Now it acknowledges them again once Redis takes it: here XACK is taken
-    from the consumer's user until the first failure is logged, then given back; the drain
-    ends 0, nothing pending, and no task was sent twice."""
+    from the consumer's user once it is under way, until the first failure is logged, then
+    given back; the drain ends 0, nothing pending, and no task was sent twice. A user refused
+    XACK from the start is exit 2 before anything is read: it could never acknowledge."""
     port = free_port()
     children.append(start_redis(tmp_path, port))
     admin = redis.Redis(port=port, decode_responses=True)
@@ -1287,6 +1288,17 @@ def test_acknowledgements_redis_refused_for_a_while_are_made_once_it_takes_them(
     ids = seed(emulator, 30)
     assert enqueue(url, write_ids(tmp_path / "ids.txt", ids)) == 0
     admin.acl_setuser("acker", enabled=True, commands=["-xack"])
+    # Refused from the start, the consumer does not start: it could never acknowledge.
+    report_file = ("--report", str(tmp_path / "report.json"))
+    assert main([*consumer_args(emulator, url, "c0", "--until-empty"), *report_file]) == 2
+    said = report(tmp_path)["stop_detail"]
+    assert said.startswith("--queue: this Redis user may not acknowledge entries (")
+    assert said.endswith("grant it XACK (ACL +xack, or +@stream)")
+    assert emulator.state.requests == 0
+
+    # Refused once the consumer is under way: given back after the first failure is logged.
+    admin.acl_setuser("acker", enabled=True, commands=["+xack"])
+    emulator.state.set_faults(Faults(latency_ms=300))  # the first answers come after the ACL
     log = tmp_path / "consumer.log"
     args = consumer_args(emulator, url, "c1", "--until-empty", "--claim-idle", "1")
     with log.open("wb") as out:
@@ -1296,6 +1308,11 @@ def test_acknowledgements_redis_refused_for_a_while_are_made_once_it_takes_them(
         )  # fmt: skip
     children.append(proc)
     deadline = time.monotonic() + 30
+    while not emulator.state.requests:  # under way: now take XACK away
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.005)
+    admin.acl_setuser("acker", enabled=True, commands=["-xack"])
     while "cleanup.queue_ack_failed" not in log.read_text():
         assert time.monotonic() < deadline
         assert proc.poll() is None

@@ -109,7 +109,23 @@ class RedisStreamSource:
                 raise InputError(msg) from None
         except RedisError as exc:
             raise InputError(f"--queue: {unreachable(exc)}") from None
+        await self._check_may_ack()
         await self._check_dead_letter_key()
+
+    async def _check_may_ack(self) -> None:
+        """Refuse to start when this Redis user may not XACK (an ACL without it): every entry
+        would be read, its task deleted, and the entry left pending for others to send again.
+        Acknowledging ``0-0``, which nothing holds, asks Redis without changing anything."""
+        try:
+            await self._redis.xack(self.stream, self.group, "0-0")
+        except NoPermissionError as exc:
+            msg = (
+                f"--queue: this Redis user may not acknowledge entries ({str(exc)[:100]}); "
+                "grant it XACK (ACL +xack, or +@stream)"
+            )
+            raise InputError(msg) from None
+        except RedisError as exc:
+            raise InputError(f"--queue: {unreachable(exc)}") from None
 
     async def _check_dead_letter_key(self) -> None:
         """Refuse to start when ``<stream>:dead`` holds something other than a stream: every
