@@ -70,7 +70,7 @@ def full_jitter_backoff(attempt: int, base: float, cap: float, rng: random.Rando
     return rng.uniform(0.0, min(cap, base * 2.0 ** (attempt - 1)))
 
 
-def decide(
+def decide(  # noqa: PLR0911 - one return a kind of answer
     answer: ApiResponse | TransportError,
     attempt: int,
     max_attempts: int,
@@ -90,11 +90,12 @@ def decide(
         status = answer.status
         if 200 <= status < 300:
             return _DELETED
-        if status in (401, 404) or 300 <= status < 400:
-            reason = refusal(answer)
-            # A 404 is also absent right after an earlier attempt timed out: that one may
-            # have deleted the task.
-            return _ABSENT if reason is None else _STOPS[reason]
+        reason = refusal(answer)
+        if reason is not None:
+            return _STOPS[reason]
+        if status == 404:
+            # Also right after an earlier attempt timed out: that attempt may have deleted it.
+            return _ABSENT
         if status not in RETRYABLE_STATUS:
             return _REJECTED
         if answer.retry_after is not None:

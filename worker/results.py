@@ -10,18 +10,10 @@ import time
 
 from worker.errors import TransportError
 from worker.logs import debug_enabled, get_logger
-from worker.models import (
-    CLOCK_REFUSED,
-    FAILURES,
-    NO_SUCH_API,
-    ApiResponse,
-    Outcome,
-    TaskRef,
-    TaskResult,
-)
+from worker.models import FAILURES, ApiResponse, Outcome, TaskRef, TaskResult
+from worker.policy import refusal
 
 log = get_logger()
-IS_IT_DCS = "is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
 
 
 def make_result(
@@ -125,12 +117,18 @@ def describe(answer: ApiResponse | TransportError | None) -> str:
     if isinstance(answer, TransportError):
         return str(answer)
     text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
-    if answer.status == 401 and answer.error_code in CLOCK_REFUSED:
-        # The signature's time, not the key: say so before anyone rotates a good AK/SK. The
-        # client has put how far off the clock is in the message.
-        text += f": {answer.error_msg}"
-    elif answer.status == 404 and answer.error_code in NO_SUCH_API:
-        text += f": {answer.error_msg}; the gateway has no such API at this endpoint: {IS_IT_DCS}"
-    elif 300 <= answer.status < 400:
-        text += f": {answer.error_msg}; an API endpoint does not redirect its calls: {IS_IT_DCS}"
+    said = _STOP_SAYS.get(refusal(answer) or "")
+    if said is not None:
+        text += f": {answer.error_msg}{said}"
     return text
+
+
+IS_IT_DCS = "is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
+# What follows the answer's own message for the answers that stop a whole run (``refusal``).
+# clock_skew: the signature's time, not the key, which the client's message already says with
+# how far off the clock is; said before anyone rotates a good AK/SK.
+_STOP_SAYS = {
+    "clock_skew": "",
+    "api_not_found": f"; the gateway has no such API at this endpoint: {IS_IT_DCS}",
+    "redirected": f"; an API endpoint does not redirect its calls: {IS_IT_DCS}",
+}
