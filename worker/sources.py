@@ -16,12 +16,13 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from worker.models import Outcome, TaskRef, TaskResult
+from worker.settings import DEFAULT_ID_PATTERN
 
 BATCH = 512
 # However --id-pattern is widened, these can never be part of an ID: each could change the path,
 # query or fragment of the request, or hide a character in logs.
 _NEVER_IN_ID = re.compile(r"[/\\?#%\s\x00-\x1f\x7f\ud800-\udfff]")
-_PROJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_PROJECT_ID = re.compile(DEFAULT_ID_PATTERN)  # as settings.safe_project_id, compiled once
 
 SourceItem = TaskRef | TaskResult
 
