@@ -48,7 +48,7 @@ from worker.errors import (
     TransportError,
     UntrustedCertificateError,
 )
-from worker.models import CLOCK_REFUSED, ApiResponse
+from worker.models import CLOCK_LIMIT_S, CLOCK_REFUSED, ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
@@ -86,9 +86,6 @@ def transport_error(exc: aiohttp.ClientError) -> TransportError:
         if hint is not None:  # else a handshake cut short, say: retried as network errors are
             return TlsMismatchError(kind, detail + hint)
     return TransportError(kind, detail)
-
-
-CLOCK_LIMIT_S = 15 * 60  # the gateway refuses an X-Sdk-Date further than this from its clock
 
 
 def clock_note(headers: Mapping[str, str]) -> str:

@@ -78,6 +78,7 @@ class TaskResult(NamedTuple):
 
 # The gateway's 401 for a request date more than 15 minutes off (APIG: the older gateway's prefix).
 CLOCK_REFUSED = frozenset({"APIGW.0303", "APIG.0303"})
+CLOCK_LIMIT_S = 15 * 60  # the gateway refuses an X-Sdk-Date further than this from its clock
 # The gateway's 404 for a path or method it has no API for (another service's endpoint, a region
 # without the task center): not a task that is gone. Huawei's APIG error codes page.
 NO_SUCH_API = frozenset({"APIGW.0101", "APIG.0101"})

@@ -28,10 +28,10 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 
 from worker import signer as sig
+from worker.models import CLOCK_LIMIT_S
 
 DEMO_AK = "DEMOACCESSKEY0000000"
 DEMO_SK = "demo-secret-key-not-a-real-one-0000000000"
-SKEW_LIMIT_S = 15 * 60
 HTML_502 = (
     "<html><head><title>502 Bad Gateway</title></head>"
     "<body><center><h1>502 Bad Gateway</h1></center></body></html>"
@@ -198,7 +198,7 @@ async def _verify(  # noqa: PLR0911 - one early answer per way a signature can b
             gateway=True,
         )
     now = time.time() + state.clock_offset_s
-    if abs(when.timestamp() - now) > SKEW_LIMIT_S:
+    if abs(when.timestamp() - now) > CLOCK_LIMIT_S:
         answer = _error(
             401,
             "APIGW.0303",
