@@ -14,8 +14,12 @@ from worker.models import ApiResponse, Outcome
 from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide, full_jitter_backoff
 
 
-def answer(status: int, retry_after: float | None = None) -> ApiResponse:
-    return ApiResponse(status, None, None, None, retry_after, 1.0)
+def answer(
+    status: int, retry_after: float | None = None, error_code: str | None = "DCS.4133"
+) -> ApiResponse:
+    """An answer of DCS's API: its errors carry an error code."""
+    code = error_code if status >= 300 else None
+    return ApiResponse(status, code, None, None, retry_after, 1.0)
 
 
 def verdict(ans: ApiResponse | TransportError, attempt: int = 1, max_attempts: int = 5):  # type: ignore[no-untyped-def]
@@ -27,11 +31,21 @@ def verdict(ans: ApiResponse | TransportError, attempt: int = 1, max_attempts: i
 @pytest.mark.parametrize(
     ("status", "outcome"),
     [(200, Outcome.DELETED), (204, Outcome.DELETED), (404, Outcome.ABSENT), (400, Outcome.REJECTED),
-     (403, Outcome.REJECTED), (409, Outcome.REJECTED), (501, Outcome.REJECTED)],
+     (403, Outcome.REJECTED), (409, Outcome.REJECTED), (410, Outcome.REJECTED)],
 )  # fmt: skip
 def test_final_answers(status: int, outcome: Outcome) -> None:
-    """2xx deleted, 404 absent, other 4xx (and 501) rejected without retry."""
+    """2xx deleted, DCS's 404 absent, other 4xx rejected without retry."""
     assert verdict(answer(status)).outcome is outcome
+
+
+@pytest.mark.parametrize(("status", "code"), [(404, None), (405, None), (405, "X.1"), (501, None)])
+def test_answers_no_dcs_endpoint_gives_stop_the_run(status: int, code: str | None) -> None:
+    """A 404 without an error code (a web server's page: every task was ``absent``, a
+    success), a 405 or a 501 is what another server answers for every task: the run stops,
+    the task ``not_attempted`` so that a later run sends it again."""
+    decision = verdict(answer(status, error_code=code))
+    assert decision.abort == "not_dcs_api"
+    assert decision.outcome is Outcome.NOT_ATTEMPTED
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
@@ -116,6 +130,13 @@ def test_unparseable_bodies_never_raise(body: bytes) -> None:
     code, msg = parse_error_body(body)
     assert code is None
     assert msg is None or len(msg) < 250
+
+
+def test_an_html_page_is_said_as_its_text() -> None:
+    """A web server's error page, in the outcome's error_msg and a stop's detail: its words,
+    one space between them, not its markup."""
+    page = b"<html>\n<head><title>404 Not Found</title></head>\n<body><h1>Not Found</h1></body>"
+    assert parse_error_body(page) == (None, "unparsed body: 404 Not Found Not Found")
 
 
 def test_rate_limiter_spaces_slots() -> None:

@@ -342,6 +342,52 @@ def test_an_endpoint_without_the_api_stops_at_once_instead_of_calling_every_task
     assert emulator.state.remaining() == 0
 
 
+@pytest.mark.parametrize(
+    ("status", "title"), [(404, "404 Not Found"), (405, "405 Method Not Allowed")]
+)
+def test_an_endpoint_that_is_another_web_server_stops_at_once(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    title: str,
+) -> None:
+    """``--endpoint`` at another web server (a wrong port, a website) that answers every
+    DELETE with its own HTML page. Its 404 carries no error code, as DCS's own 404 does: each
+    task ended ``absent``, a success, so the run ended 0 having deleted nothing, and its journal
+    skipped them all on every later run as ``already_done``. Its 405 made each ``rejected``,
+    all of them sent. Now the first such answer stops the run (exit 3, ``not_dcs_api``, every
+    task ``not_attempted``), and the dry run's probe and ``list`` stop the same way. Pointed at
+    DCS again, the same journal deletes them all."""
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 60))
+    emulator.state.set_faults(Faults(web_server_status=status))
+    journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
+    assert run(emulator, tmp_path, ids, *journal) == 3
+    assert 1 <= emulator.state.requests <= 4
+    first = report(tmp_path)
+    assert first["stop_reason"] == "not_dcs_api"
+    assert first["outcomes"]["not_attempted"] == 60
+    assert first["outcomes"]["absent"] == first["outcomes"]["rejected"] == 0
+    assert first["stop_detail"] == (
+        f"HTTP {status}: unparsed body: {title} {title}; the endpoint does not answer as "
+        "DCS's API does: is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
+    )
+    capsys.readouterr()
+    assert run(emulator, tmp_path, ids, "--dry-run") == 3
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [probe] = [e for e in events if e["event"] == "cleanup.not_dcs_api"]
+    assert probe["level"] == "error"
+    assert probe["detail"] == first["stop_detail"]
+    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--log-format", "json"]
+    assert main([*listing, "--output", str(tmp_path / "listed.txt")]) == 3
+    assert "the endpoint does not answer as DCS's API does" in capsys.readouterr().err
+
+    emulator.state.set_faults(Faults())
+    assert run(emulator, tmp_path, ids, *journal) == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 60
+    assert emulator.state.remaining() == 0
+
+
 def test_rejected_tasks_exit_1_and_do_not_stop_the_rest(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -53,7 +53,7 @@ from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_LIST_BODY = 32 * 1024 * 1024  # a page of 1,000 tasks is some 500 KB
-_TAGS = re.compile(r"<[^>]*>|\s+")
+_TAGS = re.compile(r"(?:<[^>]*>|\s)+")  # a run of tags and white space: one space
 UNTRUSTED_HINT = (
     "; the endpoint's TLS certificate is not trusted here (behind a TLS-inspecting proxy, "
     "point SSL_CERT_FILE at its CA bundle)"

@@ -44,6 +44,7 @@ ABORT_REASONS = frozenset(
         "credentials_refused",
         "clock_skew",
         "api_not_found",
+        "not_dcs_api",
         "redirected",
         "tls_untrusted",
         "tls_mismatch",

@@ -42,8 +42,17 @@ _DELETED, _ABSENT, _REJECTED, _FAILED = (
 )
 _STOPS = {
     reason: Decision(Outcome.NOT_ATTEMPTED, abort=reason)
-    for reason in ("credentials_refused", "clock_skew", "api_not_found", "redirected")
+    for reason in (
+        "credentials_refused",
+        "clock_skew",
+        "api_not_found",
+        "not_dcs_api",
+        "redirected",
+    )
 }
+# What no DCS endpoint answers a DELETE of a task with: the method refused (405), or not known
+# to the server (501). A web server that is not DCS's API answers every task so.
+_NOT_DCS_STATUS = frozenset({405, 501})
 
 
 def refusal(answer: ApiResponse) -> str | None:
@@ -51,15 +60,22 @@ def refusal(answer: ApiResponse) -> str | None:
 
     A 401 (Huawei locks an AK/SK after repeated signature failures: never send another), which
     for a request date more than 15 minutes off is the clock's fault, not the keys'; the
-    gateway's 404 for an API it does not have here, where no request reaches DCS at all; and a
-    redirect, which no API endpoint answers (a website's address, a captive portal): it is not
-    followed, so the signed request goes nowhere else, and every other task would get the same.
+    gateway's 404 for an API it does not have here, where no request reaches DCS at all; an
+    answer no DCS endpoint gives (``not_dcs_api``): a 404 without an error code (DCS's own 404
+    names one, and the gateway's too; a web server's HTML page or an empty body does not, and
+    made every task ``absent``, a success), a 405 or a 501; and a redirect, which no API endpoint
+    answers (a website's address, a captive portal): it is not followed, so the signed request
+    goes nowhere else. Whatever the task, every other one would get the same.
     """
     status = answer.status
     if status == 401:
         return "clock_skew" if answer.error_code in CLOCK_REFUSED else "credentials_refused"
-    if status == 404 and answer.error_code in NO_SUCH_API:
-        return "api_not_found"
+    if status == 404:
+        if answer.error_code is None:
+            return "not_dcs_api"
+        return "api_not_found" if answer.error_code in NO_SUCH_API else None
+    if status in _NOT_DCS_STATUS:
+        return "not_dcs_api"
     if 300 <= status < 400:
         return "redirected"
     return None

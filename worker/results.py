@@ -119,7 +119,7 @@ def describe(answer: ApiResponse | TransportError | None) -> str:
     text = f"HTTP {answer.status} {answer.error_code or ''}".strip()
     said = _STOP_SAYS.get(refusal(answer) or "")
     if said is not None:
-        text += f": {answer.error_msg}{said}"
+        text += f": {answer.error_msg or 'an empty body'}{said}"
     return text
 
 
@@ -130,5 +130,6 @@ IS_IT_DCS = "is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
 _STOP_SAYS = {
     "clock_skew": "",
     "api_not_found": f"; the gateway has no such API at this endpoint: {IS_IT_DCS}",
+    "not_dcs_api": f"; the endpoint does not answer as DCS's API does: {IS_IT_DCS}",
     "redirected": f"; an API endpoint does not redirect its calls: {IS_IT_DCS}",
 }

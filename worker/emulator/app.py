@@ -22,6 +22,7 @@ import uuid
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -68,6 +69,10 @@ class Faults:
     # a region without it), and answers every request 404 APIGW.0101, before checking the
     # signature, as it does for any path or method it has no API for.
     api_published: bool = True
+    # Not 0: the address is some other web server's (a wrong --endpoint), which answers every
+    # request with this status and an HTML page, as nginx does: no error code, no signature
+    # check. 404 for a path it has not, 405 for a method it does not take.
+    web_server_status: int = 0
     seed: int = 0
 
 
@@ -420,7 +425,18 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
         state.set_faults(replace(state.faults, **data))
         return web.json_response(asdict(state.faults))
 
+    @web.middleware
+    async def web_server(request: web.Request, handler: Any) -> web.StreamResponse:
+        status = state.faults.web_server_status
+        if not status or request.path.startswith("/_emulator/"):
+            resp: web.StreamResponse = await handler(request)
+            return resp
+        title = f"{status} {HTTPStatus(status).phrase}"
+        page = f"<html><head><title>{title}</title></head><body><h1>{title}</h1></body></html>"
+        return web.Response(status=status, text=page, content_type="text/html")
+
     app.middlewares.append(count)
+    app.middlewares.append(web_server)
     app.router.add_route("DELETE", "/v2/{project_id}/tasks/{task_id}", delete_task)
     app.router.add_route("GET", "/v2/{project_id}/tasks", list_tasks)
     app.router.add_route("GET", "/_emulator/stats", stats)
