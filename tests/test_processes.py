@@ -429,11 +429,11 @@ def test_a_childs_log_line_is_kept_when_the_parent_stops_reading() -> None:
     import io
 
     from worker.logs import configure_logging, get_logger
-    from worker.processes import _LogRelay
+    from worker.supervise import LogRelay
 
     out = io.StringIO()
     configure_logging("info", "json", stream=out)
-    relay = _LogRelay(1)
+    relay = LogRelay(1)
     try:
         relay.in_child(0)  # closes the read end here too: nobody reads the pipe
         get_logger().warning("cleanup.task_rejected", task_id="t1")
