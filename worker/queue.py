@@ -15,10 +15,10 @@ not keep every task it ever carried; ``--keep-acked`` leaves them. A consumer le
 when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seconds with nothing
 pending (killed, their entries reclaimed) are forgotten.
 
-The producer is ``worker.enqueue``; the rate limit shared through Redis, ``worker.shared_rate``;
-the client all three use, ``worker.redis_client``. On a Redis Cluster every command here names
-one key, or two in one hash slot (the stream and its dead-letter stream), so the cluster client
-runs each on the node serving it, the MULTI included.
+The producer is ``worker.enqueue``; the trims, ``worker.trim``; the rate limit shared through
+Redis, ``worker.shared_rate``; the client they all use, ``worker.redis_client``. On a Redis
+Cluster every command here names one key, or two in one hash slot (the stream and its
+dead-letter stream), so the cluster client runs each on the node serving it, the MULTI included.
 """
 
 from __future__ import annotations
@@ -36,20 +36,15 @@ from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError, Re
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
-from worker.redis_client import PASSING, check_cluster_stream, describe, unreachable
+from worker.redis_client import as_text, check_cluster_stream, describe, unreachable
 from worker.sources import BAD_INPUT, IdValidator, SourceItem, check_task, skipped
+from worker.trim import StreamTrimmer
 
 log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
-HELD_LAG = 1000  # entries another group has not read or acked when its hold on the floor is told
-HELD_TELL_EVERY = 3600.0  # seconds between two warnings of one group's hold
 _DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 class RedisStreamSource:
@@ -87,14 +82,16 @@ class RedisStreamSource:
         self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
         self._unacked: list[TaskResult] = []  # settled here, their XACK not yet taken by Redis
         self._last_claim = 0.0
-        self._keep_acked = keep_acked
         self._dead_maxlen = dead_letter_maxlen or None  # None: XADD without MAXLEN
+        self._trimmer = StreamTrimmer(client, stream, group, keep_acked=keep_acked)
         self._last_trim = time.monotonic()
-        self._acked_at_trim = 0
-        self._told_held: dict[str, float] = {}  # group -> when its hold on the floor was told
         self.acked = 0
         self.dead_lettered = 0
-        self.trimmed = 0
+
+    @property
+    def trimmed(self) -> int:
+        """Entries this consumer's trims removed from the stream."""
+        return self._trimmer.trimmed
 
     async def ensure_group(self) -> None:
         check_cluster_stream(self._redis, self.stream)
@@ -131,7 +128,7 @@ class RedisStreamSource:
         """Refuse to start when ``<stream>:dead`` holds something other than a stream: every
         dead letter would be refused (WRONGTYPE), found only at the first one, hours in."""
         try:
-            kind = _text(await self._redis.type(self.dead_letter))
+            kind = as_text(await self._redis.type(self.dead_letter))
         except NoPermissionError as exc:
             if "command" in str(exc):
                 return  # an ACL for streams alone (+@stream) has no TYPE: a refused copy is named
@@ -174,7 +171,7 @@ class RedisStreamSource:
         """This group's entry of XINFO GROUPS (pending, lag, ...); None if the stream has no
         such group. A stream that is not there is Redis's ``ResponseError``."""
         groups: Any = await self._redis.xinfo_groups(self.stream)
-        return next((g for g in groups if _text(g["name"]) == self.group), None)
+        return next((g for g in groups if as_text(g["name"]) == self.group), None)
 
     async def _group_exists(self) -> bool:
         try:
@@ -261,81 +258,12 @@ class RedisStreamSource:
         lag = info.get("lag")
         return int(info.get("pending") or 0) == 0 and (lag is None or int(lag) == 0)
 
-    async def _trim(self) -> None:
-        """Remove the entries that every consumer group of the stream has read and acknowledged.
-
-        ACK does not delete an entry: without this a long-lived stream keeps every task it ever
-        carried (some 90 bytes each), which fills a small DCS instance. The floor is the oldest
-        entry any group still needs: its oldest pending one, or the first it has not read. A
-        group that reads nothing (stale, or made for another reader) holds the floor down; a
-        reader without a group (XREAD, XRANGE) is not seen at all, hence ``--keep-acked``."""
-        self._last_trim = time.monotonic()
-        if self._keep_acked or self.acked == self._acked_at_trim:
-            return
-        self._acked_at_trim = self.acked
-        try:
-            floor, holder = await self._trim_floor()
-            if floor is None:
-                return
-            removed = int(await self._redis.xtrim(self.stream, minid=floor, approximate=False))
-        except ResponseError as exc:
-            if isinstance(exc, PASSING):
-                self._acked_at_trim = -1  # the next trim tries again
-                return
-            # No permission (an ACL without XTRIM/XINFO), or a Redis before 6.2 (no MINID).
-            self._keep_acked = True
-            log.warning(
-                "cleanup.queue_trim_off",
-                stream=self.stream,
-                error=str(exc)[:200],
-                detail="acknowledged entries stay in the stream; trim it with XTRIM MINID",
-            )
-            return
-        except RedisError as exc:  # unreachable for now: the next trim catches up
-            self._acked_at_trim = -1
-            log.debug("cleanup.queue_trim_failed", stream=self.stream, error=str(exc)[:200])
-            return
-        self.trimmed += removed
-        if removed:
-            log.debug("cleanup.queue_trimmed", stream=self.stream, entries=removed, below=floor)
-        self._tell_held(holder)
-
-    def _tell_held(self, holder: dict[str, Any] | None) -> None:
-        """Warn (once an hour a group) when another group, far behind, holds the trim floor:
-        the stream then keeps every entry after its position, however many this group acks."""
-        if holder is None:
-            return
-        name, lag = _text(holder["name"]), holder.get("lag")
-        if name == self.group:
-            return
-        lag = None if lag is None else int(lag)  # Redis 7; None when it cannot tell
-        pending = int(holder.get("pending") or 0)
-        # Entries read and never acknowledged (a reader that does not XACK) hold the floor as
-        # entries not read do.
-        if (lag or 0) + pending < HELD_LAG:
-            return
-        now = time.monotonic()
-        if now - self._told_held.get(name, -math.inf) < HELD_TELL_EVERY:
-            return
-        self._told_held[name] = now
-        log.warning(
-            "cleanup.queue_trim_held",
-            stream=self.stream,
-            group=name,
-            lag=lag,
-            pending=pending,
-            detail=(
-                f"group {name} has not read or not acknowledged these entries, so the stream "
-                f"keeps them and every entry after them; if nothing reads through the group: "
-                f"XGROUP DESTROY {self.stream} {name}"
-            ),
-        )
-
     async def _tidy(self) -> None:
         """Every ``TRIM_EVERY`` seconds and when drained: trim, and forget the consumers that
         died without leaving (kill -9, a node lost) once their entries were reclaimed and they
         have been silent for ``FORGET_IDLE`` seconds."""
-        await self._trim()
+        self._last_trim = time.monotonic()
+        await self._trimmer.trim(self.acked)
         with contextlib.suppress(RedisError):
             forgotten = await self._forget_consumers(
                 lambda c: int(c.get("idle") or 0) >= FORGET_IDLE * 1000
@@ -343,27 +271,11 @@ class RedisStreamSource:
             if forgotten:
                 log.info("cleanup.queue_consumers_forgotten", group=self.group, consumers=forgotten)
 
-    async def _trim_floor(self) -> tuple[str | None, dict[str, Any] | None]:
-        """The ID below which no consumer group of the stream needs an entry (or None), and
-        the XINFO GROUPS entry of the group that needs it."""
-        floor: tuple[int, int] | None = None
-        holder: dict[str, Any] | None = None
-        groups: Any = await self._redis.xinfo_groups(self.stream)
-        for group in groups:
-            needed = _after(_text(group["last-delivered-id"]))
-            if int(group.get("pending") or 0):
-                summary: Any = await self._redis.xpending(self.stream, group["name"])
-                if summary.get("min"):
-                    needed = min(needed, _stream_id(_text(summary["min"])))
-            if floor is None or needed < floor:
-                floor, holder = needed, group
-        return (None if floor is None else f"{floor[0]}-{floor[1]}"), holder
-
     def _item(self, entry_id: str, fields: dict[str, str]) -> SourceItem:
         self._held.add(entry_id)
         source = f"{self.stream}/{entry_id}"
-        task_id = _text(fields.get("task_id", ""))
-        project = _text(fields.get("project_id") or "") or self._default_project
+        task_id = as_text(fields.get("task_id", ""))
+        project = as_text(fields.get("project_id") or "") or self._default_project
         if not task_id:
             msg = "entry has no task_id"
             return skipped("", project or "", source, 0, "bad_line", msg, entry_id)
@@ -472,7 +384,7 @@ class RedisStreamSource:
     async def aclose(self) -> None:
         """Leave the group if nothing is pending here (else others reclaim it), and close."""
         with anyio.move_on_after(2), contextlib.suppress(RedisError):
-            await self._forget_consumers(lambda c: _text(c["name"]) == self.consumer)
+            await self._forget_consumers(lambda c: as_text(c["name"]) == self.consumer)
         await self._redis.aclose()
 
     async def _forget_consumers(self, which: Callable[[dict[str, Any]], bool]) -> int:
@@ -488,18 +400,6 @@ class RedisStreamSource:
                 await self._redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
                 gone += 1
         return gone
-
-
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    """A stream entry ID (``ms-seq``) as a pair that sorts like the IDs do."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _after(entry_id: str) -> tuple[int, int]:
-    """The smallest stream ID above ``entry_id``."""
-    ms, seq = _stream_id(entry_id)
-    return (ms, seq + 1) if seq < 2**64 - 1 else (ms + 1, 0)
 
 
 def _dead_letter(result: TaskResult) -> bool:

@@ -33,6 +33,11 @@ INFO_TIMEOUT = 5.0  # seconds the INFO that tells a Redis Cluster may take
 PASSING = (OutOfMemoryError, ReadOnlyError, TryAgainError)
 
 
+def as_text(value: Any) -> str:
+    """A value of a Redis reply as text (a client without ``decode_responses`` gives bytes)."""
+    return value if isinstance(value, str) else str(value)
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client for ``redis://host:port/db`` (``rediss://`` for TLS)."""
     try:
