@@ -301,9 +301,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from worker.journal import Journal, RunLock
+    from worker.journal import Journal
     from worker.preflight import check_files
     from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+    from worker.runlock import RunLock
 
     if not args.journal.exists():
         raise ConfigError(f"--journal {args.journal}: no such file")

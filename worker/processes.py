@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO, Any, NoReturn
 
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
-from worker.journal import Journal, RunLock
+from worker.journal import Journal
 from worker.logs import get_logger
 from worker.models import TaskResult
 from worker.pipeline import (
@@ -52,6 +52,7 @@ from worker.preflight import check_outputs, check_request
 from worker.progress import ProcessesProgress, progress_mode
 from worker.reading import is_stream
 from worker.report import LatencyHistogram, RunStats, write_report
+from worker.runlock import RunLock
 from worker.runner import announce_end, new_run_id, save_report
 from worker.settings import Settings
 from worker.supervise import FORWARDED, LogRelay, Supervisor, die_with_parent

@@ -27,7 +27,7 @@ from worker.client import DcsClient
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
-from worker.journal import Journal, RunLock
+from worker.journal import Journal
 from worker.logs import GuardedStream, get_logger
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
@@ -36,6 +36,7 @@ from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
 from worker.report import OutcomeWriter, RunStats, summary_table, write_report
 from worker.results import describe
+from worker.runlock import RunLock
 from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Credentials, Signer
