@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from worker.configuration import load_settings
 from worker.parser import build_parser
-from worker.settings import Settings, load_settings
+from worker.settings import Settings
 
 K8S = Path(__file__).resolve().parent.parent / "config" / "k8s"
 

@@ -33,13 +33,13 @@ from tests.conftest import (
     write_ids,
 )
 from worker.cli import main
+from worker.configuration import load_settings
 from worker.emulator import EmulatorServer, Faults
 from worker.journal import Journal
 from worker.models import TaskRef
 from worker.pipeline import Pipeline
 from worker.policy import CircuitBreaker, RateLimiter, RetryBudget
 from worker.report import OutcomeWriter, RunStats
-from worker.settings import load_settings
 from worker.sources import IterableSource
 
 

@@ -10,8 +10,8 @@ import redis
 
 from tests.conftest import PROJECT, run_args, seed, spawn, unknown_ids, write_ids
 from worker.cli import main
+from worker.configuration import load_settings
 from worker.emulator import EmulatorServer, Faults
-from worker.settings import load_settings
 
 AK = "AKSCAN7Q2W9E4R1T6Y3U"
 SK = "SKSCAN-n0t-for-y0ur-eyes-8f3a9c2e71b4d605"

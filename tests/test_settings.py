@@ -12,10 +12,11 @@ import pytest
 
 from tests.conftest import PROJECT, run, seed, write_ids
 from worker.cli import main
+from worker.configuration import load_settings
 from worker.emulator import EmulatorServer
 from worker.emulator.app import DEMO_AK, DEMO_SK
 from worker.parser import build_parser
-from worker.settings import SECRET_FIELDS, Settings, load_settings
+from worker.settings import SECRET_FIELDS, Settings
 
 
 def test_precedence_flag_env_dotenv_file_default(

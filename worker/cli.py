@@ -23,6 +23,7 @@ from typing import Any, TextIO, TypeVar
 import anyio
 import anyio.abc
 
+from worker.configuration import load_settings
 from worker.demo import cmd_demo, cmd_emulator
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.parser import build_parser
@@ -30,7 +31,6 @@ from worker.pipeline import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
 from worker.settings import (
     SECRET_FIELDS,
     Settings,
-    load_settings,
     redact_url,
 )
 

@@ -3,7 +3,8 @@
 Precedence (PRODUCT.md): flag > environment > ``.env`` > config file > default. Flags arrive as
 init arguments, the highest-priority pydantic-settings source. Credentials come from the names
 Huawei's SDK samples use (``CLOUD_SDK_AK``, ``CLOUD_SDK_SK``, ``CLOUD_SDK_SECURITY_TOKEN``) and are
-held as ``SecretStr`` so no ``repr``, log line or error message shows them.
+held as ``SecretStr`` so no ``repr``, log line or error message shows them. Reading them, and
+the errors of what is read, is ``worker.configuration``.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import math
 import os
 import re
 import time
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -366,140 +366,8 @@ def is_loopback(host: str) -> bool:
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
-def load_settings(
-    flags: dict[str, Any],
-    config_file: Path | None = None,
-    env_file: Path | None = None,
-) -> Settings:
-    """Build settings from explicit flags plus the environment, ``.env`` and a TOML file.
-
-    Raises ``ConfigError`` naming each bad field, its flag and environment names and the rule;
-    the value is echoed only for fields that are not secret.
-    """
-    if env_file is not None and not env_file.is_file():
-        # Named on purpose, so a typo must not drop what it holds (credentials, a guard).
-        why = "is a folder" if env_file.is_dir() else "no such file"
-        raise ConfigError(f"env file {env_file}: cannot read it: {why}")
-    check_environment(env_file)
-    settings_cls: type[Settings] = Settings
-    if config_file is not None:
-        _check_config_file(config_file)
-
-        class _FromFile(Settings):
-            model_config = SettingsConfigDict(toml_file=config_file)
-
-        settings_cls = _FromFile
-    try:
-        if env_file is not None:
-            return settings_cls(_env_file=env_file, **flags)  # type: ignore[call-arg]
-        return settings_cls(**flags)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
-
-
 # Read from the environment besides one variable a setting: the files of --config and
 # --env-file (flags that are not settings).
 CONFIG_VARIABLE = ENV_PREFIX + "CONFIG"
 ENV_FILE_VARIABLE = ENV_PREFIX + "ENV_FILE"
 FILE_VARIABLES = frozenset({CONFIG_VARIABLE, ENV_FILE_VARIABLE})
-
-
-def check_environment(env_file: Path | None) -> None:
-    """Every ``DCS_CLEANUP_*`` name in the environment and the ``.env`` file must be one this
-    program reads: a misspelt one (``DCS_CLEANUP_MAX_DELETE``) was ignored, and the guard it
-    meant to set with it. Only names are shown, never values."""
-    settings = {ENV_PREFIX + name.upper() for name in Settings.model_fields} - {
-        ENV_PREFIX + name.upper() for name in SECRET_FIELDS
-    }
-    found = [(name, "the environment", settings | FILE_VARIABLES) for name in os.environ]
-    path = env_file or Path(".env")
-    if path.is_file():
-        found += [(name, str(path), settings) for name in _env_file_names(path)]
-    lines = []
-    for name, where, known in found:
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in known:
-            continue
-        import difflib  # 12 ms of start-up, for an error only
-
-        credential = upper.removeprefix(ENV_PREFIX).lower()  # DCS_CLEANUP_SK: CLOUD_SDK_SK
-        guess = (
-            _environment_name(credential)
-            if credential in SECRET_FIELDS
-            else next(iter(difflib.get_close_matches(upper, sorted(known), n=1)), None)
-        )
-        lines.append(f"  {name} (in {where})" + (f": did you mean {guess}?" if guess else ""))
-    if lines:
-        raise ConfigError("\n".join(["unknown setting(s), which would be ignored:", *lines]))
-
-
-def _env_file_names(path: Path) -> list[str]:
-    """The names a dotenv file sets. A line python-dotenv cannot parse (``NAME VALUE``, an
-    unclosed quote) is an error naming the file and line: it was skipped with a warning and
-    the run went on without what it set (a guard, credentials). Lines are not shown: they
-    may hold secrets."""
-    from dotenv.parser import parse_stream
-
-    try:
-        with path.open(encoding="utf-8") as stream:
-            bindings = list(parse_stream(stream))
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"env file {path}: cannot read it: {why}") from None
-    bad = [str(b.original.line) for b in bindings if b.error]
-    if bad:
-        msg = (
-            f"env file {path}: line {', '.join(bad)}: not NAME=VALUE (python-dotenv cannot "
-            "parse it), so what it sets would be ignored"
-        )
-        raise ConfigError(msg)
-    return [b.key for b in bindings if b.key is not None]
-
-
-def _check_config_file(path: Path) -> None:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        msg = f"config file {path}: cannot read it: {exc.strerror}"
-        raise ConfigError(msg) from None
-    except tomllib.TOMLDecodeError as exc:
-        msg = f"config file {path}: not valid TOML: {exc}"
-        raise ConfigError(msg) from None
-    secrets = sorted(key for key in data if key in SECRET_FIELDS)
-    if secrets:
-        # A config file is shared, committed, mounted from a ConfigMap: no place for a secret.
-        names = ", ".join(f"{key} ({_environment_name(key)})" for key in secrets)
-        msg = f"config file {path}: credentials are read from the environment only: {names}"
-        raise ConfigError(msg)
-    known = set(Settings.model_fields)
-    unknown = sorted(key for key in data if key not in known)
-    if unknown:
-        msg = f"config file {path}: unknown setting(s) {', '.join(unknown)}"
-        raise ConfigError(msg)
-
-
-def _environment_name(field: str) -> str:
-    """The variable a credential is read from (its alias): secrets are set
-    from the environment only, so that is the name an error should give."""
-    info = Settings.model_fields.get(field)
-    alias = info.validation_alias if info is not None else None
-    return alias if isinstance(alias, str) else field
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    lines = ["invalid configuration:"]
-    for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "?"
-        flag = "--" + field.replace("_", "-")
-        env = ENV_PREFIX + field.upper()
-        where = f"{field} ({flag} / {env})"
-        if field in SECRET_FIELDS or field.startswith("CLOUD_SDK"):
-            lines.append(f"  {_environment_name(field)}: {err['msg']}")
-        else:
-            shown = err.get("input")
-            if isinstance(shown, str):
-                shown = redact_url(shown)
-                if len(shown) > 80:  # a --message of 2,000 characters is not read back whole
-                    shown = f"{shown[:60]}... ({len(shown)} characters)"
-            lines.append(f"  {where}: {err['msg']} (got {shown!r})")
-    return "\n".join(lines)
