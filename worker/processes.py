@@ -36,6 +36,7 @@ from multiprocessing.sharedctypes import RawArray
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
+from worker.ending import announce_end, save_report
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.journal import Journal
 from worker.logs import get_logger
@@ -53,7 +54,7 @@ from worker.progress import ProcessesProgress, progress_mode
 from worker.reading import is_stream
 from worker.report import LatencyHistogram, RunStats, write_report
 from worker.runlock import RunLock
-from worker.runner import announce_end, new_run_id, save_report
+from worker.runner import new_run_id
 from worker.settings import Settings
 from worker.supervise import FORWARDED, LogRelay, Supervisor, die_with_parent
 

@@ -10,37 +10,37 @@ import json
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 import anyio
 import anyio.abc
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
+from worker.ending import announce_end, build_report, save_report, tell_outcomes_deleted
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal
-from worker.logs import GuardedStream, get_logger
+from worker.logs import get_logger
 from worker.models import TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, refusal
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
-from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+from worker.report import OutcomeWriter, RunStats
 from worker.results import describe
 from worker.runlock import RunLock
 from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Credentials, Signer
-from worker.sources import BAD_INPUT, IdValidator, SourceItem, TaskSource
+from worker.sources import IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -265,8 +265,8 @@ async def execute(
         end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
         progress.close()
         if outcomes.deleted():
-            _tell_outcomes_deleted(settings, kept)
-        report = _build_report(settings, stats, pipeline, end, run_id, source)
+            tell_outcomes_deleted(settings, kept)
+        report = build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not consumer_mode(settings):
             await push_metrics(metrics, settings.pushgateway, part)
         if part is not None:
@@ -280,155 +280,6 @@ async def execute(
         announce_end(report, summary_stream)
         return end.exit_code
     return EXIT_ABORTED  # pragma: no cover - the stack above always returns
-
-
-def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
-    _tell_no_task_read(report)
-    _tell_none_existed(report)
-    log.info(
-        "cleanup.run_finished",
-        run_id=report["run_id"],
-        exit_code=report["exit_code"],
-        stop_reason=report["stop_reason"],
-        outcomes={k: v for k, v in report["outcomes"].items() if v},
-        requests=report["requests"],
-        duration_s=report["duration_s"],
-    )
-    print(summary_table(report), file=GuardedStream(stream or sys.stderr), flush=True)
-
-
-def _tell_outcomes_deleted(settings: Settings, journal_kept: bool) -> None:
-    """``--outcomes`` deleted during the run took its lines along, every write having
-    succeeded: say so, and where the outcomes are still to be had."""
-    again = (
-        f"dcs-cleanup report --journal {settings.journal} --outcomes NEW_FILE writes them again"
-        if journal_kept and settings.journal is not None
-        else "the run's journal was temporary (no --journal), so only the report's counts remain"
-    )
-    log.warning(
-        "cleanup.outcomes_deleted",
-        path=str(settings.outcomes),
-        detail=f"the file was deleted while the run wrote it, and its lines with it; {again}",
-    )
-
-
-def _tell_no_task_read(report: dict[str, Any]) -> None:
-    """An input read to its end that held no task to send ends 0, as the contract says of
-    skipped lines, with nothing else to tell it from a done job: a list step that wrote an
-    empty file, or the wrong file given (every line bad input). Say so once, as a warning."""
-    settings = report["settings"]
-    source = settings.get("input")
-    tasks = report["tasks"]
-    if (
-        source is None
-        or settings.get("shard") is not None  # a shard of a small input may hold none
-        or settings.get("shard_count") is not None
-        or report["stop_reason"] is not None
-        or not report["input_fully_read"]
-        or tasks != report["outcomes"]["skipped"]
-        or not set(report["skipped_reasons"]) <= BAD_INPUT
-    ):
-        return
-    if tasks == 0:
-        detail = "it holds no task lines (nothing, or blank and # comment lines only)"
-    else:
-        detail = f"all {tasks:,} of its lines were skipped as bad input: the wrong file?"
-    log.warning("cleanup.input_held_no_tasks", input=source, detail=detail)
-
-
-def _tell_none_existed(report: dict[str, Any]) -> None:
-    """Every task sent was ``absent`` (404) and none deleted: exit 0, a success by the contract,
-    as for a job whose tasks were gone already. It is also all that IDs from another region or
-    project than the run's get, which nothing else would tell. Say so once, as a warning."""
-    counts = report["outcomes"]
-    absent = counts["absent"]
-    if (
-        not absent
-        or report["stop_reason"] is not None
-        or counts["deleted"]
-        or counts["rejected"]
-        or counts["failed"]
-    ):
-        return
-    settings = report["settings"]
-    where = settings.get("endpoint") or f"--region {settings.get('region')}"
-    log.warning(
-        "cleanup.no_task_existed",
-        absent=absent,
-        endpoint=where,
-        project_id=settings.get("project_id"),
-        detail=(
-            f"all {absent:,} tasks sent were absent (404) and none was deleted: gone already, "
-            f"or the IDs are from another region or project than {where}"
-        ),
-    )
-
-
-def save_report(settings: Settings, report: dict[str, Any]) -> None:
-    """Write ``--report``; a failure now (disk full) is logged, not raised: every outcome is
-    already in the journal, and ``dcs-cleanup report --journal`` renders the report again."""
-    if settings.report is None:
-        return
-    try:
-        write_report(settings.report, report)
-    except OSError as exc:
-        log.error("cleanup.report_failed", path=str(settings.report), error=str(exc))
-
-
-def _build_report(
-    settings: Settings,
-    stats: RunStats,
-    pipeline: Pipeline,
-    end: RunEnd,
-    run_id: str,
-    source: TaskSource,
-) -> dict[str, Any]:
-    extra: dict[str, Any] = {
-        "rate": pipeline.adaptive.summary()
-        if pipeline.adaptive is not None
-        else {"final": pipeline.limiter.rate, "adaptive": False},
-    }
-    if isinstance(source, ShardFilter):
-        extra["shard"] = {
-            "index": source.index,
-            "count": source.count,
-            "other_shards": source.other_shards,
-        }
-    inner = source.inner if isinstance(source, ShardFilter) else source
-    queue = sys.modules.get("worker.queue")  # loaded only if a run used Redis
-    if queue is not None and isinstance(inner, queue.RedisStreamSource):
-        extra["queue"] = {
-            "stream": inner.stream,
-            "group": inner.group,
-            "consumer": inner.consumer,
-            "acked": inner.acked,
-            "dead_lettered": inner.dead_lettered,
-            "dead_letter_stream": inner.dead_letter,
-            "trimmed": inner.trimmed,
-        }
-    budget, breaker = pipeline.budget, pipeline.breaker
-    return stats.build_report(
-        run_id=run_id,
-        settings=settings.public_view(),
-        exit_code=end.exit_code,
-        stop_reason=end.stop_reason,
-        extra={
-            "stop_detail": pipeline.stop_detail,
-            "input_fully_read": pipeline.input_fully_read,
-            "retry_budget": {
-                "capacity": budget.capacity,
-                "remaining": round(budget.tokens, 2),
-                "denied": budget.denied,
-            },
-            "breaker": {
-                "window": breaker.window,
-                "threshold": breaker.threshold,
-                "opened": breaker.opened,
-            },
-            "journal": str(settings.journal) if settings.journal else None,
-            **extra,
-        },
-    )
 
 
 async def _queue_client(settings: Settings) -> aioredis.Redis | None:
