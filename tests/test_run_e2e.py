@@ -343,22 +343,28 @@ def test_an_endpoint_without_the_api_stops_at_once_instead_of_calling_every_task
 
 
 @pytest.mark.parametrize(
-    ("status", "title"), [(404, "404 Not Found"), (405, "405 Method Not Allowed")]
+    ("status", "said"),
+    [
+        (404, "HTTP 404: unparsed body: 404 Not Found 404 Not Found"),
+        (405, "HTTP 405: unparsed body: 405 Method Not Allowed 405 Method Not Allowed"),
+        (200, "HTTP 200 HTML_PAGE: unparsed body: 200 OK 200 OK"),
+    ],
 )
 def test_an_endpoint_that_is_another_web_server_stops_at_once(
     emulator: EmulatorServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     status: int,
-    title: str,
+    said: str,
 ) -> None:
-    """``--endpoint`` at another web server (a wrong port, a website) that answers every
-    DELETE with its own HTML page. Its 404 carries no error code, as DCS's own 404 does: each
-    task ended ``absent``, a success, so the run ended 0 having deleted nothing, and its journal
-    skipped them all on every later run as ``already_done``. Its 405 made each ``rejected``,
-    all of them sent. Now the first such answer stops the run (exit 3, ``not_dcs_api``, every
-    task ``not_attempted``), and the dry run's probe and ``list`` stop the same way. Pointed at
-    DCS again, the same journal deletes them all."""
+    """``--endpoint`` at another web server (a wrong port, a website, a login portal) that
+    answers every DELETE with its own HTML page. Its 404 carries no error code, as DCS's own
+    404 does: each task ended ``absent``, a success, so the run ended 0 having deleted nothing,
+    and its journal skipped them all on every later run as ``already_done``. Its 405 made each
+    ``rejected``, all of them sent; its 200 page (DCS answers a DELETE with nothing) made each
+    ``deleted``. Now the first such answer stops the run (exit 3, ``not_dcs_api``, every task
+    ``not_attempted``), and the dry run's probe and ``list`` stop the same way. Pointed at DCS
+    again, the same journal deletes them all."""
     ids = write_ids(tmp_path / "ids.txt", seed(emulator, 60))
     emulator.state.set_faults(Faults(web_server_status=status))
     journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
@@ -367,10 +373,11 @@ def test_an_endpoint_that_is_another_web_server_stops_at_once(
     first = report(tmp_path)
     assert first["stop_reason"] == "not_dcs_api"
     assert first["outcomes"]["not_attempted"] == 60
-    assert first["outcomes"]["absent"] == first["outcomes"]["rejected"] == 0
+    assert first["outcomes"]["deleted"] == first["outcomes"]["absent"] == 0
+    assert first["outcomes"]["rejected"] == 0
     assert first["stop_detail"] == (
-        f"HTTP {status}: unparsed body: {title} {title}; the endpoint does not answer as "
-        "DCS's API does: is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
+        f"{said}; the endpoint does not answer as DCS's API does: is it DCS's "
+        "(https://dcs.REGION.myhuaweicloud.com)?"
     )
     capsys.readouterr()
     assert run(emulator, tmp_path, ids, "--dry-run") == 3

@@ -48,7 +48,7 @@ from worker.errors import (
     TransportError,
     UntrustedCertificateError,
 )
-from worker.models import CLOCK_LIMIT_S, CLOCK_REFUSED, ApiResponse
+from worker.models import CLOCK_LIMIT_S, CLOCK_REFUSED, HTML_PAGE, ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
@@ -377,24 +377,14 @@ class DcsClient:
                 status = resp.status
                 code: str | None = None
                 msg: str | None = None
-                if answer_body is not None and status < 300:
+                if status >= 300 or resp.headers.get("Content-Type", "").startswith("text/html"):
+                    code, msg = await self._explain(resp, status)
+                if answer_body is not None and status < 300 and code is None:
                     raw, complete = await self._read_capped(resp, MAX_LIST_BODY)
                     if not complete:
                         resp.close()
                         raise TransportError("body_too_large", f"over {MAX_LIST_BODY} bytes")
                     answer_body.append(raw)
-                if status >= 300:
-                    raw, complete = await self._read_capped(resp, self._max_error_body)
-                    code, msg = parse_error_body(raw)
-                    if code in CLOCK_REFUSED:
-                        msg = f"{msg or 'request date refused'}; {clock_note(resp.headers)}"
-                    if not complete:
-                        # Do not drain a huge body: drop the connection instead.
-                        resp.close()
-                    if 300 <= status < 400:
-                        location = resp.headers.get("Location", "")[:200]
-                        code = code or "REDIRECT"
-                        msg = f"redirect to {location!r} not followed"
                 return ApiResponse(
                     status=status,
                     error_code=code,
@@ -416,6 +406,26 @@ class DcsClient:
             raise transport_error(exc) from exc
         finally:
             del self._inflight[task]
+
+    async def _explain(
+        self, resp: aiohttp.ClientResponse, status: int
+    ) -> tuple[str | None, str | None]:
+        """(error_code, error_msg) of an answer other than a plain success: an error's body
+        parsed, with the clock's offset for a refused date; where a redirect pointed; and for
+        a 2xx that is a web page, ``HTML_PAGE`` with its text (an empty one is a success)."""
+        raw, complete = await self._read_capped(resp, self._max_error_body)
+        if not complete:
+            resp.close()  # Do not drain a huge body: drop the connection instead.
+        code, msg = parse_error_body(raw)
+        if status < 300:
+            return (HTML_PAGE, msg) if raw.strip() else (None, None)
+        if code in CLOCK_REFUSED:
+            msg = f"{msg or 'request date refused'}; {clock_note(resp.headers)}"
+        if status < 400:
+            location = resp.headers.get("Location", "")[:200]
+            code = code or "REDIRECT"
+            msg = f"redirect to {location!r} not followed"
+        return code, msg
 
     async def _read_capped(self, resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
         chunks: list[bytes] = []

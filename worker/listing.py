@@ -206,7 +206,7 @@ async def _page(
             )
         except TransportError as exc:
             answer = exc
-        if isinstance(answer, ApiResponse) and 200 <= answer.status < 300:
+        if isinstance(answer, ApiResponse) and 200 <= answer.status < 300 and not answer.error_code:
             return _tasks(body[0] if body else b"", offset)
         decision = decide(
             answer,

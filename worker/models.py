@@ -82,6 +82,9 @@ CLOCK_LIMIT_S = 15 * 60  # the gateway refuses an X-Sdk-Date further than this f
 # The gateway's 404 for a path or method it has no API for (another service's endpoint, a region
 # without the task center): not a task that is gone. Huawei's APIG error codes page.
 NO_SUCH_API = frozenset({"APIGW.0101", "APIG.0101"})
+# Not a server's code: the client's, for a 2xx answered with a web page (a login portal, a web
+# server taking any method). DCS answers a DELETE with nothing, and its list with JSON.
+HTML_PAGE = "HTML_PAGE"
 
 
 class ApiResponse(NamedTuple):

@@ -17,7 +17,7 @@ from typing import NamedTuple, Protocol
 import anyio
 
 from worker.errors import HandshakeRefusedError, RequestTimeoutError, TransportError
-from worker.models import CLOCK_REFUSED, NO_SUCH_API, ApiResponse, Outcome
+from worker.models import CLOCK_REFUSED, HTML_PAGE, NO_SUCH_API, ApiResponse, Outcome
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Under an adaptive rate a throttled task backs off on at least this scale, whatever
@@ -62,19 +62,23 @@ def refusal(answer: ApiResponse) -> str | None:
     for a request date more than 15 minutes off is the clock's fault, not the keys'; the
     gateway's 404 for an API it does not have here, where no request reaches DCS at all; an
     answer no DCS endpoint gives (``not_dcs_api``): a 404 without an error code (DCS's own 404
-    names one, and the gateway's too; a web server's HTML page or an empty body does not, and
-    made every task ``absent``, a success), a 405 or a 501; and a redirect, which no API endpoint
-    answers (a website's address, a captive portal): it is not followed, so the signed request
-    goes nowhere else. Whatever the task, every other one would get the same.
+    names one, and the gateway's too; a web server's page or an empty body does not, and made
+    every task ``absent``, a success), a 405, a 501, or a 2xx that is a web page (DCS answers
+    a DELETE with nothing: a login portal's page made every task ``deleted``); and a redirect,
+    which no API endpoint answers (a website's address, a captive portal): it is not followed,
+    so the signed request goes nowhere else. Whatever the task, every other one would get the
+    same.
     """
-    status = answer.status
+    status, code = answer.status, answer.error_code
     if status == 401:
-        return "clock_skew" if answer.error_code in CLOCK_REFUSED else "credentials_refused"
-    if status == 404:
-        if answer.error_code is None:
-            return "not_dcs_api"
-        return "api_not_found" if answer.error_code in NO_SUCH_API else None
-    if status in _NOT_DCS_STATUS:
+        return "clock_skew" if code in CLOCK_REFUSED else "credentials_refused"
+    if status == 404 and code in NO_SUCH_API:
+        return "api_not_found"
+    if (
+        (status == 404 and code is None)
+        or status in _NOT_DCS_STATUS
+        or (status < 300 and code == HTML_PAGE)
+    ):
         return "not_dcs_api"
     if 300 <= status < 400:
         return "redirected"
@@ -104,7 +108,7 @@ def decide(  # noqa: PLR0911 - one return a kind of answer
     """
     if isinstance(answer, ApiResponse):
         status = answer.status
-        if 200 <= status < 300:
+        if 200 <= status < 300 and answer.error_code is None:
             return _DELETED
         reason = refusal(answer)
         if reason is not None:
