@@ -204,6 +204,22 @@ async def test_a_csv_row_csv_cannot_read_is_one_bad_line(tmp_path: Path) -> None
     assert "field larger than field limit" in bad[0].error_msg
 
 
+@pytest.mark.anyio
+async def test_the_csv_header_repeated_is_a_bad_line_not_a_task(tmp_path: Path) -> None:
+    """Two exports joined with ``cat`` carry the header twice. ``task_id`` is a valid ID, so
+    the second header went out as a DELETE of a task called ``task_id`` (and again for each
+    file joined). It is a bad line now, named as the header; a task that only shares the
+    column's name, in a row that is not the header, is still a task."""
+    path = tmp_path / "ids.csv"
+    path.write_text("task_id,project_id\nt1,\ntask_id,project_id\nt2,\ntask_id,\n")
+    items = await collect(make(path))
+    refs = [(i.task_id, i.line) for i in items if isinstance(i, TaskRef)]
+    assert refs == [("t1", 2), ("t2", 4), ("task_id", 5)]
+    [bad] = [i for i in items if isinstance(i, TaskResult)]
+    assert (bad.error_code, bad.line) == ("bad_line", 3)
+    assert bad.error_msg == f"{path}:3: the CSV header again (files joined, each with its header?)"
+
+
 LONG_LINES = {
     "ids.txt": ("t1\n{long}\nt2\n", 2),
     "ids.csv": ("task_id,project_id\nt1,\n{long},\nt2,\n", 3),

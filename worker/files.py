@@ -339,6 +339,11 @@ class FileSource:
                 if any((value or "").strip() for value in row.values() if isinstance(value, str)):
                     yield skipped("", "", self.name, lineno, "bad_line", f"empty {column}")
                 continue
+            if task_id == column and all((row.get(n) or "").strip() == n for n in names):
+                # CSV files joined with ``cat``, each with its header: not a task called task_id.
+                msg = "the CSV header again (files joined, each with its header?)"
+                yield skipped(task_id, "", self.name, lineno, "bad_line", msg)
+                continue
             project = None
             if project_column is not None:
                 project = (row.get(project_column) or "").strip() or None
