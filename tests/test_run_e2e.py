@@ -296,6 +296,35 @@ def test_a_clock_far_off_stops_at_once_and_says_by_how_much(
     assert emulator.state.remaining() == 0
 
 
+def stops_run_probe_and_list(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    ids: Path,
+    journal: tuple[str, ...],
+    reason: str,
+) -> dict[str, Any]:
+    """Whatever the task, the emulator's answer stops the run at the first (exit 3 with
+    ``reason``, every task ``not_attempted``, no more requests than ``--concurrency 4``), the
+    dry run's probe (an error event named by the reason, with the run's detail) and ``list``
+    (exit 3, saying the same); the run's report."""
+    assert run(emulator, tmp_path, ids, *journal) == 3
+    assert 1 <= emulator.state.requests <= 4
+    first = report(tmp_path)
+    assert first["stop_reason"] == reason
+    assert first["outcomes"]["not_attempted"] == first["tasks"]
+    capsys.readouterr()
+    assert run(emulator, tmp_path, ids, "--dry-run") == 3
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [probe] = [e for e in events if e["event"] == f"cleanup.{reason}"]
+    assert probe["level"] == "error"
+    assert probe["detail"] == first["stop_detail"]
+    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--log-format", "json"]
+    assert main([*listing, "--output", str(tmp_path / "listed.txt")]) == 3
+    assert first["stop_detail"].partition("; ")[2] in capsys.readouterr().err
+    return first
+
+
 def test_an_endpoint_without_the_api_stops_at_once_instead_of_calling_every_task_absent(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -308,25 +337,13 @@ def test_an_endpoint_without_the_api_stops_at_once_instead_of_calling_every_task
     emulator.state.set_faults(Faults(api_published=False))
     ids = write_ids(tmp_path / "ids.txt", seed(emulator, 60))
     journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
-    assert run(emulator, tmp_path, ids, *journal) == 3
-    assert 1 <= emulator.state.requests <= 4
-    first = report(tmp_path)
-    assert first["stop_reason"] == "api_not_found"
-    assert first["outcomes"]["not_attempted"] == 60
+    first = stops_run_probe_and_list(emulator, tmp_path, capsys, ids, journal, "api_not_found")
     assert first["outcomes"]["absent"] == 0
     assert first["stop_detail"] == (
         "HTTP 404 APIGW.0101: The API does not exist or has not been published in the "
         "environment; the gateway has no such API at this endpoint: is it DCS's "
         "(https://dcs.REGION.myhuaweicloud.com)?"
     )
-    capsys.readouterr()
-    assert run(emulator, tmp_path, ids, "--dry-run") == 3
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    [probe] = [e for e in events if e["event"] == "cleanup.api_not_found"]
-    assert probe["detail"] == first["stop_detail"]
-    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--log-format", "json"]
-    assert main([*listing, "--output", str(tmp_path / "listed.txt")]) == 3
-    assert "the gateway has no such API at this endpoint" in capsys.readouterr().err
 
     emulator.state.set_faults(Faults())
     # The gateway's answer to a path it has no API for, whatever the faults.
@@ -368,26 +385,13 @@ def test_an_endpoint_that_is_another_web_server_stops_at_once(
     ids = write_ids(tmp_path / "ids.txt", seed(emulator, 60))
     emulator.state.set_faults(Faults(web_server_status=status))
     journal = ("--journal", str(tmp_path / "j.sqlite"), "--concurrency", "4")
-    assert run(emulator, tmp_path, ids, *journal) == 3
-    assert 1 <= emulator.state.requests <= 4
-    first = report(tmp_path)
-    assert first["stop_reason"] == "not_dcs_api"
-    assert first["outcomes"]["not_attempted"] == 60
+    first = stops_run_probe_and_list(emulator, tmp_path, capsys, ids, journal, "not_dcs_api")
     assert first["outcomes"]["deleted"] == first["outcomes"]["absent"] == 0
     assert first["outcomes"]["rejected"] == 0
     assert first["stop_detail"] == (
         f"{said}; the endpoint does not answer as DCS's API does: is it DCS's "
         "(https://dcs.REGION.myhuaweicloud.com)?"
     )
-    capsys.readouterr()
-    assert run(emulator, tmp_path, ids, "--dry-run") == 3
-    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    [probe] = [e for e in events if e["event"] == "cleanup.not_dcs_api"]
-    assert probe["level"] == "error"
-    assert probe["detail"] == first["stop_detail"]
-    listing = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--log-format", "json"]
-    assert main([*listing, "--output", str(tmp_path / "listed.txt")]) == 3
-    assert "the endpoint does not answer as DCS's API does" in capsys.readouterr().err
 
     emulator.state.set_faults(Faults())
     assert run(emulator, tmp_path, ids, *journal) == 0
