@@ -384,6 +384,23 @@ async def test_bad_json_and_missing_field_are_skipped_not_fatal(tmp_path: Path) 
 
 
 @pytest.mark.anyio
+async def test_an_entry_message_longer_than_message_allows_skips_its_line(tmp_path: Path) -> None:
+    """``--message`` is refused over 1,024 characters, but a JSON Lines line's (or a queue
+    entry's) own message of any length went out as the DELETE's body. Such a line is now a bad
+    line saying the length; a message of exactly 1,024 still goes."""
+    path = tmp_path / "ids.jsonl"
+    lines = [{"task_id": "t1", "message": "m" * 1025}, {"task_id": "t2", "message": "m" * 1024}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    items = await collect(make(path))
+    assert [(i.task_id, len(i.message or "")) for i in items if isinstance(i, TaskRef)] == [
+        ("t2", 1024)
+    ]
+    [bad] = [i for i in items if isinstance(i, TaskResult)]
+    assert (bad.task_id, bad.line, bad.error_code) == ("t1", 1, "bad_line")
+    assert bad.error_msg == f"{path}:1: message of 1,025 characters: at most 1,024, as --message"
+
+
+@pytest.mark.anyio
 async def test_a_project_id_or_message_that_is_not_a_string_skips_its_line(
     tmp_path: Path,
 ) -> None:

@@ -53,6 +53,7 @@ def safe_project_id(value: str) -> str:
 
 
 MAX_CONCURRENCY = 1024  # requests in flight at most, a process or a run
+MAX_MESSAGE = 1024  # characters of a DELETE's message: --message's, or an entry's own
 
 
 class Settings(BaseSettings):
@@ -123,7 +124,7 @@ class Settings(BaseSettings):
     report: Path | None = None
     outcomes: Path | None = None
     dry_run: bool = False
-    message: str | None = Field(default=None, max_length=1024)
+    message: str | None = Field(default=None, max_length=MAX_MESSAGE)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     progress: Literal["auto", "bar", "log", "off"] = "auto"

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import Protocol
 
 from worker.models import Outcome, TaskRef, TaskResult
-from worker.settings import DEFAULT_ID_PATTERN
+from worker.settings import DEFAULT_ID_PATTERN, MAX_MESSAGE
 
 BATCH = 512
 # However --id-pattern is widened, these can never be part of an ID: each could change the path,
@@ -110,6 +110,9 @@ def check_task(
     if not _PROJECT_ID.fullmatch(project_id):
         msg = f"project_id {project_id[:80]!r} is not a valid project ID"
         return skipped(task_id, project_id, source, line, "invalid_project_id", msg, ack)
+    if message is not None and len(message) > MAX_MESSAGE:
+        msg = f"message of {len(message):,} characters: at most {MAX_MESSAGE:,}, as --message"
+        return skipped(task_id, project_id, source, line, "bad_line", msg, ack)
     return TaskRef(task_id, project_id, source, line, message, ack)
 
 
