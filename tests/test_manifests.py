@@ -12,6 +12,7 @@ import yaml
 
 from worker.configuration import load_settings
 from worker.parser import build_parser
+from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
 from worker.settings import Settings
 
 K8S = Path(__file__).resolve().parent.parent / "config" / "k8s"
@@ -79,6 +80,25 @@ def test_workloads_are_locked_down_and_match_the_worker(name: str) -> None:
         assert not settings.until_empty
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert container["ports"][0]["containerPort"] == settings.health_port
+
+
+@pytest.mark.parametrize("name", ["cronjob.yaml", "indexed-job.yaml"])
+def test_a_job_does_not_retry_an_exit_that_a_retry_would_repeat(name: str) -> None:
+    """A Job retried every failed pod (backoffLimit 2), whatever its exit: after a 401 (exit 3)
+    each retry sent more refused signatures, and Huawei locks an AK/SK after five; a run
+    stopped by --max-deletes (exit 3) deleted as many again in each retry, up to three times
+    the guard. The pod failure policy now fails the Job at once on exit 2 (usage) and 3
+    (aborted), from either container, and leaves out of the count a pod lost to a disruption
+    (a node drained); other exits (4 interrupted, 1 some tasks failed) are retried."""
+    doc = load(name)
+    job = doc["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else doc["spec"]
+    assert job["template"]["spec"]["restartPolicy"] == "Never"  # the policy requires it
+    rules = job["podFailurePolicy"]["rules"]
+    [fail] = [rule for rule in rules if rule["action"] == "FailJob"]
+    assert "containerName" not in fail["onExitCodes"]  # the list init container's exits too
+    assert fail["onExitCodes"]["operator"] == "In"
+    assert sorted(fail["onExitCodes"]["values"]) == [EXIT_USAGE, EXIT_ABORTED]
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in rules
 
 
 def test_the_cronjob_lists_the_night_s_tasks_into_the_file_its_run_deletes() -> None:
