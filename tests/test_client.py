@@ -27,8 +27,11 @@ def test_an_unanswered_request_ends_at_the_timeout(
     rows = outcomes(tmp_path)
     assert [r["outcome"] for r in rows] == ["failed"] * 4
     assert all(r["error_code"] == "timeout" for r in rows)
-    # timeout 0.5 s, watchdog tick 0.05 s; the rest is slack for a loaded CI machine.
-    assert all(500 <= r["elapsed_ms"] < 1000 for r in rows), [r["elapsed_ms"] for r in rows]
+    # timeout 0.5 s, watchdog tick 0.05 s; the rest is slack for a loaded CI machine. The run's
+    # first request goes alone: the other three wait for it to time out, then time out too.
+    first, *rest = sorted(r["elapsed_ms"] for r in rows)
+    assert 500 <= first < 1000, first
+    assert all(1000 <= ms < 1500 for ms in rest), rest
 
 
 async def expire_when_sent(dcs: DcsClient, then_stop: anyio.CancelScope | None = None) -> None:

@@ -327,7 +327,7 @@ def test_second_signal_stops_at_once(emulator: EmulatorServer, tmp_path: Path) -
     child = spawn(
         emulator, tmp_path, path, "--concurrency", "4", "--grace", "60", "--timeout", "120"
     )
-    while emulator.state.deletes_received < 4:
+    while emulator.state.deletes_received < 1:  # the run's first request, which goes alone
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
     time.sleep(0.5)
@@ -724,7 +724,7 @@ def test_a_redirect_is_never_followed_and_stops_the_run(
         path = write_ids(tmp_path / "ids.txt", ids)
         assert run(emulator, tmp_path, path, *journal) == 3
         assert elsewhere.state.requests == 0
-    assert 1 <= emulator.state.requests <= 4
+    assert emulator.state.requests == 1  # the run's first request goes alone
     first = report(tmp_path)
     assert first["stop_reason"] == "redirected"
     assert first["outcomes"]["not_attempted"] == 40

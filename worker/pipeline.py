@@ -4,7 +4,8 @@
   rest in the journal (duplicates and tasks finished by an earlier run are skipped there) and feeds
   a bounded stream, so a slow API holds back reading (backpressure).
 * **Workers** (``concurrency`` of them, fixed) take one task at a time: pace on the shared rate
-  limiter, send, decide (``policy.decide``), back off, repeat.
+  limiter, send, decide (``policy.decide``), back off, repeat. The run's first request goes
+  alone, the other workers waiting for its answer (a refused key costs one signature).
 * **Sink** writes outcomes in group commits: every worker waits until its task's outcome is in the
   journal and the outcomes file before taking the next task, so a crash loses at most the answers
   of the requests in flight.
@@ -112,6 +113,11 @@ class Pipeline:
         self.inflight = 0
         self._bad_lines = 0
         self._forbidden_streak = 0  # HTTP 403 answers in a row
+        # The run's first request goes alone, the workers waiting for its answer: a refused
+        # AK/SK (Huawei locks one after five refused signatures), a wrong endpoint or clock is
+        # then told by one request instead of a whole first wave of up to --burst.
+        self._pilot: anyio.Event | None = anyio.Event()
+        self._pilot_out = False
         self._abort_detail: str | None = None
         self.input_fully_read = False
         self.input_error: str | None = None
@@ -124,10 +130,17 @@ class Pipeline:
             self.stop_reason = reason
             log.warning("cleanup.stopping", reason=reason, inflight=self.inflight)
         self._stop_event.set()
+        self._land()
         if self._intake_scope is not None:
             self._intake_scope.cancel()
         if self._read_scope is not None:
             self._read_scope.cancel()
+
+    def _land(self) -> None:
+        """The run's first request is answered, or will not be sent: the others go."""
+        pilot, self._pilot = self._pilot, None
+        if pilot is not None:
+            pilot.set()
 
     def hard_stop(self) -> None:
         """Cancel everything in flight now (a second signal)."""
@@ -331,7 +344,7 @@ class Pipeline:
                 if not await self._record([result]):
                     return
 
-    async def _process(self, ref: TaskRef) -> TaskResult:  # noqa: PLR0912 - one hot loop, unsplit
+    async def _process(self, ref: TaskRef) -> TaskResult:  # noqa: PLR0912, PLR0915 - one hot loop
         settings = self.settings
         started = time.perf_counter()
         attempts = 0
@@ -343,6 +356,12 @@ class Pipeline:
         while True:
             if self.stop_reason is not None:
                 return make_result(ref, Outcome.NOT_ATTEMPTED, last, attempts, started)
+            pilot = self._pilot
+            if pilot is not None:
+                if self._pilot_out:
+                    await pilot.wait()  # the run's first request is out: its answer first
+                    continue
+                self._pilot_out = True
             limit = settings.max_deletes
             if limit is not None and self._reserved_deletes >= limit:
                 self._abort("max_deletes", f"--max-deletes {limit} reached")
@@ -365,6 +384,8 @@ class Pipeline:
                 last = exc
             finally:
                 self.inflight -= 1
+                if pilot is not None:
+                    self._land()
             self._stats.on_answer(last)
             self._pace(last, sent_at)
             decision = decide(
