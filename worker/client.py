@@ -37,6 +37,7 @@ from typing import Any, Self
 
 import aiohttp
 import anyio
+from aiohttp import hdrs
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -377,7 +378,7 @@ class DcsClient:
                 status = resp.status
                 code: str | None = None
                 msg: str | None = None
-                if status >= 300 or resp.headers.get("Content-Type", "").startswith("text/html"):
+                if status >= 300 or resp.headers.get(hdrs.CONTENT_TYPE, "").startswith("text/html"):
                     code, msg = await self._explain(resp, status)
                 if answer_body is not None and status < 300 and code is None:
                     raw, complete = await self._read_capped(resp, MAX_LIST_BODY)
@@ -390,7 +391,8 @@ class DcsClient:
                     error_code=code,
                     error_msg=msg,
                     request_id=resp.headers.get("X-Request-Id"),
-                    retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+                    # aiohttp's header names (istr) skip folding the name's case: half a lookup.
+                    retry_after=parse_retry_after(resp.headers.get(hdrs.RETRY_AFTER)),
                     elapsed_ms=(time.perf_counter() - started) * 1000.0,
                 )
         except TimeoutError as exc:  # not armed by this client; kept for any aiohttp-internal one
