@@ -206,7 +206,11 @@ async def _page(
             )
         except TransportError as exc:
             answer = exc
-        if isinstance(answer, ApiResponse) and 200 <= answer.status < 300 and not answer.error_code:
+        if (
+            isinstance(answer, ApiResponse)
+            and 200 <= answer.status < 300
+            and answer.error_code is None  # else a web page (HTML_PAGE): not a list
+        ):
             return _tasks(body[0] if body else b"", offset)
         decision = decide(
             answer,
