@@ -329,6 +329,27 @@ def test_a_list_stopped_by_a_signal_exits_4_and_leaves_no_part_of_a_list(
     assert list(tmp_path.iterdir()) == [err]
 
 
+def test_a_list_clears_the_parts_that_killed_lists_left(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A list killed outright (SIGKILL, the OOM killer) cannot remove its part: it stayed
+    beside ``--output`` as ``.NAME.PID.partial`` for good, one a kill. The next list to the
+    same file removes those whose process is gone; a list running now keeps its part, and
+    other files are left alone."""
+    seed(emulator, 30)
+    out = tmp_path / "ids.txt"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead = tmp_path / f".ids.txt.{gone}.partial"
+    live = tmp_path / f".ids.txt.{os.getppid()}.partial"  # this test's parent: running
+    other = tmp_path / f".other.txt.{gone}.partial"
+    for part in (dead, live, other):
+        part.write_text("half a list\n")
+    assert main(list_args(emulator, out)) == 0
+    assert len(out.read_text().splitlines()) == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, live.name, other.name])
+
+
 def test_a_list_whose_tasks_go_while_it_pages_warns_that_it_may_have_passed_some(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

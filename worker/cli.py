@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import glob
 import gzip
 import io
 import json
@@ -223,6 +224,22 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queue {redact_url(args.queue)}: {exc}") from None
 
 
+def _remove_dead_partials(output: Path) -> None:
+    """A list killed outright (SIGKILL, the OOM killer) leaves its part beside ``--output`` as
+    ``.NAME.PID.partial``; remove those whose process is gone. A live one (a list running now)
+    stays, and so does one whose pid was reused since: leaving a part costs nothing."""
+    for part in output.parent.glob(f".{glob.escape(output.name)}.*.partial"):
+        pid = part.name.removeprefix(f".{output.name}.").removesuffix(".partial")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            part.unlink(missing_ok=True)
+        except OSError:  # another user's process: alive
+            continue
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Page through ListCenterTask and write the tasks that match."""
     from worker.listing import Listed, end_time_for, list_tasks
@@ -274,6 +291,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     # Written beside it and renamed onto it at the end, so a list that stopped part-way is never
     # left where the whole one is expected; a FIFO or device in place (the exit code tells).
     in_place = written_in_place(args.output)
+    if not in_place:
+        _remove_dead_partials(args.output)
     target = (
         args.output
         if in_place
