@@ -6,7 +6,6 @@ whose lines could be sent (UTF-16, a binary file, one JSON document, plain text 
 
 from __future__ import annotations
 
-import csv
 import functools
 import gzip
 import io
@@ -20,6 +19,7 @@ from typing import IO, cast
 
 import anyio.to_thread
 
+from worker.csv_input import csv_items, header_delimiter
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import TaskRef, TaskResult
@@ -38,22 +38,6 @@ from worker.sources import BATCH, IdValidator, SourceItem, check_task, skipped
 log = get_logger()
 # A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
 _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
-
-
-def _key(name: str) -> str:
-    """A CSV column's name as it is matched: without case, spaces, ``_`` or ``-``."""
-    return "".join(ch for ch in name.lower() if ch not in " \t_-")
-
-
-def _header_delimiter(line: str) -> str | None:
-    """The delimiter by which ``line`` is a CSV header naming a task_id (or id) column: ``,``,
-    or ``;`` or a tab, as spreadsheets export CSV in many locales; None if none is."""
-    for delimiter in (",", ";", "\t"):
-        if delimiter in line:
-            names = next(csv.reader([line], delimiter=delimiter), [])
-            if {"taskid", "id"} & {_key(name) for name in names}:
-                return delimiter
-    return None
 
 
 _JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
@@ -124,7 +108,7 @@ class FileSource:
         stripped = first.strip()
         if stripped.startswith("{"):
             return "jsonl"
-        if _header_delimiter(stripped) is not None:
+        if header_delimiter(stripped) is not None:
             return "csv"
         return "text"
 
@@ -146,7 +130,7 @@ class FileSource:
                 items = self._each_line(first, lines, self._text_of_shard(*self.shard))
             else:
                 if fmt == "csv":
-                    items = self._csv(first, lines)
+                    items = csv_items(self.name, first, lines, self._check)
                 else:
                     parse = self._jsonl_line if fmt == "jsonl" else self._text_line
                     items = self._each_line(first, lines, parse)
@@ -297,71 +281,6 @@ class FileSource:
                 msg = f"{name} is a JSON {_JSON_TYPES.get(type(value), 'value')}, not a string"
                 return skipped(task_id, "", self.name, lineno, "bad_line", msg)
         return self._check(task_id, project or None, lineno, message)
-
-    def _csv(self, header: str, lines: Lines) -> Iterator[SourceItem]:
-        if header is CUT:
-            msg = f"input {self.name}: line 1: the CSV header is longer than {MAX_LINE} characters"
-            raise InputError(msg)
-        delimiter = _header_delimiter(header) or ","
-        names = next(csv.reader([header], delimiter=delimiter), [])
-        names = [name.strip() for name in names]
-        # A task list exported as it is (ListCenterTask's fields) names the ID column ``id``.
-        column = self._column(names, "task_id") or self._column(names, "id")
-        if column is None:
-            msg = (
-                f"input {self.name}: line 1: CSV header has no task_id (or id) column "
-                f"(got {names!r})"
-            )
-            raise InputError(msg)
-        project_column = self._column(names, "project_id")
-        reader = csv.DictReader(lines, fieldnames=names, delimiter=delimiter)
-        rows = iter(reader)
-        while True:
-            before = reader.line_num
-            row: dict[str, str | None] | csv.Error | None
-            try:
-                row = next(rows)
-            except StopIteration:
-                row = None
-            except csv.Error as exc:  # e.g. a field over csv's limit: that row only
-                row = exc
-            while lines.cut:  # too long: the csv module read each as a blank row
-                yield lines.cut_line(self.name)
-            if row is None:
-                return
-            if isinstance(row, csv.Error):
-                msg = f"not valid CSV: {row}"
-                yield skipped("", "", self.name, before + 2, "bad_line", msg)
-                continue
-            lineno = reader.line_num + 1
-            task_id = (row.get(column) or "").strip()
-            if not task_id:
-                if any((value or "").strip() for value in row.values() if isinstance(value, str)):
-                    yield skipped("", "", self.name, lineno, "bad_line", f"empty {column}")
-                continue
-            if task_id == column and all((row.get(n) or "").strip() == n for n in names):
-                # CSV files joined with ``cat``, each with its header: not a task called task_id.
-                msg = "the CSV header again (files joined, each with its header?)"
-                yield skipped(task_id, "", self.name, lineno, "bad_line", msg)
-                continue
-            project = None
-            if project_column is not None:
-                project = (row.get(project_column) or "").strip() or None
-            yield self._check(task_id, project, lineno)
-
-    def _column(self, names: list[str], wanted: str) -> str | None:
-        """The header's name for column ``wanted``: that name, or the one name that differs
-        from it only in case, spaces, ``_`` or ``-`` (``Task ID``, ``TASK_ID``, ``TaskId``)."""
-        if wanted in names:
-            return wanted
-        like = [name for name in names if _key(name) == _key(wanted)]
-        if len(like) > 1:
-            msg = (
-                f"input {self.name}: line 1: CSV header has {len(like)} columns that may be "
-                f"{wanted} ({', '.join(map(repr, like))}); name one of them {wanted}"
-            )
-            raise InputError(msg)
-        return like[0] if like else None
 
     def count_lines(self) -> int | None:
         """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
