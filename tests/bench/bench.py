@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import random
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +109,20 @@ http {{ access_log off; keepalive_requests 10000000;
     return proc
 
 
+@contextlib.contextmanager
+def loopback_nginx(prefix: str, port: int = 18080) -> Iterator[tuple[Path, str]]:
+    """A temporary folder and nginx answering 200 on loopback ``port`` from it: (folder, URL).
+    Both go at the end, however it ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    nginx = start_nginx(folder, port)
+    try:
+        yield folder, f"http://127.0.0.1:{port}"
+    finally:
+        nginx.terminate()
+        nginx.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def ids_file(folder: Path, count: int) -> Path:
     """``count`` random 32-hex task IDs like DCS's (seeded, so every run gets the same). Random,
     not sequential: sequential IDs land side by side in the journal's index and flatter it."""
@@ -137,6 +153,16 @@ def worker_cmd(url: str, ids: Path, folder: Path, *extra: str) -> list[str]:
         "--report", str(folder / "report.json"), "--log-format", "json", "--progress", "off",
         *extra,
     ]  # fmt: skip
+
+
+def program_cmd(kind: str, url: str, ids: Path, folder: Path) -> list[str]:
+    """The command of a measured program by kind: ``worker``, ``worker_2`` (``--processes 2``),
+    ``bare`` or ``bare_uvloop`` (the bare script on uvloop)."""
+    if kind == "worker":
+        return worker_cmd(url, ids, folder)
+    if kind == "worker_2":
+        return worker_cmd(url, ids, folder, "--processes", "2")
+    return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
 
 
 def quota_case(folder: Path, tasks: int, rate: str) -> Run:
@@ -184,13 +210,9 @@ def main() -> None:
     # An installed wheel (and the Docker image) carries compiled bytecode. A checkout run with
     # PYTHONDONTWRITEBYTECODE=1 would compile the worker's modules from source in every case.
     compileall.compile_dir(HERE.parents[1] / "worker", quiet=1)
-    folder = Path(tempfile.mkdtemp(prefix="dcs-bench-"))
-    port = 18080
-    url = f"http://127.0.0.1:{port}"
     creds = {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK}
-    nginx = start_nginx(folder, port)
     rows: list[Run] = []
-    try:
+    with loopback_nginx("dcs-bench-") as (folder, url):
         ids = ids_file(folder, n)
         bare, uvloop_bare = bare_cmd(url, ids), bare_cmd(url, ids, uvloop=True)
         sdk_ids = ids_file(folder, n_sdk)
@@ -232,10 +254,6 @@ def main() -> None:
         big = measure(f"worker RSS, {mem_big:,} tasks", mem_big,
                       worker_cmd(url, ids_file(folder, mem_big), folder), creds)  # fmt: skip
         rows += [small, big]
-    finally:
-        nginx.terminate()
-        nginx.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
     print(f"\n{'case':<48} {'tasks':>8} {'tasks/s':>9} {'CPU s/1k':>9} {'peak RSS MB':>12}")
     for r in rows:

@@ -16,11 +16,10 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import bare_cmd, ids_file, run_under, start_nginx, worker_cmd
+from tests.bench.bench import ids_file, loopback_nginx, program_cmd, run_under
 
 
 def instructions(cmd: list[str], folder: Path) -> int:
@@ -38,33 +37,18 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed: apt-get install valgrind")
-    folder = Path(tempfile.mkdtemp(prefix="dcs-instr-"))
-    url = "http://127.0.0.1:18080"
-    nginx = start_nginx(folder, 18080)
-    try:
-
-        def command(kind: str, ids: Path) -> list[str]:
-            if kind == "worker":
-                return worker_cmd(url, ids, folder)
-            if kind == "worker_2":
-                return worker_cmd(url, ids, folder, "--processes", "2")
-            return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
-
-        programs = {
-            "bare aiohttp, asyncio loop": "bare",
-            "bare aiohttp, uvloop": "bare_uvloop",
-            "worker: signed, journal, outcomes, report": "worker",
-            "the same, --processes 2 (all processes)": "worker_2",
-        }
+    programs = {
+        "bare aiohttp, asyncio loop": "bare",
+        "bare aiohttp, uvloop": "bare_uvloop",
+        "worker: signed, journal, outcomes, report": "worker",
+        "the same, --processes 2 (all processes)": "worker_2",
+    }
+    with loopback_nginx("dcs-instr-") as (folder, url):
         print(f"{'program':<44} {'instructions a task':>20}")
         for name, kind in programs.items():
-            one = instructions(command(kind, ids_file(folder, 1)), folder)
-            many = instructions(command(kind, ids_file(folder, n)), folder)
+            one = instructions(program_cmd(kind, url, ids_file(folder, 1), folder), folder)
+            many = instructions(program_cmd(kind, url, ids_file(folder, n), folder), folder)
             print(f"{name:<44} {(many - one) / (n - 1):>20,.0f}")
-    finally:
-        nginx.terminate()
-        nginx.wait()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,10 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import bare_cmd, ids_file, run_under, start_nginx, worker_cmd
+from tests.bench.bench import ids_file, loopback_nginx, program_cmd, run_under
 
 HZ = 4000  # samples a second of CPU: one every 250 microseconds
 
@@ -53,28 +52,15 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 40000
     if shutil.which("perf") is None:
         raise SystemExit("perf is needed: apt-get install linux-perf")
-    folder = Path(tempfile.mkdtemp(prefix="dcs-libs-"))
-    url = "http://127.0.0.1:18080"
-    nginx = start_nginx(folder, 18080)
-
-    def command(name: str, ids: Path) -> list[str]:
-        if name == "worker":
-            return worker_cmd(url, ids, folder)
-        return bare_cmd(url, ids, uvloop=name == "bare uvloop")
-
-    programs = ("worker", "bare", "bare uvloop")
+    programs = {"worker": "worker", "bare": "bare", "bare uvloop": "bare_uvloop"}  # label: kind
     per_task: dict[str, dict[str, float]] = {}
-    try:
-        for name in programs:
-            one = samples(command(name, ids_file(folder, 1)), folder)
-            many = samples(command(name, ids_file(folder, n)), folder)
+    with loopback_nginx("dcs-libs-") as (folder, url):
+        for name, kind in programs.items():
+            one = samples(program_cmd(kind, url, ids_file(folder, 1), folder), folder)
+            many = samples(program_cmd(kind, url, ids_file(folder, n), folder), folder)
             per_task[name] = {
                 lib: (many[lib] - one[lib]) * 1e6 / HZ / (n - 1) for lib in many | one
             }
-    finally:
-        nginx.terminate()
-        nginx.wait()
-        shutil.rmtree(folder, ignore_errors=True)
     worker = per_task["worker"]
     libs = sorted(worker, key=lambda lib: -worker[lib])[:12]
     print(f"CPU microseconds a task, {n:,} tasks minus 1 (perf record -e cpu-clock, {HZ} Hz)")

@@ -17,11 +17,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root
-from tests.bench.bench import AK, SK, bare_cmd, ids_file, start_nginx, worker_cmd
+from tests.bench.bench import AK, SK, ids_file, loopback_nginx, program_cmd
 
 Key = tuple[str, int, str]  # file, first line, function
 
@@ -97,15 +96,12 @@ def package(file: str) -> str:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2001
-    folder = Path(tempfile.mkdtemp(prefix="dcs-opcodes-"))
-    url = "http://127.0.0.1:18081"
-    nginx = start_nginx(folder, 18081)
-    try:
+    with loopback_nginx("dcs-opcodes-", 18081) as (folder, url):
         for kind in ("worker", "bare"):
             runs: dict[int, collections.Counter[Key]] = {}
             for count in (n, 1):
                 ids = ids_file(folder, count)
-                cmd = worker_cmd(url, ids, folder) if kind == "worker" else bare_cmd(url, ids)
+                cmd = program_cmd(kind, url, ids, folder)
                 runs[count] = counted(cmd, folder / f"{kind}-{count}.json")
             per = {k: (v - runs[1].get(k, 0)) / (n - 1) for k, v in runs[n].items()}
             by_package: dict[str, float] = collections.defaultdict(float)
@@ -120,8 +116,6 @@ def main() -> None:
             print("  the functions that run the most:")
             for (file, line, name), value in sorted(per.items(), key=lambda kv: -kv[1])[:12]:
                 print(f"  {value:8,.0f}  {where(file)}:{line} {name}")
-    finally:
-        nginx.terminate()
 
 
 if __name__ == "__main__":
