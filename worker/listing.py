@@ -109,9 +109,10 @@ async def list_tasks(
             except ListFailed as exc:
                 log.error("cleanup.list_failed", offset=offset, listed=done.listed, error=str(exc))
                 return EXIT_ABORTED
-            if done.task_count is not None:
-                first = done.task_count if first is None else first
-                lowest = min(done.task_count, lowest if lowest is not None else first)
+            count = done.task_count
+            if count is not None:
+                first = count if first is None else first
+                lowest = count if lowest is None else min(lowest, count)
             chosen = [
                 task
                 for task in page
@@ -253,7 +254,7 @@ def _why(answer: ApiResponse | TransportError, attempts: int) -> str:
     if reason == "credentials_refused":
         text = f"HTTP 401 {answer.error_code or ''} {answer.error_msg or ''}".strip()
         text += ": credentials refused"
-    elif reason is not None:  # the clock, or no such API here: describe() says what to do
+    elif reason is not None:  # the clock, no such API, not DCS's, a redirect: describe() says
         text = describe(answer)
     else:
         text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()
