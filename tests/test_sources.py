@@ -432,6 +432,29 @@ async def test_a_project_id_or_message_that_is_not_a_string_skips_its_line(
 
 
 @pytest.mark.anyio
+async def test_a_key_given_twice_in_a_json_line_skips_its_line(tmp_path: Path) -> None:
+    """A JSON object that gives task_id (or id, project_id, message) twice was read by its last
+    one, silently choosing the task or project sent. Such a line is now a bad line naming the
+    key, however the key is spelt; another key twice, or a read key once, still goes."""
+    path = tmp_path / "ids.jsonl"
+    path.write_text(
+        '{"task_id": "t1", "task_id": "t2"}\n'
+        '{"task_id": "t3", "project_id": "other", "project_id": "p"}\n'
+        '{"task\\u005fid": "t4", "task_id": "t5"}\n'
+        '{"id": "t6", "id": "t7"}\n'
+        '{"task_id": "t8", "name": "x", "name": "y", "note": "\\"id\\" and \\"id\\""}\n'
+        '{"task_id": "t9", "tags": {"task_id": "inner"}}\n'
+    )
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["t8", "t9"]
+    bad = [i for i in items if isinstance(i, TaskResult)]
+    assert [(i.line, i.error_code, str(i.error_msg).split(": ", 1)[1]) for i in bad] == [
+        (n, "bad_line", f"the key {key} is given twice: which one is meant is not clear")
+        for n, key in ((1, "task_id"), (2, "project_id"), (3, "task_id"), (4, "id"))
+    ]
+
+
+@pytest.mark.anyio
 async def test_a_task_as_the_list_api_gives_it_is_read_by_its_id(tmp_path: Path) -> None:
     """``jq -c '.tasks[]'`` over a ListCenterTask response gives objects with ``id``, not
     ``task_id``: each is read as its task (task_id wins when a line has both)."""
@@ -587,6 +610,24 @@ async def test_csv_columns_that_differ_only_in_case_must_be_told_apart(tmp_path:
     two.write_text("TASK_ID,task-id\nt1,t2\n")
     with pytest.raises(InputError, match=r"2 columns that may be task_id \('TASK_ID', 'task-id'\)"):
         await collect(make(two))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("header", "wanted"),
+    [("task_id,note,task_id", "task_id"), ("id,project_id,project_id", "project_id")],
+)
+async def test_a_csv_column_named_twice_is_an_input_error(
+    tmp_path: Path, header: str, wanted: str
+) -> None:
+    """A header naming task_id (or project_id) twice was read by its last column, silently
+    choosing which of two IDs went out; it is now an input error naming the column."""
+    path = tmp_path / "twice.csv"
+    path.write_text(f"{header}\nt1,x,t2\n")
+    expected = rf"line 1: CSV header has 2 columns that may be {wanted} \('{wanted}', '{wanted}'\)"
+    expected += "; keep one"
+    with pytest.raises(InputError, match=expected):
+        await collect(make(path))
 
 
 @pytest.mark.anyio

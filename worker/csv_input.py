@@ -85,14 +85,15 @@ def csv_items(
 
 def _column(source: str, names: list[str], wanted: str) -> str | None:
     """The header's name for column ``wanted``: that name, or the one name that differs
-    from it only in case, spaces, ``_`` or ``-`` (``Task ID``, ``TASK_ID``, ``TaskId``)."""
-    if wanted in names:
-        return wanted
-    like = [name for name in names if _key(name) == _key(wanted)]
-    if len(like) > 1:
+    from it only in case, spaces, ``_`` or ``-`` (``Task ID``, ``TASK_ID``, ``TaskId``). Two
+    such columns (``task_id`` twice, say) are an ``InputError``."""
+    like = [name for name in names if name == wanted]
+    like = like or [name for name in names if _key(name) == _key(wanted)]
+    if len(like) > 1:  # the csv module would read the last of them
+        fix = "keep one" if wanted in like else f"name one of them {wanted}"
         msg = (
             f"input {source}: line 1: CSV header has {len(like)} columns that may be "
-            f"{wanted} ({', '.join(map(repr, like))}); name one of them {wanted}"
+            f"{wanted} ({', '.join(map(repr, like))}); {fix}"
         )
         raise InputError(msg)
     return like[0] if like else None

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import anyio.to_thread
 
@@ -41,6 +41,39 @@ _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
 
 
 _JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
+# The keys a JSON Lines line is read by. Of a key given twice json.loads keeps the last: for these
+# that would choose between two tasks (or projects, or messages) without a word.
+_READ_KEYS = frozenset(("task_id", "id", "project_id", "message"))
+_QUOTED_KEYS = tuple(f'"{key}"' for key in sorted(_READ_KEYS))
+
+
+def _json_object(text: str) -> dict[str, Any] | str:
+    """A JSON Lines line's object, or why it has none that can be read."""
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return "not valid JSON"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    repeated = _repeated_key(text)
+    if repeated is not None:
+        return f"the key {repeated} is given twice: which one is meant is not clear"
+    return obj
+
+
+def _repeated_key(text: str) -> str | None:
+    """The first key a line is read by that its JSON object gives twice, or None. Only a line
+    that names one of them twice, or has an escape (which may spell one), is parsed again."""
+    if "\\" not in text and all(text.count(key) < 2 for key in _QUOTED_KEYS):
+        return None
+    pairs: list[tuple[str, object]] = json.loads(text, object_pairs_hook=list)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in _READ_KEYS:
+            if key in seen:
+                return key
+            seen.add(key)
+    return None
 
 
 class FileSource:
@@ -260,12 +293,9 @@ class FileSource:
         text = line.strip()
         if not text:
             return None
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            return skipped(text[:64], "", self.name, lineno, "bad_line", "not valid JSON")
-        if not isinstance(obj, dict):
-            return skipped(text[:64], "", self.name, lineno, "bad_line", "not a JSON object")
+        obj = _json_object(text)
+        if isinstance(obj, str):
+            return skipped(text[:64], "", self.name, lineno, "bad_line", obj)
         task_id = obj.get("task_id")
         if task_id is None:  # a task as ListCenterTask gives it (jq -c '.tasks[]')
             task_id = obj.get("id")
