@@ -78,12 +78,14 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
-    from worker.runner import execute
+    from worker.runner import credentials_refused_before, execute
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
     check_deadline(settings)
     tell_queue_settings_ignored(settings)
+    if (settings.redis or settings.queue) and run_async(credentials_refused_before, settings):
+        return EXIT_ABORTED
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes

@@ -46,6 +46,8 @@ HELP = {
     "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
     "redis": "Redis URL for --shared-rate-key when the input is a file",
     "shared_rate_key": "Redis key of one rate limit shared by every replica",
+    "refusal_memory": "with --queue or --redis: seconds refused credentials are remembered "
+    "there, so no run (a restart, another replica) sends them again (0: not at all)",
     "health_host": "with --queue: address of /healthz and /metrics",
     "health_port": "with --queue: port of /healthz and /metrics",
     "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",

@@ -34,6 +34,7 @@ from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, refusal
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
+from worker.refusals import RefusalMemory, memory_for, refused_before
 from worker.report import OutcomeWriter, RunStats
 from worker.results import describe
 from worker.runlock import RunLock
@@ -150,7 +151,23 @@ async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
     pipeline.request_stop("deadline")
 
 
-async def _probe(client: DcsClient, settings: Settings) -> int | None:
+async def credentials_refused_before(settings: Settings) -> bool:
+    """Whether the run's Redis remembers its credentials as refused lately (``refusals``): if
+    so, it has said so, and nothing is to be sent. Checked once, before any process starts."""
+    memory = memory_for(settings, credentials_from(settings))
+    return memory is not None and await refused_before(memory)
+
+
+async def _remember_refusal(
+    memory: RefusalMemory | None, reason: str | None, detail: str | None, run_id: str
+) -> None:
+    if memory is not None and reason == "credentials_refused":
+        await memory.remember(detail or "HTTP 401", run_id)
+
+
+async def _probe(
+    client: DcsClient, settings: Settings, memory: RefusalMemory | None, run_id: str
+) -> int | None:
     """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None = fine."""
     project = settings.project_id
     if project is None:
@@ -169,6 +186,7 @@ async def _probe(client: DcsClient, settings: Settings) -> int | None:
             request_id=answer.request_id,
             detail=describe(answer),
         )
+        await _remember_refusal(memory, reason, describe(answer), run_id)
         return EXIT_ABORTED
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
     return None
@@ -207,7 +225,9 @@ async def execute(
     check_request(settings, source)
     check_outputs(settings)
     check_open_files(settings.concurrency)
-    signer = Signer(credentials_from(settings))
+    credentials = credentials_from(settings)
+    signer = Signer(credentials)
+    memory = memory_for(settings, credentials)
     base_url = settings.base_url()
     run_id = new_run_id() if part is None else part.run_id
     metrics = metrics_for(settings)
@@ -238,10 +258,8 @@ async def execute(
             journal=str(settings.journal) if settings.journal else None,
             proxy=str(client.proxy) if client.proxy else None,
         )
-        if settings.dry_run:
-            code = await _probe(client, settings)
-            if code is not None:
-                return code
+        if settings.dry_run and (code := await _probe(client, settings, memory, run_id)):
+            return code
         progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
         stack.callback(progress.close)
         limiter = await _make_limiter(settings, stack)
@@ -263,6 +281,7 @@ async def execute(
         if metrics is not None and consumer_mode(settings):
             await serve_health(pipeline, metrics, source, stack)
         end = await _drive(pipeline, source, progress, handle_signals=handle_signals)
+        await _remember_refusal(memory, end.stop_reason, pipeline.stop_detail, run_id)
         progress.close()
         if outcomes.deleted():
             tell_outcomes_deleted(settings, kept)

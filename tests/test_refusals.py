@@ -1,0 +1,138 @@
+"""Refused credentials remembered in Redis: a restarted run (a consumer's pod, a Job's retry)
+does not send them again. Against the emulator and a real redis-server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import PROJECT, free_port, run, run_args, seed, write_ids
+from worker.cli import main
+from worker.emulator import EmulatorServer
+from worker.emulator.app import DEMO_AK, DEMO_SK
+from worker.refusals import KEY_PREFIX
+
+STREAM = "dcs-cleanup:tasks"
+WRONG_SK = "not-the-right-secret-0000000000000000000"
+
+
+def events(capsys: pytest.CaptureFixture[str], name: str) -> list[dict[str, Any]]:
+    lines = capsys.readouterr().out.splitlines()
+    found = [json.loads(line) for line in lines if line.startswith("{")]
+    return [e for e in found if e["event"] == name]
+
+
+def consume(emu: EmulatorServer, redis_url: str, tmp: Path, *extra: str) -> int:
+    """A --until-empty consumer of the queue (a pod of the consumer Deployment, say), which
+    takes over the entries an earlier one left pending after 0.2 s."""
+    args = ("--queue", redis_url, "--until-empty", "--claim-idle", "0.2", *extra)
+    return main(run_args(emu, tmp, None, *args))
+
+
+def test_refused_credentials_are_not_sent_again_by_the_next_run(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consumer whose SK is wrong stops at its 401 (exit 3). Restarted, as the kubelet does
+    a Deployment's pod, it sent one more refused signature each time, and Huawei locks an
+    AK/SK after five. Now the restart stops before sending anything (exit 3), naming the run
+    that was refused and the key to delete. Other credentials (the Secret set right) go at
+    once, and the entries waited for them."""
+    ids = seed(emulator, 20)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    for task_id in ids:
+        client.xadd(STREAM, {"task_id": task_id, "project_id": PROJECT})
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    assert consume(emulator, redis_url, tmp_path) == 3
+    assert emulator.state.requests == 1
+    [remembered] = events(capsys, "cleanup.credentials_remembered")
+    first_run = json.loads((tmp_path / "report.json").read_text())["run_id"]
+
+    for _ in range(3):  # the kubelet's restarts
+        assert consume(emulator, redis_url, tmp_path) == 3
+        [said] = events(capsys, "cleanup.credentials_refused_before")
+        assert said["by_run"] == first_run
+        assert said["refused_for"].startswith("HTTP 401 APIGW.0301")
+        assert said["key"] == remembered["key"]
+        assert f"redis-cli DEL {said['key']}" in said["detail"]
+    assert emulator.state.requests == 1
+    assert emulator.state.remaining() == 20
+
+    monkeypatch.setenv("CLOUD_SDK_SK", "another-wrong-secret-00000000000000000000")
+    assert consume(emulator, redis_url, tmp_path) == 3  # other credentials: tried, once
+    assert emulator.state.requests == 2
+    monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
+    assert consume(emulator, redis_url, tmp_path) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_the_marker_names_no_secret_and_lasts_refusal_memory(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A file run with --redis (a dry run here: its probe is signed too) leaves the marker for
+    --refusal-memory seconds. Neither its key nor its value holds the AK or the SK."""
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    memory = ("--redis", redis_url, "--refusal-memory", "120", "--dry-run")
+    assert run(emulator, tmp_path, path, *memory) == 3
+    assert run(emulator, tmp_path, path, *memory) == 3
+    assert emulator.state.requests == 1
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    [key] = client.keys("*")
+    assert isinstance(key, str)
+    assert key.startswith(KEY_PREFIX)
+    value = client.get(key)
+    assert isinstance(value, str)
+    assert json.loads(value)["detail"].startswith("HTTP 401 APIGW.0301")
+    for secret in (DEMO_AK, WRONG_SK, DEMO_AK[:8], WRONG_SK[:8]):
+        assert secret not in key
+        assert secret not in value
+    assert 110 < client.pttl(key) / 1000 <= 120
+
+
+@pytest.mark.parametrize("case", ["clock", "memory_off"])
+def test_what_is_not_remembered(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+) -> None:
+    """A refused clock (401 APIGW.0303) is not the credentials: fixed by NTP, the next run
+    must go. ``--refusal-memory 0`` remembers nothing. Either way the next run sends again."""
+    extra: tuple[str, ...] = ("--redis", redis_url)
+    if case == "clock":
+        emulator.state.clock_offset_s = 3600.0
+    else:
+        monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+        extra += ("--refusal-memory", "0")
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, path, *extra) == 3
+    assert run(emulator, tmp_path, path, *extra) == 3
+    assert emulator.state.requests == 2
+    assert redis.Redis.from_url(redis_url).keys("*") == []
+
+
+def test_a_redis_out_of_reach_only_costs_the_memory(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The memory is a help, not a need: with --redis at a port nothing listens on (and no
+    other use of it), a warning says the credentials cannot be remembered and the run goes
+    on: every task deleted, exit 0."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    gone = f"redis://127.0.0.1:{free_port()}/0"
+    assert run(emulator, tmp_path, path, "--redis", gone) == 0
+    assert emulator.state.remaining() == 0
+    [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
+    assert warned["command"] == "GET"
+    assert warned["key"].startswith(KEY_PREFIX)
