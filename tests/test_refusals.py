@@ -136,3 +136,26 @@ def test_a_redis_out_of_reach_only_costs_the_memory(
     [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
     assert warned["command"] == "GET"
     assert warned["key"].startswith(KEY_PREFIX)
+
+
+def test_a_marker_set_by_hand_also_holds_the_run(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A marker whose value is not this program's JSON (edited by hand, say, to note why the
+    key is held) still stops the run before it sends, its text given as the reason."""
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, path, "--redis", redis_url) == 3
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    [key] = client.keys("*")
+    client.set(key, "held by ops: key rotation, ticket 123")
+    capsys.readouterr()
+    assert run(emulator, tmp_path, path, "--redis", redis_url) == 3
+    [said] = events(capsys, "cleanup.credentials_refused_before")
+    assert said["refused_for"] == "held by ops: key rotation, ticket 123"
+    assert said["by_run"] is None
+    assert emulator.state.requests == 1

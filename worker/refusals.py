@@ -16,6 +16,7 @@ key, a warning says so and the run goes on as it would without it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import socket
@@ -42,6 +43,31 @@ def fingerprint(credentials: Credentials) -> str:
     return digest.hexdigest()[:32]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """What a marker says: when the credentials were refused and until when that is
+    remembered (UTC, ISO 8601), by which run on which host, and the answer."""
+
+    refused_at: str | None = None
+    until: str | None = None
+    run_id: str | None = None
+    host: str | None = None
+    detail: str | None = None
+
+    @classmethod
+    def parse(cls, raw: str) -> Refusal:
+        """A marker's value; one not written by this program still counts, its text the
+        detail."""
+        try:
+            fields: Any = json.loads(raw)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            return cls(detail=raw[:300])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: str(v) for k, v in fields.items() if k in names and v is not None})
+
+
 class RefusalMemory:
     """The marker of one set of credentials in the Redis at ``url``."""
 
@@ -55,32 +81,22 @@ class RefusalMemory:
     def __repr__(self) -> str:
         return f"RefusalMemory({self.key!r})"
 
-    async def recalled(self) -> dict[str, Any] | None:
-        """The marker (when, by which run and host, why), or None: not refused lately, or
-        Redis could not say."""
+    async def recalled(self) -> Refusal | None:
+        """The marker's refusal, or None: not refused lately, or Redis could not say."""
         raw = await self._redis("get", self.key)
-        if not isinstance(raw, str):
-            return None
-        try:
-            marker: Any = json.loads(raw)
-        except ValueError:
-            marker = None
-        return marker if isinstance(marker, dict) else {"detail": raw[:300]}
+        return Refusal.parse(raw) if isinstance(raw, str) else None
 
     async def remember(self, detail: str, run_id: str) -> None:
         """Leave the marker: these credentials were refused now, for ``detail``."""
         for secret in self._secrets:  # the gateway's words should never carry them; if they do
             detail = detail.replace(secret, "***")
         now = time.time()
-        marker = {
-            "refused_at": _utc(now),
-            "until": _utc(now + self._seconds),
-            "run_id": run_id,
-            "host": socket.gethostname(),
-            "detail": detail[:500],
-        }
+        marker = Refusal(
+            _utc(now), _utc(now + self._seconds), run_id, socket.gethostname(), detail[:500]
+        )
+        value = json.dumps(dataclasses.asdict(marker))
         ms = max(1, round(self._seconds * 1000))
-        if await self._redis("set", self.key, json.dumps(marker), px=ms) is not None:
+        if await self._redis("set", self.key, value, px=ms) is not None:
             log.warning(
                 "cleanup.credentials_remembered",
                 key=self.key,
@@ -127,16 +143,16 @@ def memory_for(settings: Settings, credentials: Credentials) -> RefusalMemory | 
 async def refused_before(memory: RefusalMemory) -> bool:
     """Whether these credentials were refused within the memory's time: if so, says so (an
     error naming when, by whom, why, and how to go on) and nothing is to be sent."""
-    marker = await memory.recalled()
-    if marker is None:
+    refusal = await memory.recalled()
+    if refusal is None:
         return False
     log.error(
         "cleanup.credentials_refused_before",
-        refused_at=marker.get("refused_at"),
-        until=marker.get("until"),
-        by_run=marker.get("run_id"),
-        by_host=marker.get("host"),
-        refused_for=marker.get("detail"),
+        refused_at=refusal.refused_at,
+        until=refusal.until,
+        by_run=refusal.run_id,
+        by_host=refusal.host,
+        refused_for=refusal.detail,
         key=memory.key,
         detail=(
             "the gateway refused these credentials lately and Huawei locks an AK/SK after five "
