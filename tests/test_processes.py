@@ -36,6 +36,7 @@ from tests.conftest import (
 )
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
+from worker.emulator.app import DEMO_SK
 from worker.processes import combine_exit, share
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
@@ -224,23 +225,28 @@ def test_a_process_that_dies_fails_the_run_but_not_the_others(
     _rerun_finishes(emulator, tmp_path, path, journal)
 
 
-def test_refused_signature_over_processes_sends_one_request_a_process(
+def test_refused_signature_over_processes_sends_one_request_in_all(
     emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """401 with 2 processes: exit 3, credentials_refused, one request a process (each one's
-    first goes alone), not a wave of up to --concurrency."""
+    """401 with 8 processes: each child's first request went alone, but that still made one
+    refused signature a process, 8, where Huawei locks an AK/SK after five. The parent's own
+    signed GET now goes first: exit 3, the refusal said, one request in all and no process
+    started. With the right key the same command deletes every task."""
     monkeypatch.setenv("CLOUD_SDK_SK", "not-the-right-secret")
-    ids = seed(emulator, 300)
-    child = spawn(
-        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids),
-        "--processes", "2", "--concurrency", "8",
-    )  # fmt: skip
-    assert child.wait(timeout=60) == 3
-    assert 1 <= emulator.state.requests <= 2
-    rep = report(tmp_path)
-    assert rep["stop_reason"] == "credentials_refused"
-    assert rep["stop_detail"].startswith("HTTP 401 APIGW.")  # one child's words for it
-    assert rep["outcomes"]["not_attempted"] == 300
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 300))
+    args = ("--processes", "8", "--concurrency", "8")
+    assert spawn(emulator, tmp_path, path, *args).wait(timeout=60) == 3
+    assert emulator.state.requests == 1
+    lines = (tmp_path / "worker.log").read_text().splitlines()
+    said = [json.loads(line) for line in lines if line.startswith("{")]
+    [refused] = [e for e in said if e["event"] == "cleanup.credentials_refused"]
+    assert refused["error_code"] == "APIGW.0301"
+    assert not [e for e in said if e["event"] == "cleanup.processes_starting"]
+    assert emulator.state.remaining() == 300
+    monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
+    assert spawn(emulator, tmp_path, path, *args).wait(timeout=60) == 0
+    assert emulator.state.remaining() == 0
+    assert report(tmp_path)["outcomes"]["deleted"] == 300
 
 
 @pytest.mark.parametrize(
@@ -358,7 +364,8 @@ def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -
     assert emulator.state.remaining() == 0
     rep = report(tmp_path)
     assert rep["outcomes"]["deleted"] == failed  # only the failed ones were taken up again
-    assert emulator.state.requests - requests_before == failed
+    # One DELETE a task, and the parent's first request (a signed GET), counted in the report.
+    assert emulator.state.requests - requests_before == failed + 1 == rep["requests"]
     assert all(p["tasks"] > 0 for p in rep["processes"])
 
 

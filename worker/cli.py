@@ -78,7 +78,7 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
-    from worker.runner import credentials_refused_before, execute
+    from worker.runner import credentials_refused_before, execute, first_request_stops
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes
+        from worker.report import RunStats
 
         # In the parent, so the message names the --concurrency given, not a process's share.
         check_open_files(settings.concurrency, settings.processes)
@@ -96,7 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         def run_child(child: Settings, part: Part) -> int:
             return run_async(functools.partial(execute, part=part), child)
 
-        return run_processes(settings, run_child)
+        def first_stops(run_id: str, stats: RunStats) -> bool:
+            return bool(run_async(first_request_stops, settings, run_id, stats))
+
+        return run_processes(settings, run_child, first_request_stops=first_stops)
     return run_async(execute, settings)
 
 

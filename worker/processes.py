@@ -146,9 +146,13 @@ def run_processes(
     settings: Settings,
     run_child: Callable[[Settings, Part], int],
     *,
+    first_request_stops: Callable[[str, RunStats], bool] = lambda run_id, stats: False,
     summary_stream: IO[str] | None = None,
 ) -> int:
-    """Fork ``settings.processes`` children, wait for them, merge; return the exit code."""
+    """Fork ``settings.processes`` children, wait for them, merge; return the exit code.
+    ``first_request_stops(run_id, stats)`` runs before any fork, counting what it sends in the
+    run's ``stats``: True ends the run with exit 3 and no child started (the parent's own first
+    request was refused)."""
 
     check(settings)
     check_request(settings, None)
@@ -158,18 +162,21 @@ def run_processes(
     settings.base_url()  # an endpoint or region is required: say so once, not per child
     # One run at a time on a journal; the children share this lock (they inherit it).
     with RunLock(settings.journal) if settings.journal else contextlib.nullcontext():
-        return _fork_and_merge(settings, run_child, summary_stream=summary_stream)
+        run_id, stats = new_run_id(), RunStats()
+        if first_request_stops(run_id, stats):
+            return EXIT_ABORTED
+        return _fork_and_merge(settings, run_child, run_id, stats, summary_stream=summary_stream)
 
 
 def _fork_and_merge(
     settings: Settings,
     run_child: Callable[[Settings, Part], int],
+    run_id: str,
+    stats: RunStats,
     *,
     summary_stream: IO[str] | None = None,
 ) -> int:
     n = settings.processes
-    run_id = new_run_id()
-    started = time.time()
     folder = Path(tempfile.mkdtemp(prefix="dcs-cleanup-processes-"))
     try:
         journal_path = settings.journal or folder / "journal.sqlite"
@@ -200,7 +207,7 @@ def _fork_and_merge(
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
             relay.children_started()
             codes = supervisor.wait(ProcessesProgress(settings, done), relay)
-        report = merge(settings, run_id, started, parts, codes)
+        report = merge(settings, run_id, stats, parts, codes)
         save_report(settings, report)
         journal = Journal(journal_path, run_id)
         try:
@@ -271,12 +278,12 @@ def combine_exit(codes: Sequence[int], reasons: Sequence[str | None]) -> tuple[i
 def merge(
     settings: Settings,
     run_id: str,
-    started: float,
+    stats: RunStats,
     parts: Sequence[Part],
     codes: dict[int, int],
 ) -> dict[str, Any]:
-    """The run's report from the children's: counts summed, latency histograms merged."""
-    stats = RunStats(started=started)
+    """The run's report from the children's: their counts added to the parent's ``stats``
+    (its first request), latency histograms merged."""
     children: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     for part in parts:

@@ -29,7 +29,7 @@ from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import TaskRef, TaskResult
+from worker.models import ApiResponse, TaskRef, TaskResult
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, refusal
 from worker.preflight import check_open_files, check_outputs, check_request
@@ -165,6 +165,23 @@ async def _remember_refusal(
         await memory.remember(detail or "HTTP 401", run_id)
 
 
+async def _stops_the_run(answer: ApiResponse, memory: RefusalMemory | None, run_id: str) -> bool:
+    """Whether a probe's answer is one that stops a whole run (``refusal``): if so, it is said
+    and refused credentials are remembered."""
+    reason = refusal(answer)
+    if reason is None:
+        return False
+    log.error(
+        f"cleanup.{reason}",
+        error_code=answer.error_code,
+        error_msg=answer.error_msg,
+        request_id=answer.request_id,
+        detail=describe(answer),
+    )
+    await _remember_refusal(memory, reason, describe(answer), run_id)
+    return True
+
+
 async def _probe(
     client: DcsClient, settings: Settings, memory: RefusalMemory | None, run_id: str
 ) -> int | None:
@@ -177,19 +194,35 @@ async def _probe(
     except TransportError as exc:
         log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(exc))
         return EXIT_USAGE
-    reason = refusal(answer)
-    if reason is not None:  # what would stop a run stops the dry run
-        log.error(
-            f"cleanup.{reason}",
-            error_code=answer.error_code,
-            error_msg=answer.error_msg,
-            request_id=answer.request_id,
-            detail=describe(answer),
-        )
-        await _remember_refusal(memory, reason, describe(answer), run_id)
+    if await _stops_the_run(answer, memory, run_id):  # what would stop a run stops the dry run
         return EXIT_ABORTED
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
     return None
+
+
+async def first_request_stops(settings: Settings, run_id: str, stats: RunStats) -> bool:
+    """``--processes``: the parent's one signed ListCenterTask GET, before any child starts.
+
+    Each child's first request goes alone, but N children still sent N refused signatures for a
+    wrong AK/SK (Huawei locks one after five), or N requests to an endpoint that is not DCS's.
+    The parent's answer now stops them all first (True: exit 3, said). Any other answer (a 403
+    for want of ``dcs:task:list``, a 5xx, none at all) is left to the children, which retry.
+    The request is counted in ``stats``, the run's."""
+    project = settings.project_id
+    if project is None:
+        return False
+    credentials = credentials_from(settings)
+    base_url = settings.base_url()
+    async with DcsClient(
+        base_url, Signer(credentials), concurrency=1, timeout=settings.timeout
+    ) as client:
+        try:
+            answer = await client.list_tasks(project)
+        except TransportError as exc:
+            stats.on_answer(exc)
+            return False
+    stats.on_answer(answer)
+    return await _stops_the_run(answer, memory_for(settings, credentials), run_id)
 
 
 def _journal_path(
