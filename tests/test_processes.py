@@ -249,6 +249,17 @@ def test_refused_signature_over_processes_sends_one_request_in_all(
     assert report(tmp_path)["outcomes"]["deleted"] == 300
 
 
+def test_an_input_every_process_refuses_is_exit_2(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A CSV without a task_id column, over 2 processes: each refuses it at line 1 and no
+    DELETE goes out, so the run ends 2 (usage), as with one process, though the parent's
+    first request (a GET) went out and is counted."""
+    path = tmp_path / "ids.csv"
+    path.write_text("name,status\nEXTEND,SUCCESS\n")
+    assert spawn(emulator, tmp_path, path, "--processes", "2").wait(timeout=60) == 2
+    assert emulator.state.requests == 1
+    assert report(tmp_path)["requests"] == 1
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -308,8 +308,8 @@ def merge(
         [codes.get(p.index, EXIT_ABORTED) for p in parts],
         [r["stop_reason"] for r in reports],
     )
-    if exit_code == EXIT_USAGE:
-        exit_code = EXIT_ABORTED if stats.requests else EXIT_USAGE
+    if exit_code == EXIT_USAGE:  # 2 says no DELETE went out (the parent's GET is no DELETE)
+        exit_code = EXIT_ABORTED if any(r["requests"] for r in reports) else EXIT_USAGE
     details = [r.get("stop_detail") for r in reports if r["stop_reason"] == stop_reason]
     extra: dict[str, Any] = {
         "stop_detail": next((d for d in details if d), None),
