@@ -10,17 +10,17 @@ import functools
 import gzip
 import io
 import itertools
-import json
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, cast
 
 import anyio.to_thread
 
 from worker.csv_input import csv_items, header_delimiter
 from worker.errors import InputError
+from worker.jsonl_input import jsonl_item, refuse_json_document
 from worker.logs import get_logger
 from worker.models import TaskRef, TaskResult
 from worker.reading import (
@@ -33,47 +33,11 @@ from worker.reading import (
     is_stream,
 )
 from worker.shards import in_shard, shard_of_task
-from worker.sources import BATCH, IdValidator, SourceItem, check_task, skipped
+from worker.sources import BATCH, IdValidator, SourceItem, check_task
 
 log = get_logger()
 # A UTF-16 byte-order mark (little- or big-endian) as a UTF-8 reader with surrogateescape sees it.
 _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
-
-
-_JSON_TYPES = {int: "number", float: "number", bool: "boolean", dict: "object", list: "array"}
-# The keys a JSON Lines line is read by. Of a key given twice json.loads keeps the last: for these
-# that would choose between two tasks (or projects, or messages) without a word.
-_READ_KEYS = frozenset(("task_id", "id", "project_id", "message"))
-_QUOTED_KEYS = tuple(f'"{key}"' for key in sorted(_READ_KEYS))
-
-
-def _json_object(text: str) -> dict[str, Any] | str:
-    """A JSON Lines line's object, or why it has none that can be read."""
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return "not valid JSON"
-    if not isinstance(obj, dict):
-        return "not a JSON object"
-    repeated = _repeated_key(text)
-    if repeated is not None:
-        return f"the key {repeated} is given twice: which one is meant is not clear"
-    return obj
-
-
-def _repeated_key(text: str) -> str | None:
-    """The first key a line is read by that its JSON object gives twice, or None. Only a line
-    that names one of them twice, or has an escape (which may spell one), is parsed again."""
-    if "\\" not in text and all(text.count(key) < 2 for key in _QUOTED_KEYS):
-        return None
-    pairs: list[tuple[str, object]] = json.loads(text, object_pairs_hook=list)
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in _READ_KEYS:
-            if key in seen:
-                return key
-            seen.add(key)
-    return None
 
 
 class FileSource:
@@ -154,7 +118,7 @@ class FileSource:
             first, head = self._first_line(lines)
             fmt = self._detect(head)
             if fmt == "jsonl":
-                self._refuse_json_document(head, lines, cut=first is CUT)
+                refuse_json_document(self.name, head, lines, cut=first is CUT)
             items: Iterator[SourceItem]
             if fmt == "text" and not self._default_project:
                 items = self._each_line(first, lines, self._text_line_without_project)
@@ -197,20 +161,6 @@ class FileSource:
             return first, head.removeprefix("\ufeff")
         first = first.removeprefix("\ufeff")
         return first, first
-
-    def _refuse_json_document(self, first: str, lines: Lines, *, cut: bool) -> None:
-        """A JSON document read as JSON Lines: a saved ListCenterTask response (pretty-printed,
-        or on one line) or an array. Each of its lines would be skipped as a bad line and the
-        run end 0 having sent nothing, so it is an input error naming the file instead.
-        ``cut``: ``first`` is the start of a line over ``MAX_LINE``."""
-        text = first.strip()
-        if text.startswith(("{", "[")) and _starts_a_document(text, lines, cut=cut):
-            msg = (
-                f"input {self.name}: line 1: one JSON document, not JSON Lines (an object with "
-                "a task_id a line); for a ListCenterTask response, its tasks one a line: "
-                f"jq -c '.tasks[]' {self.name}"
-            )
-            raise InputError(msg)
 
     def _each_line(
         self, first: str, lines: Lines, parse: Callable[[str, int], SourceItem | None]
@@ -290,27 +240,7 @@ class FileSource:
                 self.passed_over += 1
 
     def _jsonl_line(self, line: str, lineno: int) -> SourceItem | None:
-        text = line.strip()
-        if not text:
-            return None
-        obj = _json_object(text)
-        if isinstance(obj, str):
-            return skipped(text[:64], "", self.name, lineno, "bad_line", obj)
-        task_id = obj.get("task_id")
-        if task_id is None:  # a task as ListCenterTask gives it (jq -c '.tasks[]')
-            task_id = obj.get("id")
-        if not isinstance(task_id, str):
-            msg = "no string task_id (or id) field"
-            return skipped(text[:64], "", self.name, lineno, "bad_line", msg)
-        project = obj.get("project_id")
-        message = obj.get("message")
-        # Another type is not the default project, nor no message: a project ID written as a
-        # number (its leading zeros lost) must not send the task to --project-id's project.
-        for name, value in (("project_id", project), ("message", message)):
-            if value is not None and not isinstance(value, str):
-                msg = f"{name} is a JSON {_JSON_TYPES.get(type(value), 'value')}, not a string"
-                return skipped(task_id, "", self.name, lineno, "bad_line", msg)
-        return self._check(task_id, project or None, lineno, message)
+        return jsonl_item(self.name, line, lineno, self._check)
 
     def count_lines(self) -> int | None:
         """Lines that may hold an ID (not blank, not ``#``), for a progress total; a file only."""
@@ -378,41 +308,6 @@ class FileSource:
             self._pump.close()
         if self._stream is not None and self.path != "-":
             self._stream.close()
-
-
-def _starts_a_document(text: str, lines: Lines, *, cut: bool) -> bool:
-    """Whether a first line (starting ``{`` or ``[``) is, or opens, one JSON document rather
-    than an entry of JSON Lines: an array, a list answer (``tasks``, no ``task_id`` or ``id``),
-    ``{`` or ``[`` alone; or, followed by a line that is no JSON either, a line over
-    ``MAX_LINE`` (``cut``: ``text`` is its start) or a broken one ending as a document's first
-    line may (``{``, ``[`` or ``,``). A broken first entry followed by good ones is only that
-    line's problem."""
-    if cut:
-        return _no_json_next(lines)
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        return text in ("{", "[") or (text.endswith(("{", "[", ",")) and _no_json_next(lines))
-    if isinstance(obj, list):
-        return True
-    return (
-        isinstance(obj, dict)
-        and "task_id" not in obj
-        and "id" not in obj
-        and isinstance(obj.get("tasks"), list)
-    )
-
-
-def _no_json_next(lines: Lines) -> bool:
-    """Whether the next line (peeked, left to be read) is no JSON: a document's second line."""
-    second = lines.peek()
-    if second is CUT:
-        return True
-    try:
-        json.loads(second)
-    except ValueError:
-        return True
-    return False
 
 
 def _id_text(line: str) -> str | None:
