@@ -15,7 +15,7 @@ from worker.cli import main
 from worker.configuration import load_settings
 from worker.emulator import EmulatorServer
 from worker.emulator.app import DEMO_AK, DEMO_SK
-from worker.parser import build_parser
+from worker.parser import GROUPS, build_parser
 from worker.settings import SECRET_FIELDS, Settings
 
 
@@ -346,13 +346,36 @@ def test_run_help_says_what_every_flag_does(capsys: pytest.CaptureFixture[str]) 
             continue
         flag = "--" + name.replace("_", "-")
         found = re.search(
-            rf"{re.escape(flag)}(?: [A-Z_]+| {{[^}}]*}}|, --no-[a-z-]+) (.+?)(?: \(default: |$)",
+            rf"{re.escape(flag)}(?: [A-Z_/]+| {{[^}}]*}}|, --no-[a-z-]+) (.+?)(?: \(default: |$)",
             text,
         )
         assert found is not None, flag
         words = found.group(1).split(" --")[0].strip()
         assert words, flag
         assert words != name.replace("_", " "), (flag, words)
+
+
+def test_run_help_shows_its_flags_in_sections(capsys: pytest.CaptureFixture[str]) -> None:
+    """``run --help`` listed some 50 flags in one block (the queue's before --project-id) under
+    a usage line of 35. The usage now names the three ways to give tasks, and each setting sits
+    in one section (what to delete, where, how fast, ...) with a placeholder for its value."""
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = capsys.readouterr().out
+    usage, _, rest = text.partition("\n\n")
+    assert "(--input PATH | --queue URL | --retry-failed --journal PATH)" in usage
+    assert len(usage.splitlines()) == 2
+    sections = dict(re.findall(r"(?m)^(\S[^\n]*):\n((?:  [^\n]*\n?)+)", rest))
+    assert list(sections) == ["options", *(title for title, _ in GROUPS)]
+    assert re.findall(r"(?m)^  (--[a-z-]+)", sections["options"]) == ["--config", "--env-file"]
+    shown = [re.findall(r"(?m)^  (--[a-z-]+)", sections[title]) for title, _ in GROUPS]
+    flags = [["--" + n.replace("_", "-") for n in names] for _, names in GROUPS]
+    assert shown == flags
+    assert sorted(n for _, names in GROUPS for n in names) == sorted(
+        n for n in Settings.model_fields if n not in SECRET_FIELDS
+    )
+    assert "  --input PATH " in sections["what to delete"]
+    assert "  --timeout SECONDS " in sections["how fast"]
 
 
 def test_credentials_ending_in_a_newline_still_sign(

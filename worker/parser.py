@@ -42,9 +42,9 @@ HELP = {
     "the ones every consumer group has acknowledged)",
     "dead_letter_maxlen": "with --queue: keep the newest N entries of <stream>:dead, dropping "
     "older ones (default 0: keep all)",
-    "shard": "I/N: take shard I of N, a stable hash share of the input (Indexed Jobs)",
-    "shard_count": "N: take the shard JOB_COMPLETION_INDEX names, of N",
-    "redis": "Redis URL for --shared-rate-key when the input is a file",
+    "shard": "take shard I of N, a stable hash share of the input (Indexed Jobs)",
+    "shard_count": "take the shard JOB_COMPLETION_INDEX names, of N",
+    "redis": "Redis URL for --shared-rate-key and --refusal-memory when the input is a file",
     "shared_rate_key": "Redis key of one rate limit shared by every replica",
     "refusal_memory": "with --queue or --redis: seconds refused credentials are remembered "
     "there, so no run (a restart, another replica) sends them again (0: not at all)",
@@ -87,6 +87,40 @@ HELP = {
 }
 
 
+# ``run --help`` in sections, in the order an operator thinks of them, each flag with a
+# placeholder that says what it takes. Every setting but the credentials is in one section.
+GROUPS = (
+    ("what to delete", ("input", "input_format", "id_pattern", "shard", "shard_count",
+                        "retry_failed", "dry_run", "message")),
+    ("where", ("project_id", "region", "endpoint")),
+    ("how fast", ("concurrency", "processes", "rate", "burst", "adaptive", "max_attempts",
+                  "timeout", "backoff_base", "backoff_cap", "max_retry_after")),
+    ("stopping and guards", ("grace", "deadline", "max_deletes", "retry_budget", "retry_refund",
+                             "breaker_window", "breaker_threshold", "forbidden_limit")),
+    ("records, logs and metrics", ("journal", "report", "outcomes", "log_level", "log_format",
+                                   "progress", "progress_interval", "pushgateway")),
+    ("queue consumers (--queue)", ("queue", "stream", "group", "consumer", "until_empty",
+                                   "claim_idle", "keep_acked", "dead_letter_maxlen",
+                                   "journal_retention", "health_host", "health_port")),
+    ("shared by replicas (Redis)", ("redis", "shared_rate_key", "refusal_memory")),
+)  # fmt: skip
+METAVAR = {
+    "input": "PATH", "journal": "PATH", "report": "PATH", "outcomes": "PATH",
+    "queue": "URL", "redis": "URL", "endpoint": "URL", "pushgateway": "URL",
+    "id_pattern": "REGEX", "shard": "I/N", "message": "TEXT", "project_id": "ID",
+    "region": "NAME", "stream": "NAME", "group": "NAME", "consumer": "NAME",
+    "shared_rate_key": "KEY", "health_host": "ADDRESS", "health_port": "PORT",
+    "rate": "R", "retry_refund": "R", "breaker_threshold": "SHARE", "deadline": "WHEN",
+    "timeout": "SECONDS", "backoff_base": "SECONDS", "backoff_cap": "SECONDS",
+    "max_retry_after": "SECONDS", "grace": "SECONDS", "progress_interval": "SECONDS",
+    "claim_idle": "SECONDS", "journal_retention": "SECONDS", "refusal_memory": "SECONDS",
+}  # fmt: skip
+RUN_USAGE = (
+    "%(prog)s (--input PATH | --queue URL | --retry-failed --journal PATH)\n"
+    "       [--project-id ID] [--region NAME | --endpoint URL] [options]"
+)
+
+
 # Flags whose second use is refused rather than replacing the first: ``--input a --input b``
 # read b alone, and the run's summary was easy to take for both files'.
 ONCE = frozenset({"input"})
@@ -122,16 +156,27 @@ def _flag_type(annotation: Any) -> Any:
 def add_settings_flags(
     parser: argparse.ArgumentParser, only: Collection[str] | None = None
 ) -> None:
-    """A flag for each setting (``only`` those named, if given), credentials excepted. A flag
-    not given is not in the parsed namespace, so the environment and files still count."""
-    for name, info in Settings.model_fields.items():
+    """A flag for each setting (``only`` those named, if given; else in ``GROUPS``' sections),
+    credentials excepted. A flag not given is not in the parsed namespace, so the environment
+    and files still count."""
+    section: dict[str, Any] = {}
+    if only is None:
+        for title, names in GROUPS:
+            group = parser.add_argument_group(title)
+            section |= dict.fromkeys(names, group)
+    fields = Settings.model_fields
+    grouped = [name for _, names in GROUPS for name in names] if only is None else []
+    for name in [*grouped, *(name for name in fields if name not in section)]:
+        info = fields[name]
         if name in SECRET_FIELDS or (only is not None and name not in only):
             continue
+        target = section.get(name, parser)
         flag = "--" + name.replace("_", "-")
-        default_note = "" if info.default is None else f" (default: {info.default})"
+        said = info.default is None or "(default" in HELP[name]  # the help says it itself
+        default_note = "" if said else f" (default: {info.default})"
         kind = _flag_type(info.annotation)
         if kind is bool:
-            parser.add_argument(
+            target.add_argument(
                 flag,
                 dest=name,
                 action=argparse.BooleanOptionalAction,
@@ -143,12 +188,13 @@ def add_settings_flags(
             origin_args = typing.get_args(info.annotation)
             if typing.get_origin(info.annotation) is typing.Literal:
                 choices = list(origin_args)
-            parser.add_argument(
+            target.add_argument(
                 flag,
                 dest=name,
                 default=argparse.SUPPRESS,
                 type=any_case if choices else str,
                 choices=choices,
+                metavar=None if choices else METAVAR.get(name, "N"),
                 help=HELP[name] + default_note,
                 action=Once if name in ONCE else "store",
             )
@@ -171,12 +217,14 @@ def add_file_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         type=Path,
+        metavar="PATH",
         default=os.environ.get(CONFIG_VARIABLE),
         help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
     )
     parser.add_argument(
         "--env-file",
         type=Path,
+        metavar="PATH",
         default=os.environ.get(ENV_FILE_VARIABLE),
         help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
     )
@@ -188,13 +236,24 @@ def _add_list_parser(sub: Any) -> None:
     )
     add_file_flags(lst)
     add_settings_flags(lst, LIST_SETTINGS)
-    lst.add_argument("--start-time", help="tasks created from then on: yyyyMMddHHmmss, UTC")
-    lst.add_argument("--end-time", help="tasks created until then: yyyyMMddHHmmss, UTC")
     lst.add_argument(
-        "--older-than-days", type=days, help="tasks created more than this many days ago"
+        "--start-time", metavar="TIME", help="tasks created from then on: yyyyMMddHHmmss, UTC"
     )
     lst.add_argument(
-        "--status", action="append", default=[], help="only tasks in this status (repeatable)"
+        "--end-time", metavar="TIME", help="tasks created until then: yyyyMMddHHmmss, UTC"
+    )
+    lst.add_argument(
+        "--older-than-days",
+        type=days,
+        metavar="DAYS",
+        help="tasks created more than this many days ago",
+    )
+    lst.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        metavar="STATUS",
+        help="only tasks in this status (repeatable)",
     )
     lst.add_argument(
         "--name", action="append", default=[], help="only tasks of this name, e.g. EXTEND"
@@ -207,10 +266,17 @@ def _add_list_parser(sub: Any) -> None:
         help="an ID a line, or JSON Lines",
     )
     lst.add_argument(
-        "--output", type=Path, help="write here instead of standard output (-: standard output)"
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="write here instead of standard output (-: standard output)",
     )
     lst.add_argument(
-        "--page-size", type=page_size, default=1000, help="tasks a request: 1 to 1000, the API's"
+        "--page-size",
+        type=page_size,
+        default=1000,
+        metavar="N",
+        help="tasks a request: 1 to 1000, the API's",
     )
 
 
@@ -222,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="read IDs, delete them, report")
+    run = sub.add_parser("run", help="read IDs, delete them, report", usage=RUN_USAGE)
     add_file_flags(run)
     add_settings_flags(run)
 
