@@ -242,6 +242,9 @@ def test_refused_signature_over_processes_sends_one_request_in_all(
     [refused] = [e for e in said if e["event"] == "cleanup.credentials_refused"]
     assert refused["error_code"] == "APIGW.0301"
     assert not [e for e in said if e["event"] == "cleanup.processes_starting"]
+    rep = report(tmp_path)  # a report, as a run stopped by its first DELETE writes
+    assert (rep["stop_reason"], rep["requests"], rep["tasks"]) == ("credentials_refused", 1, 0)
+    assert rep["stop_detail"].startswith("HTTP 401 APIGW.0301")
     assert emulator.state.remaining() == 300
     monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
     assert spawn(emulator, tmp_path, path, *args).wait(timeout=60) == 0

@@ -56,9 +56,14 @@ def test_refused_credentials_are_not_sent_again_by_the_next_run(
     first_run = json.loads((tmp_path / "report.json").read_text())["run_id"]
 
     for _ in range(3):  # the kubelet's restarts
+        (tmp_path / "report.json").unlink()
         assert consume(emulator, redis_url, tmp_path) == 3
         [said] = events(capsys, "cleanup.credentials_refused_before")
         assert said["by_run"] == first_run
+        rep = json.loads((tmp_path / "report.json").read_text())  # a report, as for any run
+        assert (rep["stop_reason"], rep["requests"], rep["tasks"]) == ("credentials_refused", 0, 0)
+        assert rep["stop_detail"].startswith("remembered as refused at ")
+        assert f" by run {first_run} " in rep["stop_detail"]
         assert said["refused_for"].startswith("HTTP 401 APIGW.0301")
         assert said["key"] == remembered["key"]
         assert f"redis-cli DEL {said['key']}" in said["detail"]

@@ -78,14 +78,12 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
-    from worker.runner import credentials_refused_before, execute, first_request_stops
+    from worker.runner import ended_before_sending, execute
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
     check_deadline(settings)
     tell_queue_settings_ignored(settings)
-    if (settings.redis or settings.queue) and run_async(credentials_refused_before, settings):
-        return EXIT_ABORTED
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes
@@ -97,10 +95,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         def run_child(child: Settings, part: Part) -> int:
             return run_async(functools.partial(execute, part=part), child)
 
-        def first_stops(run_id: str, stats: RunStats) -> bool:
-            return bool(run_async(first_request_stops, settings, run_id, stats))
+        async def first(run_id: str, stats: RunStats) -> bool:
+            return await ended_before_sending(settings, run_id, stats, probe=True) is not None
 
-        return run_processes(settings, run_child, first_request_stops=first_stops)
+        def stops_first(run_id: str, stats: RunStats) -> bool:
+            return bool(run_async(first, run_id, stats))
+
+        return run_processes(settings, run_child, first_request_stops=stops_first)
     return run_async(execute, settings)
 
 

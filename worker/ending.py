@@ -5,10 +5,11 @@ still owe (no task in the input, none of the tasks existed, the outcomes file de
 from __future__ import annotations
 
 import sys
+import time
 from typing import IO, Any
 
 from worker.logs import GuardedStream, get_logger
-from worker.pipeline import Pipeline, RunEnd
+from worker.pipeline import EXIT_ABORTED, Pipeline, RunEnd
 from worker.report import RunStats, summary_table, write_report
 from worker.settings import Settings
 from worker.shards import ShardFilter
@@ -30,6 +31,31 @@ def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
         duration_s=report["duration_s"],
     )
     print(summary_table(report), file=GuardedStream(stream or sys.stderr), flush=True)
+
+
+def end_unsent(
+    settings: Settings,
+    stats: RunStats,
+    run_id: str,
+    reason: str,
+    detail: str,
+    summary_stream: IO[str] | None = None,
+) -> dict[str, Any]:
+    """A run stopped before it read a task (its credentials refused, or remembered as refused):
+    the report (no task, the requests it sent) written and the summary shown as for any run,
+    exit 3. Returns the report."""
+    stats.finished = time.time()
+    extra = {"stop_detail": detail, "input_fully_read": False}
+    report = stats.build_report(
+        run_id=run_id,
+        settings=settings.public_view(),
+        exit_code=EXIT_ABORTED,
+        stop_reason=reason,
+        extra=extra,
+    )
+    save_report(settings, report)
+    announce_end(report, summary_stream)
+    return report
 
 
 def tell_outcomes_deleted(settings: Settings, journal_kept: bool) -> None:

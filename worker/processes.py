@@ -9,7 +9,7 @@ group, with an equal share of ``--concurrency``, ``--rate``/``--burst``, the ret
 journal (SQLite's WAL lock serialises their group commits) and append to one outcomes file (one
 ``write`` per batch, so lines never interleave).
 
-Before it forks, the parent sends one signed GET (``runner.first_request_stops``): a refused AK/SK
+Before it forks, the parent sends one signed GET (``runner.ended_before_sending``): a refused AK/SK
 then costs one request, not one a child. It forks after every import (children start at once and
 share the loaded code), forwards SIGTERM/SIGINT (children have their own process group, so a
 terminal's Ctrl-C reaches them once, through the parent), shows progress from a shared counter
@@ -152,8 +152,8 @@ def run_processes(
 ) -> int:
     """Fork ``settings.processes`` children, wait for them, merge; return the exit code.
     ``first_request_stops(run_id, stats)`` runs before any fork, counting what it sends in the
-    run's ``stats``: True ends the run with exit 3 and no child started (the parent's own first
-    request was refused)."""
+    run's ``stats``: True ends the run with exit 3 and no child started (the credentials
+    remembered as refused, or the parent's own first request refused; it wrote the report)."""
 
     check(settings)
     check_request(settings, None)

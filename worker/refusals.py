@@ -54,6 +54,13 @@ class Refusal:
     host: str | None = None
     detail: str | None = None
 
+    def describe(self) -> str:
+        """In words, for the report of a run it stops."""
+        by = f" by run {self.run_id}" if self.run_id else ""
+        on = f" on {self.host}" if self.host else ""
+        when = f" at {self.refused_at}" if self.refused_at else ""
+        return f"remembered as refused{when}{by}{on}: {self.detail or 'no detail'}"
+
     @classmethod
     def parse(cls, raw: str) -> Refusal:
         """A marker's value; one not written by this program still counts, its text the
@@ -140,12 +147,12 @@ def memory_for(settings: Settings, credentials: Credentials) -> RefusalMemory | 
     return RefusalMemory(url, credentials, settings.refusal_memory)
 
 
-async def refused_before(memory: RefusalMemory) -> bool:
-    """Whether these credentials were refused within the memory's time: if so, says so (an
-    error naming when, by whom, why, and how to go on) and nothing is to be sent."""
+async def refused_before(memory: RefusalMemory) -> Refusal | None:
+    """The refusal these credentials are remembered for, if any: then it is said (an error
+    naming when, by whom, why, and how to go on), and nothing is to be sent."""
     refusal = await memory.recalled()
     if refusal is None:
-        return False
+        return None
     log.error(
         "cleanup.credentials_refused_before",
         refused_at=refusal.refused_at,
@@ -161,7 +168,7 @@ async def refused_before(memory: RefusalMemory) -> bool:
             f"(redis-cli DEL {memory.key})"
         ),
     )
-    return True
+    return refusal
 
 
 def _utc(at: float) -> str:

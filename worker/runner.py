@@ -16,14 +16,20 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
 from worker.adaptive import AdaptiveRate
 from worker.client import DcsClient
-from worker.ending import announce_end, build_report, save_report, tell_outcomes_deleted
+from worker.ending import (
+    announce_end,
+    build_report,
+    end_unsent,
+    save_report,
+    tell_outcomes_deleted,
+)
 from worker.errors import ConfigError, JournalError, TransportError
 from worker.files import FileSource
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
@@ -151,13 +157,6 @@ async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
     pipeline.request_stop("deadline")
 
 
-async def credentials_refused_before(settings: Settings) -> bool:
-    """Whether the run's Redis remembers its credentials as refused lately (``refusals``): if
-    so, it has said so, and nothing is to be sent. Checked once, before any process starts."""
-    memory = memory_for(settings, credentials_from(settings))
-    return memory is not None and await refused_before(memory)
-
-
 async def _remember_refusal(
     memory: RefusalMemory | None, reason: str | None, detail: str | None, run_id: str
 ) -> None:
@@ -165,12 +164,14 @@ async def _remember_refusal(
         await memory.remember(detail or "HTTP 401", run_id)
 
 
-async def _stops_the_run(answer: ApiResponse, memory: RefusalMemory | None, run_id: str) -> bool:
-    """Whether a probe's answer is one that stops a whole run (``refusal``): if so, it is said
-    and refused credentials are remembered."""
+async def _stops_the_run(
+    answer: ApiResponse, memory: RefusalMemory | None, run_id: str
+) -> str | None:
+    """The stop reason, if a probe's answer is one that stops a whole run (``refusal``): then
+    it is said and refused credentials are remembered."""
     reason = refusal(answer)
     if reason is None:
-        return False
+        return None
     log.error(
         f"cleanup.{reason}",
         error_code=answer.error_code,
@@ -179,7 +180,7 @@ async def _stops_the_run(answer: ApiResponse, memory: RefusalMemory | None, run_
         detail=describe(answer),
     )
     await _remember_refusal(memory, reason, describe(answer), run_id)
-    return True
+    return reason
 
 
 async def _probe(
@@ -194,35 +195,61 @@ async def _probe(
     except TransportError as exc:
         log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(exc))
         return EXIT_USAGE
-    if await _stops_the_run(answer, memory, run_id):  # what would stop a run stops the dry run
+    if await _stops_the_run(answer, memory, run_id) is not None:  # as it would stop a run
         return EXIT_ABORTED
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
     return None
 
 
-async def first_request_stops(settings: Settings, run_id: str, stats: RunStats) -> bool:
-    """``--processes``: the parent's one signed ListCenterTask GET, before any child starts.
+async def ended_before_sending(
+    settings: Settings,
+    run_id: str,
+    stats: RunStats,
+    *,
+    probe: bool,
+    summary_stream: IO[str] | None = None,
+) -> dict[str, Any] | None:
+    """What goes before a run's first DELETE; the report of a run it stops (exit 3), or None.
 
-    Each child's first request goes alone, but N children still sent N refused signatures for a
-    wrong AK/SK (Huawei locks one after five), or N requests to an endpoint that is not DCS's.
-    The parent's answer now stops them all first (True: exit 3, said). Any other answer (a 403
-    for want of ``dcs:task:list``, a 5xx, none at all) is left to the children, which retry.
-    The request is counted in ``stats``, the run's."""
-    project = settings.project_id
-    if project is None:
-        return False
+    The refusal memory (``refusals``): credentials remembered as refused stop the run. With
+    ``probe`` (a ``--processes`` parent, before it forks), one signed ListCenterTask GET: each
+    child's first request goes alone, but N children still sent N refused signatures for a
+    wrong AK/SK (Huawei locks one after five), or N requests to an endpoint that is not DCS's,
+    where an answer that stops a run now stops it here. Any other answer (a 403 for want of
+    ``dcs:task:list``, a 5xx, none at all) is left to the children, which retry. The GET is
+    counted in ``stats``, the run's. A run it stops writes its report and summary, no task read.
+    """
     credentials = credentials_from(settings)
-    base_url = settings.base_url()
+    memory = memory_for(settings, credentials)
+    refused = await refused_before(memory) if memory is not None else None
+    if refused is not None:
+        reason, detail = "credentials_refused", refused.describe()
+    else:
+        if not probe or settings.project_id is None:
+            return None
+        answer = await _first_get(settings, credentials, settings.project_id)
+        stats.on_answer(answer)
+        found = None
+        if isinstance(answer, ApiResponse):
+            found = await _stops_the_run(answer, memory, run_id)
+        if found is None:
+            return None
+        reason, detail = found, describe(answer)
+    return end_unsent(settings, stats, run_id, reason, detail, summary_stream)
+
+
+async def _first_get(
+    settings: Settings, credentials: Credentials, project: str
+) -> ApiResponse | TransportError:
+    """One signed ListCenterTask GET on a client of its own: its answer, or why it had none."""
+    signer = Signer(credentials)
     async with DcsClient(
-        base_url, Signer(credentials), concurrency=1, timeout=settings.timeout
+        settings.base_url(), signer, concurrency=1, timeout=settings.timeout
     ) as client:
         try:
-            answer = await client.list_tasks(project)
+            return await client.list_tasks(project)
         except TransportError as exc:
-            stats.on_answer(exc)
-            return False
-    stats.on_answer(answer)
-    return await _stops_the_run(answer, memory_for(settings, credentials), run_id)
+            return exc
 
 
 def _journal_path(
@@ -277,6 +304,13 @@ async def execute(
         except OSError as exc:
             raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
         stack.callback(outcomes.close)
+        if part is None and (  # a --processes parent has checked for its children
+            early := await ended_before_sending(
+                settings, run_id, stats, probe=False, summary_stream=summary_stream
+            )
+        ):
+            _finish_run(journal, early)
+            return EXIT_ABORTED
         client = await stack.enter_async_context(
             DcsClient(base_url, signer, concurrency=settings.concurrency, timeout=settings.timeout)
         )
@@ -325,13 +359,18 @@ async def execute(
             part.save(report, stats)
             return end.exit_code
         save_report(settings, report)
-        try:
-            journal.finish_run(end.exit_code, json.dumps(report))
-        except JournalError as exc:
-            log.error("cleanup.journal_error", error=str(exc))
+        _finish_run(journal, report)
         announce_end(report, summary_stream)
         return end.exit_code
     return EXIT_ABORTED  # pragma: no cover - the stack above always returns
+
+
+def _finish_run(journal: Journal, report: dict[str, Any]) -> None:
+    """The run's end and report in the journal's ``runs`` table; a failure is logged."""
+    try:
+        journal.finish_run(report["exit_code"], json.dumps(report))
+    except JournalError as exc:
+        log.error("cleanup.journal_error", error=str(exc))
 
 
 async def _queue_client(settings: Settings) -> aioredis.Redis | None:
