@@ -223,19 +223,18 @@ async def ended_before_sending(
     memory = memory_for(settings, credentials)
     refused = await refused_before(memory) if memory is not None else None
     if refused is not None:
-        reason, detail = "credentials_refused", refused.describe()
-    else:
-        if not probe or settings.project_id is None:
-            return None
-        answer = await _first_get(settings, credentials, settings.project_id)
-        stats.on_answer(answer)
-        found = None
-        if isinstance(answer, ApiResponse):
-            found = await _stops_the_run(answer, memory, run_id)
-        if found is None:
-            return None
-        reason, detail = found, describe(answer)
-    return end_unsent(settings, stats, run_id, reason, detail, summary_stream)
+        detail = refused.describe()
+        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
+    if not probe or settings.project_id is None:
+        return None
+    answer = await _first_get(settings, credentials, settings.project_id)
+    stats.on_answer(answer)
+    if not isinstance(answer, ApiResponse):  # no answer: left to the children's retries
+        return None
+    reason = await _stops_the_run(answer, memory, run_id)
+    if reason is None:
+        return None
+    return end_unsent(settings, stats, run_id, reason, describe(answer), summary_stream)
 
 
 async def _first_get(
