@@ -141,6 +141,7 @@ def test_a_redis_out_of_reach_only_costs_the_memory(
     [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
     assert warned["command"] == "GET"
     assert warned["key"].startswith(KEY_PREFIX)
+    assert warned["detail"].endswith("or give --refusal-memory 0")
 
 
 def test_a_marker_set_by_hand_also_holds_the_run(

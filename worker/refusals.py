@@ -129,7 +129,10 @@ class RefusalMemory:
                 command=command.upper(),
                 key=self.key,
                 error=error[:300],
-                detail="refused credentials are not remembered across runs through this Redis",
+                detail=(
+                    "refused credentials are not remembered across runs through this Redis; "
+                    "grant its user GET and SET on the key, or give --refusal-memory 0"
+                ),
             )
             return None
         finally:
