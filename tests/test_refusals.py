@@ -165,3 +165,30 @@ def test_a_marker_set_by_hand_also_holds_the_run(
     assert said["refused_for"] == "held by ops: key rotation, ticket 123"
     assert said["by_run"] is None
     assert emulator.state.requests == 1
+
+
+def test_a_redis_user_kept_to_the_stream_only_costs_the_memory(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consumer's Redis user whose ACL reaches only the stream's keys may not GET or SET the
+    marker: a warning says how to grant it or turn the memory off, and the queue is drained
+    as before, exit 0."""
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    admin.acl_setuser(
+        "streamer", enabled=True, passwords=["+pw"], keys=[f"~{STREAM}*"], categories=["+@all"]
+    )
+    try:
+        for task_id in seed(emulator, 10):
+            admin.xadd(STREAM, {"task_id": task_id, "project_id": PROJECT})
+        url = redis_url.replace("redis://", "redis://streamer:pw@")
+        assert consume(emulator, url, tmp_path) == 0
+    finally:
+        admin.acl_deluser("streamer")
+    assert emulator.state.remaining() == 0
+    [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
+    assert warned["command"] == "GET"
+    assert "no permissions" in warned["error"]
+    assert admin.keys(KEY_PREFIX + "*") == []
