@@ -494,3 +494,19 @@ def test_the_commands_product_md_names_are_there(capsys: pytest.CaptureFixture[s
     listed = capsys.readouterr().out
     for command in ("run", "demo", "emulator", "enqueue"):
         assert re.search(rf"^\s+{command}\s", listed, re.MULTILINE), command
+
+
+def test_the_example_config_file_loads_with_every_key_uncommented(tmp_path: Path) -> None:
+    """``config/cleanup.example.toml`` is what operators copy: as it is, and with each
+    commented ``# key = value`` line taken in, it loads as settings (a renamed setting or a
+    value of the wrong kind there fails), and its keys are run's flags."""
+    example = Path(__file__).resolve().parents[1] / "config" / "cleanup.example.toml"
+    text = example.read_text(encoding="utf-8")
+    assert load_settings({}, example).region == "cn-north-4"
+    whole = tmp_path / "whole.toml"
+    whole.write_text(re.sub(r"(?m)^# ([a-z_]+ = )", r"\1", text), encoding="utf-8")
+    keys = re.findall(r"(?m)^([a-z_]+) = ", whole.read_text(encoding="utf-8"))
+    assert len(keys) > 30
+    assert set(keys) <= set(Settings.model_fields) - SECRET_FIELDS
+    settings = load_settings({}, whole)
+    assert (settings.queue, settings.refusal_memory) == ("redis://dcs-cleanup-redis:6379/0", 86400)
