@@ -25,6 +25,13 @@ _LEVELS = {
 }
 
 
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` in it shown as ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 class SecretMasker:
     """A structlog processor replacing each registered secret in string values with ``***``."""
 
@@ -37,10 +44,7 @@ class SecretMasker:
         if self._secrets:
             for key, value in event.items():
                 if isinstance(value, str):
-                    masked = value
-                    for secret in self._secrets:
-                        masked = masked.replace(secret, "***")
-                    event[key] = masked
+                    event[key] = mask(value, self._secrets)
         return event
 
 

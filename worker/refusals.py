@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from worker.logs import get_logger
+from worker.logs import get_logger, mask
 from worker.settings import Settings
 from worker.signer import Credentials
 
@@ -95,8 +95,7 @@ class RefusalMemory:
 
     async def remember(self, detail: str, run_id: str) -> None:
         """Leave the marker: these credentials were refused now, for ``detail``."""
-        for secret in self._secrets:  # the gateway's words should never carry them; if they do
-            detail = detail.replace(secret, "***")
+        detail = mask(detail, self._secrets)  # the gateway's words should never carry them
         now = time.time()
         marker = Refusal(
             _utc(now), _utc(now + self._seconds), run_id, socket.gethostname(), detail[:500]
