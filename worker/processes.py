@@ -147,7 +147,7 @@ def run_processes(
     settings: Settings,
     run_child: Callable[[Settings, Part], int],
     *,
-    first_request_stops: Callable[[str, RunStats], bool] = lambda run_id, stats: False,
+    first_request_stops: Callable[[str, RunStats], bool],
     summary_stream: IO[str] | None = None,
 ) -> int:
     """Fork ``settings.processes`` children, wait for them, merge; return the exit code.
