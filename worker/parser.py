@@ -174,8 +174,8 @@ def add_settings_flags(
             group = parser.add_argument_group(title)
             section |= dict.fromkeys(names, group)
     fields = Settings.model_fields
-    grouped = [name for _, names in GROUPS for name in names] if only is None else []
-    for name in [*grouped, *(name for name in fields if name not in section)]:
+    # The sections' flags in their order (``section`` keeps it), then any other setting.
+    for name in [*section, *(name for name in fields if name not in section)]:
         info = fields[name]
         if name in SECRET_FIELDS or (only is not None and name not in only):
             continue
