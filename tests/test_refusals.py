@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import PROJECT, free_port, run, run_args, seed, write_ids
+from tests.conftest import PROJECT, free_port, report, run, run_args, seed, spawn, write_ids
 from worker.cli import main
-from worker.emulator import EmulatorServer
+from worker.emulator import EmulatorServer, Faults
 from worker.emulator.app import DEMO_AK, DEMO_SK
-from worker.refusals import KEY_PREFIX
+from worker.refusals import ACCEPTED_PREFIX, KEY_PREFIX, TURN_PREFIX
 
 STREAM = "dcs-cleanup:tasks"
 WRONG_SK = "not-the-right-secret-0000000000000000000"
@@ -192,3 +192,68 @@ def test_a_redis_user_kept_to_the_stream_only_costs_the_memory(
     assert warned["command"] == "GET"
     assert "no permissions" in warned["error"]
     assert admin.keys(KEY_PREFIX + "*") == []
+
+
+def test_a_fleet_started_together_sends_one_refused_request(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six runs started at once with a wrong SK and one Redis (the pods of an Indexed Job, each
+    with its share of the input; the gateway slow to answer): each sent its first request
+    before any marker existed, six refused signatures, past the five at which Huawei locks the
+    AK/SK. Now the first request goes one run at a time: one is sent and refused, and the five
+    others stop with exit 3, nothing sent, each report naming the run that was refused."""
+    ids = seed(emulator, 30, Faults(latency_ms=2000))
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    folders = [tmp_path / f"pod-{i}" for i in range(6)]
+    pods = []
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        path = write_ids(folder / "ids.txt", ids[i * 5 : i * 5 + 5])
+        pods.append(spawn(emulator, folder, path, "--redis", redis_url))
+    assert [pod.wait(timeout=120) for pod in pods] == [3] * 6
+    assert emulator.state.requests == 1
+    reports = sorted((report(folder) for folder in folders), key=lambda r: -r["requests"])
+    assert [r["requests"] for r in reports] == [1, 0, 0, 0, 0, 0]
+    assert {r["stop_reason"] for r in reports} == {"credentials_refused"}
+    refused_run = reports[0]["run_id"]
+    for held in reports[1:]:
+        assert held["stop_detail"].startswith("remembered as refused at ")
+        assert f" by run {refused_run} " in held["stop_detail"]
+    assert emulator.state.remaining() == 30
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.keys(TURN_PREFIX + "*") == []  # the turn given back
+
+
+def test_accepted_credentials_wait_for_no_turn(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run whose first request is answered (here 204) leaves the mark of accepted
+    credentials for --refusal-memory seconds; a run that finds it sends at once, even while
+    the first-request turn is held (by a run that died holding it, say). Without the mark, a
+    run waits for that turn, saying whose it is, and takes it when it lapses."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    flags = ("--redis", redis_url, "--refusal-memory", "300")
+    assert run(emulator, tmp_path, path, *flags) == 0
+    [accepted] = client.keys(ACCEPTED_PREFIX + "*")
+    assert isinstance(accepted, str)
+    assert 290 < client.pttl(accepted) / 1000 <= 300
+    turn = TURN_PREFIX + accepted.removeprefix(ACCEPTED_PREFIX)
+    client.set(turn, "run-that-died", px=60_000)
+    capsys.readouterr()
+    path = write_ids(tmp_path / "more.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, path, *flags) == 0
+    assert emulator.state.remaining() == 0
+    assert events(capsys, "cleanup.waiting_for_first_request") == []
+
+    client.delete(accepted)
+    client.set(turn, "run-that-died", px=1500)
+    path = write_ids(tmp_path / "last.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, path, *flags) == 0
+    assert emulator.state.remaining() == 0
+    [waited] = events(capsys, "cleanup.waiting_for_first_request")
+    assert (waited["by_run"], waited["key"]) == ("run-that-died", turn)
+    assert client.exists(accepted)

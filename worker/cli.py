@@ -78,7 +78,7 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
-    from worker.runner import ended_before_sending, execute
+    from worker.runner import execute, parent_ended_first
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
@@ -95,11 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         def run_child(child: Settings, part: Part) -> int:
             return run_async(functools.partial(execute, part=part), child)
 
-        async def first(run_id: str, stats: RunStats) -> bool:
-            return await ended_before_sending(settings, run_id, stats, probe=True) is not None
-
         def stops_first(run_id: str, stats: RunStats) -> bool:
-            return bool(run_async(first, run_id, stats))
+            return bool(run_async(parent_ended_first, settings, run_id, stats))
 
         return run_processes(settings, run_child, first_request_stops=stops_first)
     return run_async(execute, settings)

@@ -33,6 +33,7 @@ from worker.journal import Journal
 from worker.logs import get_logger
 from worker.models import SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
+from worker.refusals import FirstRequestTurn
 from worker.report import OutcomeWriter, RunStats
 from worker.results import describe, log_retry, make_result, skip, unsent
 from worker.settings import Settings
@@ -86,6 +87,7 @@ class Pipeline:
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
         rng: random.Random | None = None,
         adaptive: AdaptiveRate | None = None,
+        turn: FirstRequestTurn | None = None,
     ) -> None:
         self.settings = settings
         self._client = client
@@ -116,8 +118,11 @@ class Pipeline:
         # The run's first request goes alone, the workers waiting for its answer: a refused
         # AK/SK (Huawei locks one after five refused signatures), a wrong endpoint or clock is
         # then told by one request instead of a whole first wave of up to --burst.
+        # With a Redis, that request also waits its turn among the runs with the same
+        # credentials (``refusals.FirstRequestTurn``): a fleet started together sends one.
         self._pilot: anyio.Event | None = anyio.Event()
         self._pilot_out = False
+        self._turn = turn
         self._abort_detail: str | None = None
         self.input_fully_read = False
         self.input_error: str | None = None
@@ -362,6 +367,11 @@ class Pipeline:
                     await pilot.wait()  # the run's first request is out: its answer first
                     continue
                 self._pilot_out = True
+                if self._turn is not None:
+                    refused = await self._turn.wait(self._stop_event)
+                    if refused is not None:  # met by another run's first request meanwhile
+                        self._abort("credentials_refused", refused.describe())
+                        continue
             limit = settings.max_deletes
             if limit is not None and self._reserved_deletes >= limit:
                 self._abort("max_deletes", f"--max-deletes {limit} reached")
@@ -384,8 +394,10 @@ class Pipeline:
                 last = exc
             finally:
                 self.inflight -= 1
-                if pilot is not None:
-                    self._land()
+            if pilot is not None:  # (a stop that cancels the request lands it)
+                if self._turn is not None:
+                    await self._turn.landed(last)
+                self._land()
             self._stats.on_answer(last)
             self._pace(last, sent_at)
             decision = decide(

@@ -11,7 +11,18 @@ seconds, and a run that finds the marker of its credentials stops before it send
 Credentials are known there by a fingerprint (SHA-256 of them, cut to 128 bits), never by
 themselves; changed credentials (a Secret set right) have another fingerprint and go at once.
 Redis is a help here, not a need: when it cannot be reached, or its user may not GET or SET the
-key, a warning says so and the run goes on as it would without it.
+key, a warning says so (once) and the run goes on as it would without it.
+
+The memory works from the first refusal on; runs that start together (a consumer Deployment
+scaled out, the pods of an Indexed Job) would each send their first request before any marker
+exists, and six of them with a wrong SK would lock it. So the first request with a set of
+credentials goes one run at a time (``FirstRequestTurn``): a run takes the turn (a redis-py
+``Lock`` on ``dcs-cleanup:first-request:<fingerprint>``, held at most the request's
+``--timeout`` and a margin) or waits for the run holding it. That run's answer either refuses the
+credentials (the marker: the waiting runs stop, nothing sent) or proves them (a 2xx, 403, 404...:
+``dcs-cleanup:accepted-credentials:<fingerprint>`` for ``--refusal-memory`` seconds, and every
+later run goes at once); an answer that proves neither (a 5xx, 429, none) passes the turn on. A
+run whose credentials are proved waits for nothing.
 """
 
 from __future__ import annotations
@@ -21,18 +32,32 @@ import hashlib
 import json
 import socket
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from worker.errors import TransportError
 from worker.logs import get_logger, mask
+from worker.models import ApiResponse
+from worker.policy import refusal as stop_reason
+from worker.results import describe
 from worker.settings import Settings
 from worker.signer import Credentials
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.lock import Lock
 
 log = get_logger()
 
 KEY_PREFIX = "dcs-cleanup:refused-credentials:"
-REDIS_TIMEOUT = 5.0  # seconds the marker's GET or SET may take, the connection included
+ACCEPTED_PREFIX = "dcs-cleanup:accepted-credentials:"
+TURN_PREFIX = "dcs-cleanup:first-request:"
+REDIS_TIMEOUT = 5.0  # seconds a command may take, the connection included
+TURN_MARGIN = 5.0  # seconds the turn is held past the first request's --timeout
+TURN_POLL = 0.2  # seconds between two looks of a run waiting for its turn
+_FAILED = object()  # what a Redis command that failed gives back
 
 
 def fingerprint(credentials: Credentials) -> str:
@@ -76,68 +101,108 @@ class Refusal:
 
 
 class RefusalMemory:
-    """The marker of one set of credentials in the Redis at ``url``."""
+    """What the Redis at ``url`` knows of one set of credentials: the marker of their refusal,
+    of their acceptance, and whose turn their first request is. One client, opened at the first
+    command; after a command fails (a warning), the memory is off for the run."""
 
     def __init__(self, url: str, credentials: Credentials, seconds: float) -> None:
         self._url = url
-        self._seconds = seconds
+        self.seconds = seconds
         self._secrets = [s for s in (credentials.ak, credentials.sk) if s]
         self._secrets += [credentials.security_token] if credentials.security_token else []
-        self.key = KEY_PREFIX + fingerprint(credentials)
+        mark = fingerprint(credentials)
+        self.key = KEY_PREFIX + mark
+        self.accepted_key = ACCEPTED_PREFIX + mark
+        self.turn_key = TURN_PREFIX + mark
+        self.known: Refusal | None = None  # recalled or remembered by this run
+        self.off = False  # a command failed: nothing more is asked of this Redis
+        self._client: aioredis.Redis | None = None
 
     def __repr__(self) -> str:
         return f"RefusalMemory({self.key!r})"
 
     async def recalled(self) -> Refusal | None:
         """The marker's refusal, or None: not refused lately, or Redis could not say."""
-        raw = await self._redis("get", self.key)
-        return Refusal.parse(raw) if isinstance(raw, str) else None
+        raw = await self.command("get", self.key)
+        if isinstance(raw, str):
+            self.known = Refusal.parse(raw)
+            return self.known
+        return None
 
     async def remember(self, detail: str, run_id: str) -> None:
-        """Leave the marker: these credentials were refused now, for ``detail``."""
+        """Leave the marker: these credentials were refused now, for ``detail``. Not again for
+        a refusal this run recalled or already left."""
+        if self.known is not None:
+            return
         detail = mask(detail, self._secrets)  # the gateway's words should never carry them
         now = time.time()
-        marker = Refusal(
-            _utc(now), _utc(now + self._seconds), run_id, socket.gethostname(), detail[:500]
+        self.known = Refusal(
+            _utc(now), _utc(now + self.seconds), run_id, socket.gethostname(), detail[:500]
         )
-        value = json.dumps(dataclasses.asdict(marker))
-        ms = max(1, round(self._seconds * 1000))
-        if await self._redis("set", self.key, value, px=ms) is not None:
+        value = json.dumps(dataclasses.asdict(self.known))
+        if await self.command("set", self.key, value, px=self._ms()) is not _FAILED:
+            await self.command("delete", self.accepted_key)
             log.warning(
                 "cleanup.credentials_remembered",
                 key=self.key,
-                seconds=self._seconds,
+                seconds=self.seconds,
                 detail="no run with these credentials and this Redis sends a request until then",
             )
 
-    async def _redis(self, command: str, *args: Any, **kwargs: Any) -> Any:
-        """One command on a client of its own; None, after a warning, when it fails."""
+    async def accepted(self) -> bool:
+        """True when a run's request with these credentials was answered lately, not refused."""
+        reply = await self.command("exists", self.accepted_key)
+        return reply is not _FAILED and bool(reply)
+
+    async def vouch(self, run_id: str) -> None:
+        """Leave the marker of accepted credentials: later runs need not wait their turn."""
+        value = json.dumps({"accepted_at": _utc(time.time()), "run_id": run_id})
+        await self.command("set", self.accepted_key, value, px=self._ms())
+
+    def _ms(self) -> int:
+        return max(1, round(self.seconds * 1000))
+
+    async def command(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """One command (a method of redis-py's client) on the memory's client; ``_FAILED``
+        when it fails."""
+        return await self.call(name.upper(), lambda client: getattr(client, name)(*args, **kwargs))
+
+    async def call(self, what: str, send: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+        """``send(client)`` on the memory's client; ``_FAILED``, after a warning naming
+        ``what``, when it fails (and for every call after that)."""
         from redis.exceptions import RedisError
 
         from worker import redis_client  # redis is imported only by runs that use it
 
-        client = None
+        if self.off:
+            return _FAILED
         try:
             with anyio.fail_after(REDIS_TIMEOUT):
-                client = await redis_client.open_client(self._url)
-                return await getattr(client, command)(*args, **kwargs)
+                if self._client is None:
+                    self._client = await redis_client.open_client(self._url)
+                return await send(self._client)
         except (RedisError, OSError, TimeoutError) as exc:
+            self.off = True
             error = redis_client.describe(exc) if isinstance(exc, RedisError) else repr(exc)
             log.warning(
                 "cleanup.refusal_memory_unavailable",
-                command=command.upper(),
+                command=what,
                 key=self.key,
                 error=error[:300],
                 detail=(
                     "refused credentials are not remembered across runs through this Redis; "
-                    "grant its user GET and SET on the key, or give --refusal-memory 0"
+                    "grant its user GET, SET, EXISTS and DEL on the keys "
+                    "dcs-cleanup:*-credentials:* and dcs-cleanup:first-request:*, "
+                    "or give --refusal-memory 0"
                 ),
             )
-            return None
-        finally:
-            if client is not None:
-                with anyio.CancelScope(shield=True):
-                    await client.aclose()
+            return _FAILED
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
 
 
 def memory_for(settings: Settings, credentials: Credentials) -> RefusalMemory | None:
@@ -171,6 +236,90 @@ async def refused_before(memory: RefusalMemory) -> Refusal | None:
         ),
     )
     return refusal
+
+
+class FirstRequestTurn:
+    """The turn of a run's first request among the runs with the same credentials and Redis
+    (module docstring): ``wait`` before the request, ``landed`` with its answer. ``aclose``
+    gives back a turn still held (a run stopped before its answer), so the next run goes."""
+
+    def __init__(self, memory: RefusalMemory, run_id: str, timeout: float) -> None:
+        self._memory = memory
+        self._run_id = run_id
+        self._hold = timeout + TURN_MARGIN
+        self._lock: Lock | None = None  # the turn, while this run holds it
+
+    def __repr__(self) -> str:
+        return f"FirstRequestTurn({self._memory.turn_key!r})"
+
+    async def wait(self, stopped: anyio.Event) -> Refusal | None:
+        """Return when this run's first request may go (None: its turn, credentials already
+        accepted, the memory off, or ``stopped`` set), or with the refusal that another run's
+        first request met meanwhile: then nothing is to be sent."""
+        memory = self._memory
+        said = False
+        while not stopped.is_set():
+            refused = await refused_before(memory)
+            if refused is not None:
+                return refused
+            # (Redis out of reach: both False, and the memory off for the run.)
+            if await memory.accepted() or await self._take() or memory.off:
+                return None
+            if not said:
+                said = True
+                holder = await memory.command("get", memory.turn_key)
+                log.info(
+                    "cleanup.waiting_for_first_request",
+                    by_run=holder if isinstance(holder, str) else None,
+                    key=memory.turn_key,
+                    detail=(
+                        "another run with these credentials is sending its first request; this "
+                        "run sends once it is answered, so a wrong AK/SK is refused once, not "
+                        "once a run"
+                    ),
+                )
+            with anyio.move_on_after(TURN_POLL):
+                await stopped.wait()
+        return None
+
+    async def _take(self) -> bool:
+        """Take the turn if no run holds it (SET NX PX, through redis-py's ``Lock``)."""
+
+        def acquire(client: aioredis.Redis) -> Awaitable[bool]:
+            lock = client.lock(
+                self._memory.turn_key,
+                timeout=self._hold,
+                blocking=False,
+                thread_local=False,
+                raise_on_release_error=False,  # held past its time: it is gone anyway
+            )
+            self._lock = lock
+            return lock.acquire(token=self._run_id)
+
+        if await self._memory.call("SET", acquire) is True:
+            return True
+        self._lock = None
+        return False
+
+    async def landed(self, answer: ApiResponse | TransportError) -> None:
+        """The first request's answer: credentials it refused are remembered, credentials it
+        proved (an answer of DCS's past the signature check) are vouched for; then the turn
+        goes to the next run."""
+        if isinstance(answer, ApiResponse):
+            reason = stop_reason(answer)
+            if reason == "credentials_refused":
+                await self._memory.remember(describe(answer), self._run_id)
+            elif reason is None and answer.status < 500 and answer.status != 429:
+                await self._memory.vouch(self._run_id)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Give the turn back, if this run holds it (a Lua compare-and-delete: not a turn that
+        has passed to another run)."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            with anyio.CancelScope(shield=True):
+                await self._memory.call("EVALSHA", lambda _client: lock.release())
 
 
 def _utc(at: float) -> str:
