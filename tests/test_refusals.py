@@ -4,6 +4,8 @@ does not send them again. Against the emulator and a real redis-server."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from tests.conftest import PROJECT, free_port, report, run, run_args, seed, spaw
 from worker.cli import main
 from worker.emulator import EmulatorServer, Faults
 from worker.emulator.app import DEMO_AK, DEMO_SK
-from worker.refusals import ACCEPTED_PREFIX, KEY_PREFIX, TURN_PREFIX
+from worker.refusals import ACCEPTED_PREFIX, KEY_PREFIX, TURN_PREFIX, fingerprint
+from worker.signer import Credentials
 
 STREAM = "dcs-cleanup:tasks"
 WRONG_SK = "not-the-right-secret-0000000000000000000"
@@ -257,3 +260,26 @@ def test_accepted_credentials_wait_for_no_turn(
     [waited] = events(capsys, "cleanup.waiting_for_first_request")
     assert (waited["by_run"], waited["key"]) == ("run-that-died", turn)
     assert client.exists(accepted)
+
+
+def test_a_run_waiting_for_its_turn_stops_at_sigterm(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    """A pod deleted while its first request waits for another run's turn (held here for a
+    minute) stops at SIGTERM within a second, exit 4, nothing sent, its tasks not_attempted."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    turn = TURN_PREFIX + fingerprint(Credentials(DEMO_AK, DEMO_SK))
+    client.set(turn, "another-run", px=60_000)
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    child = spawn(emulator, tmp_path, path, "--redis", redis_url)
+    deadline = time.monotonic() + 30
+    while "cleanup.waiting_for_first_request" not in (tmp_path / "worker.log").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=5) == 4
+    assert emulator.state.requests == 0
+    rep = report(tmp_path)
+    assert (rep["stop_reason"], rep["requests"]) == ("signal", 0)
+    assert rep["outcomes"]["not_attempted"] == 5
+    assert client.get(turn) == "another-run"  # not taken, not given back: it was not its own
