@@ -248,7 +248,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Page through ListCenterTask and write the tasks that match."""
     from worker.listing import Listed, end_time_for, list_tasks
     from worker.logs import get_logger
-    from worker.runner import credentials_from
     from worker.signer import Signer
 
     settings = _settings_and_logs(args, sys.stderr)  # standard output is the list
@@ -257,7 +256,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if end_time is not None:
             raise ConfigError("give --end-time or --older-than-days, not both")
         end_time = end_time_for(args.older_than_days)
-    signer = Signer(credentials_from(settings))
+    signer = Signer(settings.credentials())
 
     async def go(out: TextIO) -> int:
         """The list, or exit 4 once a signal stopped it (saying how far it got)."""

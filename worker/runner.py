@@ -52,7 +52,7 @@ from worker.results import describe
 from worker.runlock import RunLock
 from worker.settings import Settings
 from worker.shards import ShardFilter
-from worker.signer import Credentials, Signer
+from worker.signer import Signer
 from worker.sources import IdValidator, SourceItem, TaskSource
 
 if TYPE_CHECKING:
@@ -65,17 +65,6 @@ log = get_logger()
 
 def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
-
-
-def credentials_from(settings: Settings) -> Credentials:
-    if settings.ak is None or settings.sk is None:
-        msg = (
-            "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK "
-            "(and CLOUD_SDK_SECURITY_TOKEN for temporary credentials)"
-        )
-        raise ConfigError(msg)
-    token = settings.security_token.get_secret_value() if settings.security_token else None
-    return Credentials(settings.ak.get_secret_value(), settings.sk.get_secret_value(), token)
 
 
 class JournalSource:
@@ -224,7 +213,7 @@ async def _probe(
 async def parent_ended_first(settings: Settings, run_id: str, stats: RunStats) -> bool:
     """A ``--processes`` parent, before it forks: ``ended_before_sending`` with its GET. True:
     the run ended there (exit 3; its report written)."""
-    memory = memory_for(settings, credentials_from(settings))
+    memory = memory_for(settings, settings.credentials())
     try:
         return await ended_before_sending(settings, run_id, stats, memory, probe=True) is not None
     finally:
@@ -274,7 +263,7 @@ async def ended_before_sending(
 
 async def _first_get(settings: Settings, project: str) -> ApiResponse:
     """One signed ListCenterTask GET on a client of its own (``TransportError`` if no answer)."""
-    signer = Signer(credentials_from(settings))
+    signer = Signer(settings.credentials())
     async with DcsClient(
         settings.base_url(), signer, concurrency=1, timeout=settings.timeout
     ) as client:
@@ -327,7 +316,7 @@ async def execute(
     check_request(settings, source)
     check_outputs(settings)
     check_open_files(settings.concurrency)
-    credentials = credentials_from(settings)
+    credentials = settings.credentials()
     signer = Signer(credentials)
     memory = memory_for(settings, credentials)
     base_url = settings.base_url()

@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from worker.errors import ConfigError
+from worker.signer import Credentials
 
 DEFAULT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_PREFIX = "DCS_CLEANUP_"
@@ -314,6 +315,17 @@ class Settings(BaseSettings):
             return f"https://dcs.{self.region}.myhuaweicloud.com"
         msg = "one of --endpoint or --region is required"
         raise ConfigError(msg)
+
+    def credentials(self) -> Credentials:
+        """The AK/SK (and token) to sign with; ``ConfigError`` when the AK or SK is missing."""
+        if self.ak is None or self.sk is None:
+            msg = (
+                "credentials missing: set CLOUD_SDK_AK and CLOUD_SDK_SK "
+                "(and CLOUD_SDK_SECURITY_TOKEN for temporary credentials)"
+            )
+            raise ConfigError(msg)
+        token = self.security_token.get_secret_value() if self.security_token else None
+        return Credentials(self.ak.get_secret_value(), self.sk.get_secret_value(), token)
 
     def public_view(self) -> dict[str, Any]:
         """The settings for the report and logs: every field but the credentials, and URLs
