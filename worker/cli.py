@@ -77,8 +77,9 @@ def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from worker.first_request import parent_ended_first
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
-    from worker.runner import execute, parent_ended_first
+    from worker.runner import execute
 
     settings = _settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.

@@ -9,14 +9,14 @@ group, with an equal share of ``--concurrency``, ``--rate``/``--burst``, the ret
 journal (SQLite's WAL lock serialises their group commits) and append to one outcomes file (one
 ``write`` per batch, so lines never interleave).
 
-Before it forks, the parent sends one signed GET (``runner.ended_before_sending``): a refused AK/SK
-then costs one request, not one a child. It forks after every import (children start at once and
-share the loaded code), forwards SIGTERM/SIGINT (children have their own process group, so a
+Before it forks, the parent sends one signed GET (``first_request.parent_ended_first``): a refused
+AK/SK then costs one request, not one a child. It forks after every import (children start at once
+and share the loaded code), forwards SIGTERM/SIGINT (children have their own process group, so a
 terminal's Ctrl-C reaches them once, through the parent), shows progress from a shared counter
 array (with a bar on a terminal, the children's log lines come to the parent through pipes and
 print above it), then merges the children's statistics into one report and one exit code. The
-forwarding, the reaping, the log relay and a child's death with its parent (a killed parent
-leaves no orphans sending requests) are ``worker.supervise``.
+forwarding, the reaping, the log relay and a child's death with its parent (a killed parent leaves
+no orphans sending requests) are ``worker.supervise``.
 """
 
 from __future__ import annotations

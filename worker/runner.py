@@ -13,7 +13,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -26,29 +26,22 @@ from worker.client import DcsClient
 from worker.ending import (
     announce_end,
     build_report,
-    end_unsent,
     save_report,
     tell_outcomes_deleted,
 )
-from worker.errors import ConfigError, JournalError, TransportError
+from worker.errors import ConfigError, JournalError
 from worker.files import FileSource
+from worker.first_request import ended_before_sending, probe, turn_for
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import ApiResponse, TaskRef, TaskResult
-from worker.pipeline import EXIT_ABORTED, EXIT_USAGE, Pipeline, RunEnd
-from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, refusal
+from worker.models import TaskRef, TaskResult
+from worker.pipeline import EXIT_ABORTED, Pipeline, RunEnd
+from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
-from worker.refusals import (
-    FirstRequestTurn,
-    Refusal,
-    RefusalMemory,
-    memory_for,
-    refused_before,
-)
+from worker.refusals import RefusalMemory, memory_for
 from worker.report import OutcomeWriter, RunStats
-from worker.results import describe
 from worker.runlock import RunLock
 from worker.settings import Settings
 from worker.shards import ShardFilter
@@ -155,132 +148,10 @@ async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
 async def _remember_refusal(
     memory: RefusalMemory | None, reason: str | None, detail: str | None, run_id: str
 ) -> None:
+    """Credentials refused later in the run (the first request's refusal is remembered in its
+    turn; ``remember`` does not write a marker twice)."""
     if memory is not None and reason == "credentials_refused":
         await memory.remember(detail or "HTTP 401", run_id)
-
-
-def _stops_the_run(answer: ApiResponse) -> str | None:
-    """The stop reason, if a probe's answer is one that stops a whole run (``refusal``): then
-    it is said."""
-    reason = refusal(answer)
-    if reason is not None:
-        log.error(
-            f"cleanup.{reason}",
-            error_code=answer.error_code,
-            error_msg=answer.error_msg,
-            request_id=answer.request_id,
-            detail=describe(answer),
-        )
-    return reason
-
-
-async def _first_request(
-    turn: FirstRequestTurn | None, send: Callable[[], Awaitable[ApiResponse]]
-) -> ApiResponse | TransportError | Refusal:
-    """A run's first request (a probe), in its turn among the runs with its credentials and
-    Redis (``refusals.FirstRequestTurn``): the answer, why there was none, or the refusal that
-    another run's first request met meanwhile (then nothing is sent)."""
-    if turn is not None and (refused := await turn.wait(anyio.Event())) is not None:
-        return refused
-    try:
-        answer: ApiResponse | TransportError = await send()
-    except TransportError as exc:
-        answer = exc
-    if turn is not None:
-        await turn.landed(answer)  # refused credentials remembered, proved ones vouched for
-    return answer
-
-
-async def _probe(
-    client: DcsClient, settings: Settings, turn: FirstRequestTurn | None
-) -> int | None:
-    """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None = fine."""
-    project = settings.project_id
-    if project is None:
-        return None
-    answer = await _first_request(turn, lambda: client.list_tasks(project))
-    if isinstance(answer, Refusal):
-        return EXIT_ABORTED
-    if isinstance(answer, TransportError):
-        log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(answer))
-        return EXIT_USAGE
-    if _stops_the_run(answer) is not None:  # as it would stop a run
-        return EXIT_ABORTED
-    log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
-    return None
-
-
-async def parent_ended_first(settings: Settings, run_id: str, stats: RunStats) -> bool:
-    """A ``--processes`` parent, before it forks: ``ended_before_sending`` with its GET. True:
-    the run ended there (exit 3; its report written)."""
-    memory = memory_for(settings, settings.credentials())
-    try:
-        return await ended_before_sending(settings, run_id, stats, memory, probe=True) is not None
-    finally:
-        if memory is not None:
-            await memory.aclose()
-
-
-async def ended_before_sending(
-    settings: Settings,
-    run_id: str,
-    stats: RunStats,
-    memory: RefusalMemory | None,
-    *,
-    probe: bool,
-    summary_stream: IO[str] | None = None,
-) -> dict[str, Any] | None:
-    """What goes before a run's first DELETE; the report of a run it stops (exit 3), or None.
-
-    The refusal memory (``refusals``): credentials remembered as refused stop the run. With
-    ``probe`` (a ``--processes`` parent, before it forks), one signed ListCenterTask GET: each
-    child's first request goes alone, but N children still sent N refused signatures for a
-    wrong AK/SK (Huawei locks one after five), or N requests to an endpoint that is not DCS's,
-    where an answer that stops a run now stops it here. Any other answer (a 403 for want of
-    ``dcs:task:list``, a 5xx, none at all) is left to the children, which retry. The GET is
-    counted in ``stats``, the run's. A run it stops writes its report and summary, no task read.
-    """
-    refused = await refused_before(memory) if memory is not None else None
-    if refused is not None:
-        detail = refused.describe()
-        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
-    project = settings.project_id
-    if not probe or project is None:
-        return None
-    turn = FirstRequestTurn(memory, run_id, settings.timeout) if memory is not None else None
-    answer = await _first_request(turn, lambda: _first_get(settings, project))
-    if isinstance(answer, Refusal):
-        detail = answer.describe()
-        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
-    stats.on_answer(answer)
-    if not isinstance(answer, ApiResponse):  # no answer: left to the children's retries
-        return None
-    reason = _stops_the_run(answer)
-    if reason is None:
-        return None
-    return end_unsent(settings, stats, run_id, reason, describe(answer), summary_stream)
-
-
-async def _first_get(settings: Settings, project: str) -> ApiResponse:
-    """One signed ListCenterTask GET on a client of its own (``TransportError`` if no answer)."""
-    signer = Signer(settings.credentials())
-    async with DcsClient(
-        settings.base_url(), signer, concurrency=1, timeout=settings.timeout
-    ) as client:
-        return await client.list_tasks(project)
-
-
-def _turn_for(
-    memory: RefusalMemory | None, run_id: str, timeout: float, stack: AsyncExitStack
-) -> FirstRequestTurn | None:
-    """The turn of the run's first request, if it has a refusal memory; the memory's client,
-    and a turn a stopped run did not give back, are closed with ``stack``."""
-    if memory is None:
-        return None
-    stack.push_async_callback(memory.aclose)
-    turn = FirstRequestTurn(memory, run_id, timeout)
-    stack.push_async_callback(turn.aclose)
-    return turn
 
 
 def _journal_path(
@@ -324,7 +195,7 @@ async def execute(
     metrics = metrics_for(settings)
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
-        turn = _turn_for(memory, run_id, settings.timeout, stack)
+        turn = turn_for(memory, run_id, settings.timeout, stack)
         journal_path, kept = _journal_path(settings, stack, part)
         journal = Journal(journal_path, run_id, kept=kept)
         stack.callback(journal.close)
@@ -357,7 +228,7 @@ async def execute(
             journal=str(settings.journal) if settings.journal else None,
             proxy=str(client.proxy) if client.proxy else None,
         )
-        if settings.dry_run and (code := await _probe(client, settings, turn)):
+        if settings.dry_run and (code := await probe(client, settings, turn)):
             return code
         progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
         stack.callback(progress.close)

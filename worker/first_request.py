@@ -1,0 +1,152 @@
+"""A run's first request, and what goes before it.
+
+Credentials remembered as refused (``refusals``) stop a run before it sends anything. A probe,
+one signed ListCenterTask GET (the dry run's; a ``--processes`` parent's, before it forks),
+goes in its turn among the runs with the same credentials and Redis, as the pipeline's own
+first DELETE does (``turn_for``), and an answer that would stop a run stops it there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import IO, Any
+
+import anyio
+
+from worker.client import DcsClient
+from worker.ending import end_unsent
+from worker.errors import TransportError
+from worker.logs import get_logger
+from worker.models import ApiResponse
+from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
+from worker.policy import refusal
+from worker.refusals import FirstRequestTurn, Refusal, RefusalMemory, memory_for, refused_before
+from worker.report import RunStats
+from worker.results import describe
+from worker.settings import Settings
+from worker.signer import Signer
+
+log = get_logger()
+
+
+def _stops_the_run(answer: ApiResponse) -> str | None:
+    """The stop reason, if a probe's answer is one that stops a whole run (``refusal``): then
+    it is said."""
+    reason = refusal(answer)
+    if reason is not None:
+        log.error(
+            f"cleanup.{reason}",
+            error_code=answer.error_code,
+            error_msg=answer.error_msg,
+            request_id=answer.request_id,
+            detail=describe(answer),
+        )
+    return reason
+
+
+async def _first_request(
+    turn: FirstRequestTurn | None, send: Callable[[], Awaitable[ApiResponse]]
+) -> ApiResponse | TransportError | Refusal:
+    """A run's first request (a probe), in its turn among the runs with its credentials and
+    Redis (``refusals.FirstRequestTurn``): the answer, why there was none, or the refusal that
+    another run's first request met meanwhile (then nothing is sent)."""
+    if turn is not None and (refused := await turn.wait(anyio.Event())) is not None:
+        return refused
+    try:
+        answer: ApiResponse | TransportError = await send()
+    except TransportError as exc:
+        answer = exc
+    if turn is not None:
+        await turn.landed(answer)  # refused credentials remembered, proved ones vouched for
+    return answer
+
+
+async def probe(client: DcsClient, settings: Settings, turn: FirstRequestTurn | None) -> int | None:
+    """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None = fine."""
+    project = settings.project_id
+    if project is None:
+        return None
+    answer = await _first_request(turn, lambda: client.list_tasks(project))
+    if isinstance(answer, Refusal):
+        return EXIT_ABORTED
+    if isinstance(answer, TransportError):
+        log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(answer))
+        return EXIT_USAGE
+    if _stops_the_run(answer) is not None:  # as it would stop a run
+        return EXIT_ABORTED
+    log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
+    return None
+
+
+async def parent_ended_first(settings: Settings, run_id: str, stats: RunStats) -> bool:
+    """A ``--processes`` parent, before it forks: ``ended_before_sending`` with its GET. True:
+    the run ended there (exit 3; its report written)."""
+    memory = memory_for(settings, settings.credentials())
+    try:
+        return await ended_before_sending(settings, run_id, stats, memory, probe=True) is not None
+    finally:
+        if memory is not None:
+            await memory.aclose()
+
+
+async def ended_before_sending(
+    settings: Settings,
+    run_id: str,
+    stats: RunStats,
+    memory: RefusalMemory | None,
+    *,
+    probe: bool,
+    summary_stream: IO[str] | None = None,
+) -> dict[str, Any] | None:
+    """What goes before a run's first DELETE; the report of a run it stops (exit 3), or None.
+
+    The refusal memory (``refusals``): credentials remembered as refused stop the run. With
+    ``probe`` (a ``--processes`` parent, before it forks), one signed ListCenterTask GET: each
+    child's first request goes alone, but N children still sent N refused signatures for a
+    wrong AK/SK (Huawei locks one after five), or N requests to an endpoint that is not DCS's,
+    where an answer that stops a run now stops it here. Any other answer (a 403 for want of
+    ``dcs:task:list``, a 5xx, none at all) is left to the children, which retry. The GET is
+    counted in ``stats``, the run's. A run it stops writes its report and summary, no task read.
+    """
+    refused = await refused_before(memory) if memory is not None else None
+    if refused is not None:
+        detail = refused.describe()
+        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
+    project = settings.project_id
+    if not probe or project is None:
+        return None
+    turn = FirstRequestTurn(memory, run_id, settings.timeout) if memory is not None else None
+    answer = await _first_request(turn, lambda: _first_get(settings, project))
+    if isinstance(answer, Refusal):
+        detail = answer.describe()
+        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
+    stats.on_answer(answer)
+    if not isinstance(answer, ApiResponse):  # no answer: left to the children's retries
+        return None
+    reason = _stops_the_run(answer)
+    if reason is None:
+        return None
+    return end_unsent(settings, stats, run_id, reason, describe(answer), summary_stream)
+
+
+async def _first_get(settings: Settings, project: str) -> ApiResponse:
+    """One signed ListCenterTask GET on a client of its own (``TransportError`` if no answer)."""
+    signer = Signer(settings.credentials())
+    async with DcsClient(
+        settings.base_url(), signer, concurrency=1, timeout=settings.timeout
+    ) as client:
+        return await client.list_tasks(project)
+
+
+def turn_for(
+    memory: RefusalMemory | None, run_id: str, timeout: float, stack: AsyncExitStack
+) -> FirstRequestTurn | None:
+    """The turn of the run's first request, if it has a refusal memory; the memory's client,
+    and a turn a stopped run did not give back, are closed with ``stack``."""
+    if memory is None:
+        return None
+    stack.push_async_callback(memory.aclose)
+    turn = FirstRequestTurn(memory, run_id, timeout)
+    stack.push_async_callback(turn.aclose)
+    return turn
