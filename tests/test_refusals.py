@@ -283,3 +283,35 @@ def test_a_run_waiting_for_its_turn_stops_at_sigterm(
     assert (rep["stop_reason"], rep["requests"]) == ("signal", 0)
     assert rep["outcomes"]["not_attempted"] == 5
     assert client.get(turn) == "another-run"  # not taken, not given back: it was not its own
+
+
+def test_a_redis_user_with_the_commands_the_readme_lists_keeps_the_memory(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Redis user granted only what the README lists for the memory (GET, SET, EXISTS, DEL,
+    EVALSHA and SCRIPT LOAD on the dcs-cleanup keys) proves, refuses and gives back a turn
+    with no warning: a refused SK is sent once over two runs, and the right one is vouched
+    for."""
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    commands = ["+get", "+set", "+exists", "+del", "+evalsha", "+script|load"]
+    admin.acl_setuser(
+        "memory", enabled=True, passwords=["+pw"], keys=["~dcs-cleanup:*"], commands=commands
+    )
+    url = redis_url.replace("redis://", "redis://memory:pw@")
+    try:
+        path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+        assert run(emulator, tmp_path, path, "--redis", url) == 0
+        monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+        assert run(emulator, tmp_path, path, "--redis", url) == 3
+        assert run(emulator, tmp_path, path, "--redis", url) == 3
+    finally:
+        admin.acl_deluser("memory")
+    assert emulator.state.requests == 6  # five deletes, one refused
+    assert events(capsys, "cleanup.refusal_memory_unavailable") == []
+    assert len(admin.keys(ACCEPTED_PREFIX + "*")) == 1
+    assert len(admin.keys(KEY_PREFIX + "*")) == 1
+    assert admin.keys(TURN_PREFIX + "*") == []

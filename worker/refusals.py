@@ -191,7 +191,7 @@ class RefusalMemory:
                 error=error[:300],
                 detail=(
                     "refused credentials are not remembered across runs through this Redis; "
-                    "grant its user GET, SET, EXISTS, DEL and EVALSHA on the keys "
+                    "grant its user GET, SET, EXISTS, DEL, EVALSHA and SCRIPT LOAD on the keys "
                     "dcs-cleanup:*-credentials:* and dcs-cleanup:first-request:*, "
                     "or give --refusal-memory 0"
                 ),
