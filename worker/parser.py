@@ -56,7 +56,8 @@ HELP = {
     "redis": "Redis URL for --shared-rate-key and --refusal-memory when the input is a file",
     "shared_rate_key": "Redis key of one rate limit shared by every replica",
     "refusal_memory": "with --queue or --redis: seconds refused credentials are remembered "
-    "there, so no run (a restart, another replica) sends them again (0: not at all)",
+    "there, so no run (a restart, another replica) sends them again; runs started together "
+    "send their first request one at a time (0: neither)",
     "health_host": "with --queue: address of /healthz and /metrics",
     "health_port": "with --queue: port of /healthz and /metrics",
     "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",
