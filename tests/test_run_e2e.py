@@ -461,7 +461,26 @@ def test_dry_run_sends_no_delete(emulator: EmulatorServer, tmp_path: Path) -> No
     assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--dry-run") == 0
     assert emulator.state.deletes_received == 0
     assert emulator.state.requests == 1
+    assert report(tmp_path)["requests"] == 1  # the report counts what the server received
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"would_delete": 50}
+
+
+def test_a_dry_run_its_probe_stops_writes_its_report(
+    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dry run whose signed GET is refused ended exit 3 with the error line only, no report
+    and its journal's run never finished, unlike any other run stopped before its first
+    DELETE. Now it writes the report (the refusal, the GET counted, no task) and the run's
+    end in the journal."""
+    monkeypatch.setenv("CLOUD_SDK_SK", "not-the-right-secret-0000000000000000000")
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    journal = tmp_path / "journal.sqlite"
+    assert run(emulator, tmp_path, path, "--dry-run", "--journal", str(journal)) == 3
+    rep = report(tmp_path)
+    assert (rep["exit_code"], rep["stop_reason"], rep["requests"]) == (3, "credentials_refused", 1)
+    assert rep["stop_detail"].startswith("HTTP 401 APIGW.0301")
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        assert db.execute("SELECT exit_code FROM runs").fetchall() == [(3,)]
 
 
 def test_rerun_with_journal_sends_nothing_for_finished_tasks(

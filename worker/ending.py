@@ -41,9 +41,10 @@ def end_unsent(
     detail: str,
     summary_stream: IO[str] | None = None,
 ) -> dict[str, Any]:
-    """A run stopped before it read a task (its credentials remembered as refused, or a
-    ``--processes`` parent's GET answered as no run may go on): the report (no task, the
-    requests it sent) written and the summary shown as for any run, exit 3. Returns it."""
+    """A run stopped before it read a task (its credentials remembered as refused, or the GET
+    of a ``--processes`` parent or a dry run answered as no run may go on): the report (no
+    task, the requests it sent) written and the summary shown as for any run, exit 3. Returns
+    it."""
     stats.finished = time.time()
     extra = {"stop_detail": detail, "input_fully_read": False}
     report = stats.build_report(

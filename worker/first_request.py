@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import anyio
 
@@ -28,6 +28,15 @@ from worker.settings import Settings
 from worker.signer import Signer
 
 log = get_logger()
+
+
+class Stop(NamedTuple):
+    """How a dry run its probe stopped ends: the exit code, and the stop reason and detail of
+    its report (no reason: no report, as for a configuration error)."""
+
+    exit_code: int
+    reason: str | None
+    detail: str
 
 
 def _stops_the_run(answer: ApiResponse) -> str | None:
@@ -62,19 +71,25 @@ async def _first_request(
     return answer
 
 
-async def probe(client: DcsClient, settings: Settings, turn: FirstRequestTurn | None) -> int | None:
-    """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None = fine."""
+async def probe(
+    client: DcsClient, settings: Settings, turn: FirstRequestTurn | None, stats: RunStats
+) -> Stop | None:
+    """Dry run: one signed ListCenterTask GET (counted in ``stats``) checks endpoint and
+    credentials. None: fine; else how the run ends: an answer that stops a run (or the
+    credentials' refusal met while it waited its turn) exit 3, no answer exit 2."""
     project = settings.project_id
     if project is None:
         return None
     answer = await _first_request(turn, lambda: client.list_tasks(project))
     if isinstance(answer, Refusal):
-        return EXIT_ABORTED
+        return Stop(EXIT_ABORTED, "credentials_refused", answer.describe())
     if isinstance(answer, TransportError):
         log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(answer))
-        return EXIT_USAGE
-    if _stops_the_run(answer) is not None:  # as it would stop a run
-        return EXIT_ABORTED
+        return Stop(EXIT_USAGE, None, str(answer))
+    stats.on_answer(answer)
+    reason = _stops_the_run(answer)
+    if reason is not None:  # as it would stop a run
+        return Stop(EXIT_ABORTED, reason, describe(answer))
     log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
     return None
 

@@ -26,6 +26,7 @@ from worker.client import DcsClient
 from worker.ending import (
     announce_end,
     build_report,
+    end_unsent,
     save_report,
     tell_outcomes_deleted,
 )
@@ -202,10 +203,7 @@ async def execute(
         if source is None:
             source = _make_source(settings, journal, await _queue_client(settings))
         stack.push_async_callback(source.aclose)
-        try:
-            outcomes = OutcomeWriter(settings.outcomes, run_id)
-        except OSError as exc:
-            raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
+        outcomes = _outcome_writer(settings, run_id)
         stack.callback(outcomes.close)
         if part is None and (  # a --processes parent has checked for its children
             early := await ended_before_sending(
@@ -228,8 +226,13 @@ async def execute(
             journal=str(settings.journal) if settings.journal else None,
             proxy=str(client.proxy) if client.proxy else None,
         )
-        if settings.dry_run and (code := await probe(client, settings, turn)):
-            return code
+        if settings.dry_run and (stop := await probe(client, settings, turn, stats)):
+            if stop.reason is not None and part is None:  # a child's parent writes the report
+                early = end_unsent(
+                    settings, stats, run_id, stop.reason, stop.detail, summary_stream
+                )
+                _finish_run(journal, early)
+            return stop.exit_code
         progress = Progress(settings.progress, settings.progress_interval, stats, progress_stream)
         stack.callback(progress.close)
         limiter = await _make_limiter(settings, stack)
@@ -267,6 +270,14 @@ async def execute(
         announce_end(report, summary_stream)
         return end.exit_code
     return EXIT_ABORTED  # pragma: no cover - the stack above always returns
+
+
+def _outcome_writer(settings: Settings, run_id: str) -> OutcomeWriter:
+    """The ``--outcomes`` file, open; one that cannot be opened is a configuration error."""
+    try:
+        return OutcomeWriter(settings.outcomes, run_id)
+    except OSError as exc:
+        raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
 
 
 def _finish_run(journal: Journal, report: dict[str, Any]) -> None:
