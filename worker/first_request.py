@@ -31,11 +31,11 @@ log = get_logger()
 
 
 class Stop(NamedTuple):
-    """How a dry run its probe stopped ends: the exit code, and the stop reason and detail of
-    its report (no reason: no report, as for a configuration error)."""
+    """How a run a probe stopped ends: the exit code (3 with a report, as any run stopped
+    before its first DELETE; 2 without, as a configuration error), why, and in words."""
 
     exit_code: int
-    reason: str | None
+    reason: str
     detail: str
 
 
@@ -71,26 +71,36 @@ async def _first_request(
     return answer
 
 
+async def _checked(
+    turn: FirstRequestTurn | None, send: Callable[[], Awaitable[ApiResponse]], stats: RunStats
+) -> Stop | ApiResponse | TransportError:
+    """A probe's first request, in its turn (counted in ``stats`` if sent): how the run ends
+    for it (the credentials' refusal met while waiting, or an answer that stops a run, said),
+    else the answer or why there was none."""
+    answer = await _first_request(turn, send)
+    if isinstance(answer, Refusal):
+        return Stop(EXIT_ABORTED, "credentials_refused", answer.describe())
+    stats.on_answer(answer)
+    if isinstance(answer, ApiResponse) and (reason := _stops_the_run(answer)) is not None:
+        return Stop(EXIT_ABORTED, reason, describe(answer))
+    return answer
+
+
 async def probe(
     client: DcsClient, settings: Settings, turn: FirstRequestTurn | None, stats: RunStats
 ) -> Stop | None:
-    """Dry run: one signed ListCenterTask GET (counted in ``stats``) checks endpoint and
-    credentials. None: fine; else how the run ends: an answer that stops a run (or the
-    credentials' refusal met while it waited its turn) exit 3, no answer exit 2."""
+    """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None: fine;
+    else how the run ends (no answer: exit 2)."""
     project = settings.project_id
     if project is None:
         return None
-    answer = await _first_request(turn, lambda: client.list_tasks(project))
-    if isinstance(answer, Refusal):
-        return Stop(EXIT_ABORTED, "credentials_refused", answer.describe())
-    if isinstance(answer, TransportError):
-        log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(answer))
-        return Stop(EXIT_USAGE, None, str(answer))
-    stats.on_answer(answer)
-    reason = _stops_the_run(answer)
-    if reason is not None:  # as it would stop a run
-        return Stop(EXIT_ABORTED, reason, describe(answer))
-    log.info("cleanup.dry_run_probe", status=answer.status, error_code=answer.error_code)
+    checked = await _checked(turn, lambda: client.list_tasks(project), stats)
+    if isinstance(checked, Stop):
+        return checked
+    if isinstance(checked, TransportError):
+        log.error("cleanup.endpoint_unreachable", endpoint=settings.base_url(), error=str(checked))
+        return Stop(EXIT_USAGE, "endpoint_unreachable", str(checked))
+    log.info("cleanup.dry_run_probe", status=checked.status, error_code=checked.error_code)
     return None
 
 
@@ -132,17 +142,10 @@ async def ended_before_sending(
     if not probe or project is None:
         return None
     turn = FirstRequestTurn(memory, run_id, settings.timeout) if memory is not None else None
-    answer = await _first_request(turn, lambda: _first_get(settings, project))
-    if isinstance(answer, Refusal):
-        detail = answer.describe()
-        return end_unsent(settings, stats, run_id, "credentials_refused", detail, summary_stream)
-    stats.on_answer(answer)
-    if not isinstance(answer, ApiResponse):  # no answer: left to the children's retries
+    checked = await _checked(turn, lambda: _first_get(settings, project), stats)
+    if not isinstance(checked, Stop):  # any other answer, or none: left to the children
         return None
-    reason = _stops_the_run(answer)
-    if reason is None:
-        return None
-    return end_unsent(settings, stats, run_id, reason, describe(answer), summary_stream)
+    return end_unsent(settings, stats, run_id, checked.reason, checked.detail, summary_stream)
 
 
 async def _first_get(settings: Settings, project: str) -> ApiResponse:

@@ -227,7 +227,8 @@ async def execute(
             proxy=str(client.proxy) if client.proxy else None,
         )
         if settings.dry_run and (stop := await probe(client, settings, turn, stats)):
-            if stop.reason is not None and part is None:  # a child's parent writes the report
+            # Exit 2 has no report, as a configuration error; a child's is its parent's.
+            if stop.exit_code == EXIT_ABORTED and part is None:
                 early = end_unsent(
                     settings, stats, run_id, stop.reason, stop.detail, summary_stream
                 )
