@@ -56,6 +56,8 @@ def test_refused_credentials_are_not_sent_again_by_the_next_run(
     assert consume(emulator, redis_url, tmp_path) == 3
     assert emulator.state.requests == 1
     [remembered] = events(capsys, "cleanup.credentials_remembered")
+    # A week by default: a day is a nightly CronJob's very period.
+    assert 6.9 * 86400 < client.pttl(remembered["key"]) / 1000 <= 7 * 86400
     first_run = json.loads((tmp_path / "report.json").read_text())["run_id"]
 
     for _ in range(3):  # the kubelet's restarts

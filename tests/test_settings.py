@@ -509,4 +509,4 @@ def test_the_example_config_file_loads_with_every_key_uncommented(tmp_path: Path
     assert len(keys) > 30
     assert set(keys) <= set(Settings.model_fields) - SECRET_FIELDS
     settings = load_settings({}, whole)
-    assert (settings.queue, settings.refusal_memory) == ("redis://dcs-cleanup-redis:6379/0", 86400)
+    assert (settings.queue, settings.refusal_memory) == ("redis://dcs-cleanup-redis:6379/0", 604800)

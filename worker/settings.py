@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     shard_count: int | None = Field(default=None, ge=1)
     redis: str | None = None
     shared_rate_key: str | None = None
-    refusal_memory: float = Field(default=86400.0, ge=0, le=30 * 86400)
+    refusal_memory: float = Field(default=7 * 86400.0, ge=0, le=30 * 86400)
     health_host: str = "0.0.0.0"  # noqa: S104 - Kubernetes probes reach the pod's address
     health_port: int = Field(default=8081, ge=0, le=65535)
     pushgateway: str | None = None
