@@ -255,7 +255,7 @@ def test_accepted_credentials_wait_for_no_turn(
     assert events(capsys, "cleanup.waiting_for_first_request") == []
 
     client.delete(accepted)
-    client.set(turn, "run-that-died", px=1500)
+    client.set(turn, "run-that-died", px=3000)
     path = write_ids(tmp_path / "last.txt", seed(emulator, 5))
     assert run(emulator, tmp_path, path, *flags) == 0
     assert emulator.state.remaining() == 0
