@@ -317,3 +317,19 @@ def test_a_redis_user_with_the_commands_the_readme_lists_keeps_the_memory(
     assert len(admin.keys(ACCEPTED_PREFIX + "*")) == 1
     assert len(admin.keys(KEY_PREFIX + "*")) == 1
     assert admin.keys(TURN_PREFIX + "*") == []
+
+
+def test_a_parent_that_cannot_send_its_get_gives_the_turn_back(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``--processes`` parent whose GET cannot go out (a SOCKS proxy in HTTPS_PROXY, refused
+    as a setting) ends exit 2 and gives its first-request turn back at once: the other runs
+    with these credentials waited until it lapsed, --timeout + 5 s later."""
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5))
+    args = run_args(emulator, tmp_path, path, "--redis", redis_url, "--processes", "2")
+    args[args.index("--endpoint") + 1] = "https://127.0.0.1:9"
+    assert main(args) == 2
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.keys(TURN_PREFIX + "*") == []
+    assert emulator.state.requests == 0

@@ -66,6 +66,10 @@ async def _first_request(
         answer: ApiResponse | TransportError = await send()
     except TransportError as exc:
         answer = exc
+    except BaseException:  # no answer to wait for (a client refused to start, a stop)
+        if turn is not None:
+            await turn.aclose()  # the next run goes now, not when the turn lapses
+        raise
     if turn is not None:
         await turn.landed(answer)  # refused credentials remembered, proved ones vouched for
     return answer
