@@ -108,8 +108,9 @@ class RefusalMemory:
     def __init__(self, url: str, credentials: Credentials, seconds: float) -> None:
         self._url = url
         self.seconds = seconds
-        self._secrets = [s for s in (credentials.ak, credentials.sk) if s]
-        self._secrets += [credentials.security_token] if credentials.security_token else []
+        self._secrets = [
+            s for s in (credentials.ak, credentials.sk, credentials.security_token) if s
+        ]
         mark = fingerprint(credentials)
         self.key = KEY_PREFIX + mark
         self.accepted_key = ACCEPTED_PREFIX + mark
