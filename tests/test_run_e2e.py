@@ -483,6 +483,20 @@ def test_a_dry_run_its_probe_stops_writes_its_report(
         assert db.execute("SELECT exit_code FROM runs").fetchall() == [(3,)]
 
 
+def test_a_dry_run_of_an_unreadable_input_exits_2(emulator: EmulatorServer, tmp_path: Path) -> None:
+    """A dry run of a file saved as UTF-16 is an input error, exit 2, as the same run without
+    --dry-run is: its probe GET is not a task sent. (When the report began to count the probe,
+    the dry run ended exit 3, "aborted".)"""
+    path = tmp_path / "ids.txt"
+    path.write_bytes("abc1\nabc2\n".encode("utf-16"))
+    assert run(emulator, tmp_path, path, "--dry-run") == 2
+    rep = report(tmp_path)
+    assert (rep["exit_code"], rep["stop_reason"], rep["requests"]) == (2, "input_error", 1)
+    assert emulator.state.deletes_received == 0
+    assert run(emulator, tmp_path, path) == 2
+    assert emulator.state.requests == 1
+
+
 def test_rerun_with_journal_sends_nothing_for_finished_tasks(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

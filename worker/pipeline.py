@@ -94,6 +94,8 @@ class Pipeline:
         self._source = source
         self._journal = journal
         self._stats = stats
+        # A dry run's probe or a --processes parent's GET came before: not this pipeline's.
+        self._requests_before = stats.requests
         self.limiter = limiter
         self.adaptive = adaptive
         self.budget = budget
@@ -196,8 +198,9 @@ class Pipeline:
 
     def _end(self) -> RunEnd:
         if self.stop_reason is None and self.input_error is not None:
-            # Exit 2 only if nothing was sent: a usage error, fix the input and run again.
-            return RunEnd(EXIT_ABORTED if self._stats.requests else EXIT_USAGE, "input_error")
+            # Exit 2 only if no task was sent: a usage error, fix the input and run again.
+            sent = self._stats.requests > self._requests_before
+            return RunEnd(EXIT_ABORTED if sent else EXIT_USAGE, "input_error")
         if self.stop_reason in ABORT_REASONS:
             return RunEnd(EXIT_ABORTED, self.stop_reason)
         if self.stop_reason is not None:
