@@ -510,3 +510,17 @@ def test_the_example_config_file_loads_with_every_key_uncommented(tmp_path: Path
     assert set(keys) <= set(Settings.model_fields) - SECRET_FIELDS
     settings = load_settings({}, whole)
     assert (settings.queue, settings.refusal_memory) == ("redis://dcs-cleanup-redis:6379/0", 604800)
+
+
+def test_list_help_says_what_its_shared_flags_mean_for_a_list(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``list --help`` said run's words: --project-id "a CSV/JSONL project_id column overrides
+    it" and --max-attempts "attempts per task", though a list reads no CSV and sends pages."""
+    with pytest.raises(SystemExit):
+        main(["list", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--project-id ID the project whose tasks are listed" in text
+    assert "--max-attempts N attempts per page request, the first included (default: 5)" in text
+    assert "CSV" not in text
+    assert "per task" not in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import typing
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +164,14 @@ def _flag_type(annotation: Any) -> Any:
 
 
 def add_settings_flags(
-    parser: argparse.ArgumentParser, only: Collection[str] | None = None
+    parser: argparse.ArgumentParser,
+    only: Collection[str] | None = None,
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     """A flag for each setting (``only`` those named, if given; else in ``GROUPS``' sections),
-    credentials excepted. A flag not given is not in the parsed namespace, so the environment
-    and files still count."""
+    credentials excepted, with ``helps`` instead of ``HELP`` where the command means otherwise.
+    A flag not given is not in the parsed namespace, so the environment and files still count."""
+    helps = {**HELP, **(helps or {})}
     section: dict[str, Any] = {}
     if only is None:
         for title, names in GROUPS:
@@ -182,7 +185,7 @@ def add_settings_flags(
             continue
         target = section.get(name, parser)
         flag = "--" + name.replace("_", "-")
-        said = info.default is None or "(default" in HELP[name]  # the help says it itself
+        said = info.default is None or "(default" in helps[name]  # the help says it itself
         default_note = "" if said else f" (default: {info.default})"
         kind = _flag_type(info.annotation)
         if kind is bool:
@@ -191,7 +194,7 @@ def add_settings_flags(
                 dest=name,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
-                help=HELP[name],
+                help=helps[name],
             )
         else:
             choices = None
@@ -205,7 +208,7 @@ def add_settings_flags(
                 type=any_case if choices else str,
                 choices=choices,
                 metavar=None if choices else METAVAR.get(name, "N"),
-                help=HELP[name] + default_note,
+                help=helps[name] + default_note,
                 action=Once if name in ONCE else "store",
             )
 
@@ -220,6 +223,11 @@ LIST_SETTINGS = (
     "log_level",
     "log_format",
 )
+# Where ``list`` means otherwise than ``run``: a project has no CSV column, a page no task.
+LIST_HELP = {
+    "project_id": "the project whose tasks are listed",
+    "max_attempts": "attempts per page request, the first included",
+}
 
 
 def add_file_flags(parser: argparse.ArgumentParser) -> None:
@@ -245,7 +253,7 @@ def _add_list_parser(sub: Any) -> None:
         "list", help="write the task center's task IDs (ListCenterTask), an input for run"
     )
     add_file_flags(lst)
-    add_settings_flags(lst, LIST_SETTINGS)
+    add_settings_flags(lst, LIST_SETTINGS, LIST_HELP)
     lst.add_argument(
         "--start-time", metavar="TIME", help="tasks created from then on: yyyyMMddHHmmss, UTC"
     )
