@@ -1235,6 +1235,20 @@ def test_enqueue_takes_the_project_from_the_environment(
     ]
 
 
+def test_enqueue_takes_the_id_pattern_run_takes(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """enqueue's allow-list is run's: DCS_CLEANUP_ID_PATTERN (or the config file) narrows it
+    for both, so what enqueue adds a consumer sends. enqueue used the built-in pattern unless
+    given --id-pattern, and added IDs every consumer then skipped."""
+    monkeypatch.setenv("DCS_CLEANUP_ID_PATTERN", "^t[0-9]$")
+    path = write_ids(tmp_path / "ids.txt", ["t1", "abc", "t2"])
+    args = ["enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT]
+    assert main(args) == 1  # a bad line skipped
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert [e["task_id"] for e in entries(client, STREAM)] == ["t1", "t2"]
+
+
 def test_enqueue_of_plain_text_without_a_project_exits_2_in_one_line(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -229,6 +229,19 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
     assert "argument --stream: may not be empty" in capsys.readouterr().err
 
 
+def test_enqueue_with_a_broken_id_pattern_exits_2_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``enqueue --id-pattern '(['`` ended in re.error's traceback (exit 1); ``run`` with the
+    same pattern gives one line naming the flag. enqueue gives that line now, exit 2."""
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    args = ["--input", str(ids), "--project-id", PROJECT, "--id-pattern", "(["]
+    assert main(["enqueue", "--queue", "redis://127.0.0.1:1/0", *args]) == 2
+    err = capsys.readouterr().err
+    assert "id_pattern (--id-pattern / DCS_CLEANUP_ID_PATTERN): Value error, not a valid " in err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("command", ["run", "enqueue"])
 def test_input_given_twice_exits_2_naming_both(
     command: str, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]

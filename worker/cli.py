@@ -142,17 +142,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
     from worker import enqueue, redis_client
     from worker.files import FileSource
-    from worker.settings import DEFAULT_ID_PATTERN
     from worker.sources import IdValidator
 
-    flags = {"queue": args.queue, "project_id": args.project_id}
+    flags = {"queue": args.queue, "project_id": args.project_id, "id_pattern": args.id_pattern}
     # A flag not given must not hide its DCS_CLEANUP_* variable.
     settings = load_settings({k: v for k, v in flags.items() if v is not None})
     if args.input != "-" and not Path(args.input).exists():
         raise ConfigError(f"--input {args.input}: no such file")
-    source = FileSource(
-        args.input, settings.project_id, IdValidator(args.id_pattern or DEFAULT_ID_PATTERN)
-    )
+    source = FileSource(args.input, settings.project_id, IdValidator(settings.id_pattern))
 
     told = [float("-inf")]
 
