@@ -229,6 +229,30 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
     assert "argument --stream: may not be empty" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("command", "usage"),
+    [
+        (
+            "enqueue",
+            "--queue URL --input PATH [--stream NAME] [--project-id ID] [--message TEXT] "
+            "[--id-pattern REGEX] [--from-line N] [--max-backlog N]",
+        ),
+        ("report", "--journal PATH [--report PATH] [--outcomes PATH]"),
+    ],
+)
+def test_enqueue_and_report_help_name_the_kind_of_each_value(
+    command: str, usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``enqueue --help`` showed ``--queue QUEUE --input INPUT``, ``--from-line FROM_LINE``
+    (argparse's default, the flag's own name) where ``run --help`` says URL, PATH, N."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"usage: dcs-cleanup {command} [-h] {usage} " in text
+    if command == "enqueue":
+        assert "the Redis stream to add to (default: dcs-cleanup:tasks)" in text
+
+
 def test_enqueue_with_a_broken_id_pattern_exits_2_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -354,29 +354,42 @@ def build_parser() -> argparse.ArgumentParser:
     fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
 
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
-    enq.add_argument("--queue", required=True, help="redis://host:port/db")
+    enq.add_argument("--queue", required=True, metavar="URL", help="redis://host:port/db")
     enq.add_argument(
         "--input",
         required=True,
         action=Once,
+        metavar="PATH",
         help="file of task IDs (any run format); - for stdin",
     )
     enq.add_argument(
-        "--stream", type=non_empty, default="dcs-cleanup:tasks", help="the Redis stream to add to"
+        "--stream",
+        type=non_empty,
+        default="dcs-cleanup:tasks",
+        metavar="NAME",
+        help="the Redis stream to add to (default: dcs-cleanup:tasks)",
     )
-    enq.add_argument("--project-id", default=None, help="project for lines that name none")
-    enq.add_argument("--message", default=None, help="message field for every entry")
-    enq.add_argument("--id-pattern", default=None, help="task ID allow-list (default: run's)")
+    enq.add_argument(
+        "--project-id", default=None, metavar="ID", help="project for lines that name none"
+    )
+    enq.add_argument(
+        "--message", default=None, metavar="TEXT", help="message field for every entry"
+    )
+    enq.add_argument(
+        "--id-pattern", default=None, metavar="REGEX", help="task ID allow-list (default: run's)"
+    )
     enq.add_argument(
         "--from-line",
         type=positive_int,
         default=1,
+        metavar="N",
         help="start at this line of the input (an enqueue that stopped part-way names it)",
     )
     enq.add_argument(
         "--max-backlog",
         type=positive_int,
         default=None,
+        metavar="N",
         help="wait while the stream holds this many entries, for consumers to take them "
         "(default: no limit)",
     )
@@ -384,7 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_list_parser(sub)
 
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")
-    rep.add_argument("--journal", type=Path, required=True, help="the journal of a run")
-    rep.add_argument("--report", type=Path, help="write its JSON report here")
-    rep.add_argument("--outcomes", type=Path, help="write one JSON line per task here")
+    rep.add_argument(
+        "--journal", type=Path, required=True, metavar="PATH", help="the journal of a run"
+    )
+    rep.add_argument("--report", type=Path, metavar="PATH", help="write its JSON report here")
+    rep.add_argument(
+        "--outcomes", type=Path, metavar="PATH", help="write one JSON line per task here"
+    )
     return parser
