@@ -225,6 +225,7 @@ def test_report_of_a_journal_a_run_is_still_writing_says_so(
     assert "exit 4" not in said
     assert so_far["stop_reason"] == "run_in_progress"
     assert 0 < so_far["outcomes"]["deleted"] < 60
+    assert (so_far["runs"], so_far["runs_unfinished"], so_far["requests"]) == (1, 1, 0)
     assert main(["report", "--journal", str(journal), "--report", str(tmp_path / "r.json")]) == 0
     said = capsys.readouterr().err
     assert "still writing" not in said
@@ -232,6 +233,44 @@ def test_report_of_a_journal_a_run_is_still_writing_says_so(
     final = json.loads((tmp_path / "r.json").read_text())
     assert final["stop_reason"] is None
     assert final["outcomes"]["deleted"] == 60
+    assert (final["runs"], final["runs_unfinished"], final["requests"]) == (1, 0, 60)
+
+
+def test_report_of_a_journal_counts_the_requests_of_its_runs(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """report --journal gave requests 0, no status, started_at the moment it ran and a
+    throughput of its own reading (some 50,000 tasks/s). It now adds up the runs' reports:
+    requests, answers by status, retries, from the first run's start to the last's end, and
+    the seconds they ran, over which the throughput is."""
+    ids = seed(emulator, 40, Faults(error_rate=0.5, seed=3))
+    journal = tmp_path / "journal.sqlite"
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--journal", str(journal), "--max-attempts", "1") == 1
+    first = report(tmp_path)
+    emulator.state.set_faults(Faults())
+    assert (
+        main(run_args(emulator, tmp_path, None, "--retry-failed", "--journal", str(journal))) == 0
+    )
+    second = report(tmp_path)
+    out = tmp_path / "journal-report.json"
+    assert main(["report", "--journal", str(journal), "--report", str(out)]) == 0
+    both = json.loads(out.read_text())
+    assert both["requests"] == first["requests"] + second["requests"] == emulator.state.requests
+    assert both["http_status"] == dict(
+        Counter(first["http_status"]) + Counter(second["http_status"])
+    )
+    assert both["http_status"]["500"] > 0
+    assert both["retries"] == first["retries"] + second["retries"]
+    assert (both["runs"], both["runs_unfinished"]) == (2, 0)
+    assert both["started_at"] == first["started_at"]
+    assert both["finished_at"] >= second["finished_at"]
+    ran = first["duration_s"] + second["duration_s"]
+    assert both["duration_s"] == pytest.approx(ran, abs=0.002)
+    assert both["throughput_per_s"] == pytest.approx(40 / ran, rel=0.01)
+    said = capsys.readouterr().err
+    assert f"requests {both['requests']} · retries" in said
+    assert "latency in each run's report" in said
 
 
 def test_summary_table_reads_well_with_and_without_answers(

@@ -347,6 +347,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 batch = []
         stats.on_results(batch)
         writer.write(batch)
+        seen = stats.add_runs(journal.runs())
     finally:
         writer.close()
         journal.close()
@@ -359,6 +360,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         settings={"journal": str(args.journal)},
         exit_code=code,
         stop_reason=None if running is None else "run_in_progress",
+        extra={"runs": seen.runs, "runs_unfinished": seen.unfinished},
+        duration_s=seen.seconds,
     )
     if running is not None:
         print(

@@ -326,6 +326,12 @@ class Journal:
                 run_id=row[11],
             )
 
+    def runs(self) -> list[tuple[float, float | None, str | None]]:
+        """Every run's (started_at, finished_at, report JSON), None where it did not finish."""
+        return self._db.execute(
+            "SELECT started_at, finished_at, report FROM runs ORDER BY started_at"
+        ).fetchall()
+
     def finish_run(self, exit_code: int, report_json: str) -> None:
         with self._lock, self._failing("write"):
             self._db.execute(

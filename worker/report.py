@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -82,6 +82,14 @@ class LatencyHistogram:
         return self.max
 
 
+class RunsSeen(NamedTuple):
+    """What ``RunStats.add_runs`` found in a journal's runs table."""
+
+    runs: int
+    unfinished: int  # no report: killed, or still running
+    seconds: float  # the finished runs' durations, summed
+
+
 @dataclass(slots=True)
 class RunStats:
     """Counters for one run; updated by the pipeline on every answer and every outcome."""
@@ -133,11 +141,32 @@ class RunStats:
         """Add another run's counts (a child process's report and histogram) to these."""
         self.outcomes.update({k: v for k, v in report["outcomes"].items() if v})
         self.skipped_reasons.update(report["skipped_reasons"])
+        self._add_traffic(report)
+        self.latency.merge(latency)
+
+    def _add_traffic(self, report: dict[str, Any]) -> None:
+        """Add another run's requests and answers, not its tasks."""
         self.http_status.update(report["http_status"])
         self.requests += report["requests"]
         self.retries += report["retries"]
         self.throttled += report["throttled"]
-        self.latency.merge(latency)
+
+    def add_runs(self, runs: Sequence[tuple[float, float | None, str | None]]) -> RunsSeen:
+        """Take a journal's runs, each (started_at, finished_at, report JSON): the requests and
+        answers of those that wrote a report, the first start, the last end."""
+        ran, unfinished, starts = 0.0, 0, []
+        for started, finished, text in runs:
+            if finished is None or not text:
+                unfinished += 1  # killed, or still running: its report was never written
+                starts.append(started)
+                continue
+            report = json.loads(text)
+            self._add_traffic(report)
+            ran += report["duration_s"]
+            starts.append(datetime.fromisoformat(report["started_at"]).timestamp())
+            self.finished = max(self.finished or finished, finished)
+        self.started = min(starts, default=self.started)
+        return RunsSeen(len(runs), unfinished, ran)
 
     @property
     def total(self) -> int:
@@ -154,9 +183,12 @@ class RunStats:
         exit_code: int,
         stop_reason: str | None,
         extra: dict[str, Any] | None = None,
+        duration_s: float | None = None,
     ) -> dict[str, Any]:
+        """The report; ``duration_s`` the seconds spent running, when not from start to end
+        (the runs of a journal, with days between them)."""
         finished = self.finished or time.time()
-        duration = max(finished - self.started, 1e-9)
+        duration = max(finished - self.started if duration_s is None else duration_s, 1e-9)
         sent = sum(self.outcomes[o.value] for o in Outcome if o is not Outcome.SKIPPED)
         return {
             "tool": "dcs-task-cleanup",
@@ -335,7 +367,9 @@ def summary_table(report: dict[str, Any]) -> str:
     lines.insert(1, "-" * (width + num + 2))
     lines.insert(len(lines) - 1, "-" * (width + num + 2))
     lat = report["latency_ms"]
-    latency = "no answers" if lat["p50"] is None else f"p50 {lat['p50']} ms · p99 {lat['p99']} ms"
+    latency = f"p50 {lat['p50']} ms · p99 {lat['p99']} ms"
+    if lat["p50"] is None:  # no answer, or the runs of a journal: each report has its own
+        latency = "latency in each run's report" if report["requests"] else "no answers"
     lines.append(
         f"requests {report['requests']} · retries {report['retries']} · "
         f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
