@@ -3,6 +3,7 @@ shards, health and metrics. Against a real redis-server and the emulator."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -556,16 +557,21 @@ def test_consumer_metrics_show_the_queue_and_a_redis_that_went_away(
         assert proc.wait(timeout=30) == 4
 
 
+@pytest.mark.parametrize("userinfo", ["", "bob:p%40ss@"])
 def test_batch_run_pushes_metrics_to_a_pushgateway(
-    emulator: EmulatorServer, tmp_path: Path
+    userinfo: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
-    """--pushgateway URL: at the end the run's metrics are pushed under job dcs-cleanup."""
+    """--pushgateway URL: at the end the run's metrics are pushed under job dcs-cleanup. A
+    ``user:password@`` in the URL is sent as basic auth; the push failed with "Name or
+    service not known" (urllib took it for part of the host name) and the metrics were lost."""
     received: list[tuple[str, str, bytes]] = []
+    auth: list[str | None] = []
     ready = threading.Event()
     port = free_port()
 
     async def handler(request: web.Request) -> web.Response:
         received.append((request.method, request.path, await request.read()))
+        auth.append(request.headers.get("Authorization"))
         return web.Response(status=200)
 
     def serve() -> None:
@@ -590,10 +596,11 @@ def test_batch_run_pushes_metrics_to_a_pushgateway(
         tmp_path,
         write_ids(tmp_path / "ids.txt", ids),
         "--pushgateway",
-        f"http://127.0.0.1:{port}",
+        f"http://{userinfo}127.0.0.1:{port}",
     )
     assert code == 0
     assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/dcs-cleanup")]
+    assert auth == [f"Basic {base64.b64encode(b'bob:p@ss').decode()}" if userinfo else None]
     assert b'dcs_cleanup_tasks_total{outcome="deleted"} 20.0' in received[0][2]
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 20}
 

@@ -3,9 +3,12 @@ end of a batch run. Each run has its own registry, so tests and repeated runs ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway
+from prometheus_client.exposition import basic_auth_handler, default_handler
+from yarl import URL
 
 from worker.models import TaskResult
 
@@ -93,5 +96,21 @@ class Metrics:
         self, gateway: str, job: str = "dcs-cleanup", grouping: dict[str, str] | None = None
     ) -> None:
         """Push every metric of this run to a Prometheus Pushgateway (blocking). With
-        ``--processes`` each process pushes its own group (``process="<index>"``)."""
-        push_to_gateway(gateway, job=job, registry=self.registry, grouping_key=grouping, timeout=10)
+        ``--processes`` each process pushes its own group (``process="<index>"``). A
+        ``user:password@`` in the URL is sent as HTTP basic auth: urllib would take it for
+        part of the host name."""
+        url = URL(gateway)
+        handler: Callable[..., Callable[[], None]] = default_handler
+        if url.user is not None:
+            handler = functools.partial(
+                basic_auth_handler, username=url.user, password=url.password or ""
+            )
+            gateway = str(url.with_user(None))
+        push_to_gateway(
+            gateway,
+            job=job,
+            registry=self.registry,
+            grouping_key=grouping,
+            timeout=10,
+            handler=handler,
+        )
