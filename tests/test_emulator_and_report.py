@@ -226,6 +226,7 @@ def test_report_of_a_journal_a_run_is_still_writing_says_so(
     assert so_far["stop_reason"] == "run_in_progress"
     assert 0 < so_far["outcomes"]["deleted"] < 60
     assert (so_far["runs"], so_far["runs_unfinished"], so_far["requests"]) == (1, 1, 0)
+    assert (so_far["duration_s"], so_far["throughput_per_s"]) == (0, 0)  # no run has ended
     assert main(["report", "--journal", str(journal), "--report", str(tmp_path / "r.json")]) == 0
     said = capsys.readouterr().err
     assert "still writing" not in said

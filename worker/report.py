@@ -188,7 +188,7 @@ class RunStats:
         """The report; ``duration_s`` the seconds spent running, when not from start to end
         (the runs of a journal, with days between them)."""
         finished = self.finished or time.time()
-        duration = max(finished - self.started if duration_s is None else duration_s, 1e-9)
+        duration = max(finished - self.started, 1e-9) if duration_s is None else duration_s
         sent = sum(self.outcomes[o.value] for o in Outcome if o is not Outcome.SKIPPED)
         return {
             "tool": "dcs-task-cleanup",
@@ -206,7 +206,7 @@ class RunStats:
             "http_status": dict(sorted(self.http_status.items())),
             "retries": self.retries,
             "throttled": self.throttled,
-            "throughput_per_s": round(sent / duration, 2),
+            "throughput_per_s": round(sent / duration, 2) if duration else 0.0,
             "latency_ms": {
                 "p50": _round(self.latency.percentile(0.50)),
                 "p90": _round(self.latency.percentile(0.90)),
