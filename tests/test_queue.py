@@ -1256,6 +1256,42 @@ def test_enqueue_takes_the_id_pattern_run_takes(
     assert [e["task_id"] for e in entries(client, STREAM)] == ["t1", "t2"]
 
 
+def test_enqueue_reads_the_settings_its_consumers_read(
+    emulator: EmulatorServer, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer and its consumers share a config file or an environment. enqueue read
+    --stream and --message from its flags only, so with DCS_CLEANUP_STREAM set for both it
+    added every task to dcs-cleanup:tasks while the consumers read another stream; and it
+    needed --queue even with queue in the config file. Both come from run's places now."""
+    config = tmp_path / "cleanup.toml"
+    config.write_text(f'queue = "{redis_url}"\nproject_id = "{PROJECT}"\n', encoding="utf-8")
+    monkeypatch.setenv("DCS_CLEANUP_STREAM", "team:tasks")
+    monkeypatch.setenv("DCS_CLEANUP_MESSAGE", "nightly purge")
+    ids = seed(emulator, 2)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert main(["enqueue", "--config", str(config), "--input", str(path)]) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.exists(STREAM) == 0
+    assert entries(client, "team:tasks") == [
+        {"task_id": t, "project_id": PROJECT, "message": "nightly purge"} for t in ids
+    ]
+    # A consumer with the same config file and environment deletes them.
+    consumer = ["run", "--config", str(config), "--endpoint", emulator.url, "--until-empty"]
+    assert main([*consumer, "--log-format", "json", "--progress", "off"]) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_enqueue_without_a_queue_exits_2_saying_where_to_give_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_ids(tmp_path / "ids.txt", ["t1"])
+    assert main(["enqueue", "--input", str(path), "--project-id", PROJECT]) == 2
+    assert (
+        "enqueue needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)"
+        in capsys.readouterr().err
+    )
+
+
 def test_enqueue_of_plain_text_without_a_project_exits_2_in_one_line(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

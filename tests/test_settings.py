@@ -234,7 +234,8 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
     [
         (
             "enqueue",
-            "--queue URL --input PATH [--stream NAME] [--project-id ID] [--message TEXT] "
+            "[--config PATH] [--env-file PATH] [--queue URL] --input PATH [--stream NAME] "
+            "[--project-id ID] [--message TEXT] "
             "[--id-pattern REGEX] [--from-line N] [--max-backlog N]",
         ),
         ("report", "--journal PATH [--report PATH] [--outcomes PATH]"),

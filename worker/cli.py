@@ -144,9 +144,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.files import FileSource
     from worker.sources import IdValidator
 
-    flags = {"queue": args.queue, "project_id": args.project_id, "id_pattern": args.id_pattern}
-    # A flag not given must not hide its DCS_CLEANUP_* variable.
-    settings = load_settings({k: v for k, v in flags.items() if v is not None})
+    names = ("queue", "stream", "project_id", "id_pattern", "message")
+    # The settings run reads, from the same places (a producer and its consumers share a config
+    # file or environment). A flag not given must not hide its DCS_CLEANUP_* variable.
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = load_settings(flags, args.config, args.env_file)
+    queue, stream = settings.queue, settings.stream
+    if queue is None:
+        raise ConfigError("enqueue needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)")
     if args.input != "-" and not Path(args.input).exists():
         raise ConfigError(f"--input {args.input}: no such file")
     source = FileSource(args.input, settings.project_id, IdValidator(settings.id_pattern))
@@ -158,22 +163,22 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             return
         told[0] = time.monotonic()
         print(
-            f"dcs-cleanup: {args.stream} holds {length} entries (--max-backlog "
+            f"dcs-cleanup: {stream} holds {length} entries (--max-backlog "
             f"{args.max_backlog}); waiting for consumers to take them",
             file=sys.stderr,
         )
 
     async def go() -> int:
-        client = await redis_client.open_client(args.queue)
-        redis_client.check_cluster_stream(client, args.stream)
+        client = await redis_client.open_client(queue)
+        redis_client.check_cluster_stream(client, stream)
         done = enqueue.Enqueued(next_line=args.from_line)
         add = functools.partial(
             enqueue.enqueue,
             client,
-            args.stream,
+            stream,
             source.batches(),
             done,
-            message=args.message,
+            message=settings.message,
             max_backlog=args.max_backlog or 0,
             waiting=waiting,
         )
@@ -188,7 +193,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if done.bad > len(done.shown):
             print(f"dcs-cleanup: ... and {done.bad - len(done.shown)} more", file=sys.stderr)
         print(
-            f"enqueued {done.added} task(s) on {args.stream}; {done.bad} bad line(s) skipped",
+            f"enqueued {done.added} task(s) on {stream}; {done.bad} bad line(s) skipped",
             file=sys.stderr,
         )
         if stopped_by is not None:
@@ -204,7 +209,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if done.stopped_at is None:
             return 1 if done.bad else 0
-        where = f"--queue {redact_url(args.queue)}: stopped at line {done.stopped_at}"
+        where = f"--queue {redact_url(queue)}: stopped at line {done.stopped_at}"
         error = (done.error or "")[:400]
         if not done.added:
             print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
@@ -223,7 +228,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         return run_async(go)
     except (OSError, RedisError) as exc:
-        raise ConfigError(f"--queue {redact_url(args.queue)}: {exc}") from None
+        raise ConfigError(f"--queue {redact_url(queue)}: {exc}") from None
 
 
 def _remove_dead_partials(output: Path) -> None:

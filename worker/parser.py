@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
 
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
-    enq.add_argument("--queue", required=True, metavar="URL", help="redis://host:port/db")
+    add_file_flags(enq)
+    enq.add_argument("--queue", metavar="URL", help="redis://host:port/db")
     enq.add_argument(
         "--input",
         required=True,
@@ -365,7 +366,6 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument(
         "--stream",
         type=non_empty,
-        default="dcs-cleanup:tasks",
         metavar="NAME",
         help="the Redis stream to add to (default: dcs-cleanup:tasks)",
     )
