@@ -58,8 +58,8 @@ HELP = {
     "refusal_memory": "with --queue or --redis: seconds refused credentials are remembered "
     "there, so no run (a restart, another replica) sends them again; runs started together "
     "send their first request one at a time (0: neither)",
-    "health_host": "with --queue: address of /healthz and /metrics",
-    "health_port": "with --queue: port of /healthz and /metrics",
+    "health_host": "with --queue, long-running: address of /healthz and /metrics",
+    "health_port": "with --queue, long-running: port of /healthz and /metrics",
     "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",
     "id_pattern": "regular expression a task ID must match",
     "project_id": "default project ID (a CSV/JSONL project_id column overrides it)",
