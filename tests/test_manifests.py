@@ -121,3 +121,24 @@ def test_the_cronjob_lists_the_night_s_tasks_into_the_file_its_run_deletes() -> 
 
     assert volume(lister, output) == volume(cleanup, output)
     assert {v["name"] for v in pod["volumes"] if "emptyDir" in v} >= {volume(lister, output)}
+
+
+def test_the_cronjob_remembers_refused_credentials_on_its_persistent_volume() -> None:
+    """The CronJob has no Redis, so its list and run sent a wrong SK once a night (Huawei locks
+    an AK/SK after five). Both containers now name one --refusal-file on the volume that
+    outlives the pod, the journal's, so a refusal is sent once."""
+    pod = pod_spec(load("cronjob.yaml"))
+    (lister,) = pod["initContainers"]
+    (cleanup,) = pod["containers"]
+    files = {settings_of(c).refusal_file for c in (lister, cleanup)}
+    (path,) = files
+    assert path is not None
+    journal = settings_of(cleanup).journal
+    assert journal is not None
+    assert path.parent == journal.parent
+    claims = {v["name"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    for container in (lister, cleanup):
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        mount = mounts[str(path.parent)]
+        assert mount["name"] in claims
+        assert not mount.get("readOnly", False)

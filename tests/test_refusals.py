@@ -24,7 +24,9 @@ WRONG_SK = "not-the-right-secret-0000000000000000000"
 
 
 def events(capsys: pytest.CaptureFixture[str], name: str) -> list[dict[str, Any]]:
-    lines = capsys.readouterr().out.splitlines()
+    """The log lines of event ``name`` (a run logs on standard output, ``list`` on error)."""
+    said = capsys.readouterr()
+    lines = (said.out + said.err).splitlines()
     found = [json.loads(line) for line in lines if line.startswith("{")]
     return [e for e in found if e["event"] == name]
 
@@ -333,3 +335,114 @@ def test_a_parent_that_cannot_send_its_get_gives_the_turn_back(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     assert client.keys(TURN_PREFIX + "*") == []
     assert emulator.state.requests == 0
+
+
+def test_a_nightly_list_and_run_without_redis_send_one_refused_request_in_all(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The shipped CronJob has no Redis: with a wrong SK its list init container sent one
+    refused GET a night, and Huawei locks an AK/SK after five. With --refusal-file on the
+    volume that keeps the journal, the first night's refusal is remembered there: later
+    nights' list and run send nothing (exit 3), naming the run that was refused and the file
+    to delete. The file holds a fingerprint, never the AK or the SK; other credentials (the
+    Secret set right) go at once."""
+    ids = seed(emulator, 10)
+    state = tmp_path / "state"
+    monkeypatch.setenv("DCS_CLEANUP_REFUSAL_FILE", str(state / "refused-credentials.json"))
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    listed = tmp_path / "ids.txt"
+    night = [
+        "list", "--endpoint", emulator.url, "--project-id", PROJECT, "--output", str(listed),
+        "--log-format", "json",
+    ]  # fmt: skip
+    run_night = run_args(emulator, tmp_path, listed, "--journal", str(state / "journal.sqlite"))
+
+    assert main(night) == 3  # the first night: the list's GET is refused
+    assert emulator.state.requests == 1
+    [remembered] = events(capsys, "cleanup.credentials_remembered")
+    marker = json.loads((state / "refused-credentials.json").read_text())
+    mark = fingerprint(Credentials(DEMO_AK, WRONG_SK))
+    assert list(marker) == [mark]
+    assert remembered["key"] == f"{state / 'refused-credentials.json'} {mark}"
+    assert marker[mark]["detail"].startswith("HTTP 401 APIGW.0301")
+    assert 6.9 * 86400 < _seconds_until(marker[mark]["until"]) <= 7 * 86400
+    text = (state / "refused-credentials.json").read_text()
+    for secret in (DEMO_AK, WRONG_SK, DEMO_AK[:8], WRONG_SK[:8]):
+        assert secret not in text
+
+    for _ in range(3):  # the nights after
+        assert main(night) == 3
+        [said] = events(capsys, "cleanup.credentials_refused_before")
+        assert said["by_run"] == marker[mark]["run_id"]
+        assert said["by_run"].startswith("list-")
+        assert f"delete the file {state / 'refused-credentials.json'}" in said["detail"]
+    listed.write_text("".join(f"{i}\n" for i in ids))  # the list of a night before, say
+    assert main(run_night) == 3
+    rep = report(tmp_path)
+    assert (rep["stop_reason"], rep["requests"]) == ("credentials_refused", 0)
+    assert emulator.state.requests == 1
+
+    monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)  # the Secret set right: goes at once
+    assert main(night) == 0
+    assert main(run_night) == 0
+    assert emulator.state.remaining() == 0
+
+
+def _seconds_until(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso).timestamp() - time.time()
+
+
+@pytest.mark.parametrize("how", ["run", "dry_run", "processes"])
+def test_each_first_request_remembers_its_refusal_in_the_file(
+    how: str, emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's first DELETE, a dry run's probe and a --processes parent's GET, each refused,
+    leave the file's marker, and the same run again sends nothing."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 6))
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    extra = {"run": [], "dry_run": ["--dry-run"], "processes": ["--processes", "2"]}[how]
+    memory = ["--refusal-file", str(tmp_path / "refused.json"), *extra]
+    assert run(emulator, tmp_path, path, *memory) == 3
+    assert run(emulator, tmp_path, path, *memory) == 3
+    assert emulator.state.requests == 1
+    assert report(tmp_path)["stop_detail"].startswith("remembered as refused at ")
+    assert list(json.loads((tmp_path / "refused.json").read_text())) == [
+        fingerprint(Credentials(DEMO_AK, WRONG_SK))
+    ]
+
+
+def test_a_refusal_file_that_cannot_be_written_is_exit_2_before_anything_is_sent(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    (tmp_path / "a-folder").mkdir()
+    assert run(emulator, tmp_path, path, "--refusal-file", str(tmp_path / "a-folder")) == 2
+    assert "--refusal-file" in capsys.readouterr().err
+    assert emulator.state.requests == 0
+
+
+def test_a_refusal_file_out_of_date_or_spoilt_sends_as_usual(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A marker whose time has passed is forgotten (and dropped at the next write); a file
+    that is not JSON gives one warning and the run goes on as without a memory."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 4))
+    marker = tmp_path / "refused.json"
+    mark = fingerprint(Credentials(DEMO_AK, DEMO_SK))
+    marker.write_text(json.dumps({mark: {"until": "2020-01-01T00:00:00Z", "detail": "old"}}))
+    assert run(emulator, tmp_path, path, "--refusal-file", str(marker)) == 0
+    assert emulator.state.remaining() == 0
+    marker.write_text("{not json")
+    seed(emulator, 4)
+    assert run(emulator, tmp_path, path, "--refusal-file", str(marker), "--log-format", "json") == 0
+    [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
+    assert warned["command"] == "read"
+    assert emulator.state.remaining() == 0

@@ -249,7 +249,7 @@ def _remove_dead_partials(output: Path) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Page through ListCenterTask and write the tasks that match."""
-    from worker.listing import Listed, end_time_for, list_tasks
+    from worker.listing import Listed, end_time_for, list_remembering
     from worker.logs import get_logger
     from worker.signer import Signer
 
@@ -266,7 +266,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         done = Listed()
         code, stopped_by = await _until_signal(
             functools.partial(
-                list_tasks,
+                list_remembering,
                 settings,
                 signer,
                 out,

@@ -21,7 +21,16 @@ from worker.logs import get_logger
 from worker.models import ApiResponse
 from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
 from worker.policy import refusal
-from worker.refusals import FirstRequestTurn, Refusal, RefusalMemory, memory_for, refused_before
+from worker.refusals import (
+    FirstRequestTurn,
+    Memory,
+    Refusal,
+    RefusalMemory,
+    SoloTurn,
+    Turn,
+    memory_for,
+    refused_before,
+)
 from worker.report import RunStats
 from worker.results import describe
 from worker.settings import Settings
@@ -55,7 +64,7 @@ def _stops_the_run(answer: ApiResponse) -> str | None:
 
 
 async def _first_request(
-    turn: FirstRequestTurn | None, send: Callable[[], Awaitable[ApiResponse]]
+    turn: Turn | None, send: Callable[[], Awaitable[ApiResponse]]
 ) -> ApiResponse | TransportError | Refusal:
     """A run's first request (a probe), in its turn among the runs with its credentials and
     Redis (``refusals.FirstRequestTurn``): the answer, why there was none, or the refusal that
@@ -76,7 +85,7 @@ async def _first_request(
 
 
 async def _checked(
-    turn: FirstRequestTurn | None, send: Callable[[], Awaitable[ApiResponse]], stats: RunStats
+    turn: Turn | None, send: Callable[[], Awaitable[ApiResponse]], stats: RunStats
 ) -> Stop | ApiResponse | TransportError:
     """A probe's first request, in its turn (counted in ``stats`` if sent): how the run ends
     for it (the credentials' refusal met while waiting, or an answer that stops a run, said),
@@ -91,7 +100,7 @@ async def _checked(
 
 
 async def probe(
-    client: DcsClient, settings: Settings, turn: FirstRequestTurn | None, stats: RunStats
+    client: DcsClient, settings: Settings, turn: Turn | None, stats: RunStats
 ) -> Stop | None:
     """Dry run: one signed ListCenterTask GET checks endpoint and credentials. None: fine;
     else how the run ends (no answer: exit 2)."""
@@ -123,7 +132,7 @@ async def ended_before_sending(
     settings: Settings,
     run_id: str,
     stats: RunStats,
-    memory: RefusalMemory | None,
+    memory: Memory | None,
     *,
     probe: bool,
     summary_stream: IO[str] | None = None,
@@ -145,7 +154,7 @@ async def ended_before_sending(
     project = settings.project_id
     if not probe or project is None:
         return None
-    turn = FirstRequestTurn(memory, run_id, settings.timeout) if memory is not None else None
+    turn = turn_of(memory, run_id, settings.timeout) if memory is not None else None
     checked = await _checked(turn, lambda: _first_get(settings, project), stats)
     if not isinstance(checked, Stop):  # any other answer, or none: left to the children
         return None
@@ -161,14 +170,22 @@ async def _first_get(settings: Settings, project: str) -> ApiResponse:
         return await client.list_tasks(project)
 
 
+def turn_of(memory: Memory, run_id: str, timeout: float) -> Turn:
+    """The turn of a run's first request: among the runs sharing its Redis, or (a file
+    memory) a turn of its own, whose answer is remembered all the same."""
+    if isinstance(memory, RefusalMemory):
+        return FirstRequestTurn(memory, run_id, timeout)
+    return SoloTurn(memory, run_id)
+
+
 def turn_for(
-    memory: RefusalMemory | None, run_id: str, timeout: float, stack: AsyncExitStack
-) -> FirstRequestTurn | None:
+    memory: Memory | None, run_id: str, timeout: float, stack: AsyncExitStack
+) -> Turn | None:
     """The turn of the run's first request, if it has a refusal memory; the memory's client,
     and a turn a stopped run did not give back, are closed with ``stack``."""
     if memory is None:
         return None
     stack.push_async_callback(memory.aclose)
-    turn = FirstRequestTurn(memory, run_id, timeout)
+    turn = turn_of(memory, run_id, timeout)
     stack.push_async_callback(turn.aclose)
     return turn

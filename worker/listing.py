@@ -25,9 +25,10 @@ import anyio
 from worker.client import DcsClient
 from worker.errors import ConfigError, TransportError
 from worker.logs import drop_lost_stream, get_logger
-from worker.models import ApiResponse
+from worker.models import ApiResponse, new_run_id
 from worker.pipeline import EXIT_ABORTED, EXIT_OK
 from worker.policy import decide, refusal
+from worker.refusals import memory_for, refused_before
 from worker.results import describe
 from worker.settings import Settings
 from worker.signer import Signer
@@ -56,15 +57,42 @@ def _is_time(value: str) -> bool:
 @dataclass
 class Listed:
     """What ``list_tasks`` did, kept up to date as it goes (a stop reads it): tasks listed,
-    tasks written, and the last answer's ``task_count``."""
+    tasks written, the last answer's ``task_count``, and the refusal of the credentials that
+    stopped it, if one did."""
 
     listed: int = 0
     written: int = 0
     task_count: int | None = None
+    refused: str | None = None
 
 
 class ListFailed(Exception):  # noqa: N818 - a stop with its message, like AbortRun
     """A page could not be had: credentials refused, or an error that retries did not cure."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason  # why a whole run would stop for that answer (``refusal``)
+
+
+async def list_remembering(
+    settings: Settings, signer: Signer, out: TextIO, *, done: Listed, **filters: Any
+) -> int:
+    """``list_tasks`` with the run's refusal memory (``refusals``): credentials remembered as
+    refused send nothing (exit 3), and credentials the list's request is refused for are
+    remembered, so a nightly list and run with a wrong SK send one refused request, not one
+    a night."""
+    memory = memory_for(settings, settings.credentials())
+    if memory is None:
+        return await list_tasks(settings, signer, out, done=done, **filters)
+    try:
+        if await refused_before(memory) is not None:
+            return EXIT_ABORTED
+        code = await list_tasks(settings, signer, out, done=done, **filters)
+        if done.refused is not None:
+            await memory.remember(done.refused, "list-" + new_run_id())
+        return code
+    finally:
+        await memory.aclose()
 
 
 async def list_tasks(
@@ -108,6 +136,7 @@ async def list_tasks(
                 )
             except ListFailed as exc:
                 log.error("cleanup.list_failed", offset=offset, listed=done.listed, error=str(exc))
+                done.refused = str(exc) if exc.reason == "credentials_refused" else None
                 return EXIT_ABORTED
             count = done.task_count
             if count is not None:
@@ -223,7 +252,8 @@ async def _page(
             rng=rng,
         )
         if decision.outcome is not None:  # refused (401, other 4xx), or out of attempts
-            raise ListFailed(_why(answer, attempt))
+            why = refusal(answer) if isinstance(answer, ApiResponse) else None
+            raise ListFailed(_why(answer, attempt), why)
         log.warning("cleanup.list_retry", offset=offset, attempt=attempt, delay_s=decision.delay)
         await anyio.sleep(decision.delay)
 

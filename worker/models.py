@@ -7,7 +7,14 @@ dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs about 2.5 
 from __future__ import annotations
 
 import enum
+import time
+import uuid
 from typing import NamedTuple
+
+
+def new_run_id() -> str:
+    """A run's ID: when it started (UTC, to the second) and 8 random hex digits."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class Outcome(enum.StrEnum):

@@ -55,9 +55,11 @@ HELP = {
     "shard_count": "take the shard JOB_COMPLETION_INDEX names, of N",
     "redis": "Redis URL for --shared-rate-key and --refusal-memory when the input is a file",
     "shared_rate_key": "Redis key of one rate limit shared by every replica",
-    "refusal_memory": "with --queue or --redis: seconds refused credentials are remembered "
-    "there, so no run (a restart, another replica) sends them again; runs started together "
-    "send their first request one at a time (0: neither)",
+    "refusal_memory": "with --queue, --redis or --refusal-file: seconds refused credentials "
+    "are remembered there, so no run (a restart, another replica) sends them again; with a "
+    "Redis, runs started together send their first request one at a time (0: neither)",
+    "refusal_file": "without a Redis: the file where refused credentials are remembered (on a "
+    "volume that outlives the pod, e.g. beside the journal)",
     "health_host": "with --queue, long-running: address of /healthz and /metrics",
     "health_port": "with --queue, long-running: port of /healthz and /metrics",
     "pushgateway": "Prometheus Pushgateway URL: push the run's metrics at the end",
@@ -112,10 +114,12 @@ GROUPS = (
     ("queue consumers (--queue)", ("queue", "stream", "group", "consumer", "until_empty",
                                    "claim_idle", "keep_acked", "dead_letter_maxlen",
                                    "journal_retention", "health_host", "health_port")),
-    ("shared by replicas (Redis)", ("redis", "shared_rate_key", "refusal_memory")),
+    ("shared by runs and replicas", ("redis", "shared_rate_key", "refusal_memory",
+                                     "refusal_file")),
 )  # fmt: skip
 METAVAR = {
     "input": "PATH", "journal": "PATH", "report": "PATH", "outcomes": "PATH",
+    "refusal_file": "PATH",
     "queue": "URL", "redis": "URL", "endpoint": "URL", "pushgateway": "URL",
     "id_pattern": "REGEX", "shard": "I/N", "message": "TEXT", "project_id": "ID",
     "region": "NAME", "stream": "NAME", "group": "NAME", "consumer": "NAME",
@@ -222,6 +226,8 @@ LIST_SETTINGS = (
     "max_attempts",
     "log_level",
     "log_format",
+    "refusal_memory",
+    "refusal_file",
 )
 # Where ``list`` means otherwise than ``run``: a project has no CSV column, a page no task.
 LIST_HELP = {

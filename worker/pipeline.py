@@ -33,7 +33,7 @@ from worker.journal import Journal
 from worker.logs import get_logger
 from worker.models import SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
-from worker.refusals import FirstRequestTurn
+from worker.refusals import Turn
 from worker.report import OutcomeWriter, RunStats
 from worker.results import describe, log_retry, make_result, skip, unsent
 from worker.settings import Settings
@@ -87,7 +87,7 @@ class Pipeline:
         on_batch: Callable[[Sequence[TaskResult]], None] | None = None,
         rng: random.Random | None = None,
         adaptive: AdaptiveRate | None = None,
-        turn: FirstRequestTurn | None = None,
+        turn: Turn | None = None,
     ) -> None:
         self.settings = settings
         self._client = client

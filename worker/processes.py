@@ -41,7 +41,7 @@ from worker.ending import announce_end, save_report
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import TaskResult
+from worker.models import TaskResult, new_run_id
 from worker.pipeline import (
     ABORT_REASONS,
     EXIT_ABORTED,
@@ -55,7 +55,6 @@ from worker.progress import ProcessesProgress, progress_mode
 from worker.reading import is_stream
 from worker.report import LatencyHistogram, RunStats, write_report
 from worker.runlock import RunLock
-from worker.runner import new_run_id
 from worker.settings import Settings
 from worker.supervise import FORWARDED, LogRelay, Supervisor, die_with_parent
 

@@ -11,7 +11,8 @@ seconds, and a run that finds the marker of its credentials stops before it send
 Credentials are known there by a fingerprint (SHA-256 of them, cut to 128 bits), never by
 themselves; changed credentials (a Secret set right) have another fingerprint and go at once.
 Redis is a help here, not a need: when it cannot be reached, or its user may not GET or SET the
-key, a warning says so (once) and the run goes on as it would without it.
+key, a warning says so (once) and the run goes on as it would without it. A run without a Redis
+may keep the same memory in a file (``--refusal-file``, ``refusal_file``), as the CronJob does.
 
 The memory works from the first refusal on; runs that start together (a consumer Deployment
 scaled out, the pods of an Indexed Job) would each send their first request before any marker
@@ -33,7 +34,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -87,6 +88,16 @@ class Refusal:
         return f"remembered as refused{when}{by}{on}: {self.detail or 'no detail'}"
 
     @classmethod
+    def now(cls, detail: str, run_id: str, seconds: float, credentials: Credentials) -> Refusal:
+        """A refusal met now, remembered for ``seconds``; ``detail`` without the credentials
+        (the gateway's words should never carry them, but they are masked all the same)."""
+        secrets = [s for s in (credentials.ak, credentials.sk, credentials.security_token) if s]
+        at = time.time()
+        return cls(
+            _utc(at), _utc(at + seconds), run_id, socket.gethostname(), mask(detail, secrets)[:500]
+        )
+
+    @classmethod
     def parse(cls, raw: str) -> Refusal:
         """A marker's value; one not written by this program still counts, its text the
         detail."""
@@ -108,9 +119,7 @@ class RefusalMemory:
     def __init__(self, url: str, credentials: Credentials, seconds: float) -> None:
         self._url = url
         self.seconds = seconds
-        self._secrets = [
-            s for s in (credentials.ak, credentials.sk, credentials.security_token) if s
-        ]
+        self._credentials = credentials
         mark = fingerprint(credentials)
         self.key = KEY_PREFIX + mark
         self.accepted_key = ACCEPTED_PREFIX + mark
@@ -121,6 +130,9 @@ class RefusalMemory:
 
     def __repr__(self) -> str:
         return f"RefusalMemory({self.key!r})"
+
+    def clear_how(self) -> str:
+        return f"delete the key (redis-cli DEL {self.key})"
 
     async def recalled(self) -> Refusal | None:
         """The marker's refusal, or None: not refused lately, or Redis could not say."""
@@ -135,11 +147,7 @@ class RefusalMemory:
         a refusal this run recalled or already left."""
         if self.known is not None:
             return
-        detail = mask(detail, self._secrets)  # the gateway's words should never carry them
-        now = time.time()
-        self.known = Refusal(
-            _utc(now), _utc(now + self.seconds), run_id, socket.gethostname(), detail[:500]
-        )
+        self.known = Refusal.now(detail, run_id, self.seconds, self._credentials)
         value = json.dumps(dataclasses.asdict(self.known))
         if await self.command("set", self.key, value, px=self._ms()) is not _FAILED:
             await self.command("delete", self.accepted_key)
@@ -206,16 +214,34 @@ class RefusalMemory:
                 await client.aclose()
 
 
-def memory_for(settings: Settings, credentials: Credentials) -> RefusalMemory | None:
-    """The run's refusal memory: in the Redis of ``--redis`` (else ``--queue``), unless
-    ``--refusal-memory`` is 0 or the run has no Redis."""
+class Memory(Protocol):
+    """A refusal memory: in a Redis (``RefusalMemory``) or a file (``refusal_file``)."""
+
+    key: str
+    known: Refusal | None
+
+    def clear_how(self) -> str: ...
+    async def recalled(self) -> Refusal | None: ...
+    async def remember(self, detail: str, run_id: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def memory_for(settings: Settings, credentials: Credentials) -> Memory | None:
+    """The run's refusal memory: in the Redis of ``--redis`` (else ``--queue``), else in the
+    file of ``--refusal-file``; none if ``--refusal-memory`` is 0 or the run has neither."""
     url = settings.redis or settings.queue
-    if url is None or not settings.refusal_memory:
+    if not settings.refusal_memory:
         return None
-    return RefusalMemory(url, credentials, settings.refusal_memory)
+    if url is not None:
+        return RefusalMemory(url, credentials, settings.refusal_memory)
+    if settings.refusal_file is not None:
+        from worker.refusal_file import FileRefusalMemory
+
+        return FileRefusalMemory(settings.refusal_file, credentials, settings.refusal_memory)
+    return None
 
 
-async def refused_before(memory: RefusalMemory) -> Refusal | None:
+async def refused_before(memory: Memory) -> Refusal | None:
     """The refusal these credentials are remembered for, if any: then it is said (an error
     naming when, by whom, why, and how to go on), and nothing is to be sent."""
     refusal = await memory.recalled()
@@ -232,11 +258,42 @@ async def refused_before(memory: RefusalMemory) -> Refusal | None:
         detail=(
             "the gateway refused these credentials lately and Huawei locks an AK/SK after five "
             "refused signatures, so nothing is sent: set CLOUD_SDK_AK/CLOUD_SDK_SK right (other "
-            "credentials go at once), wait until then, or delete the key "
-            f"(redis-cli DEL {memory.key})"
+            f"credentials go at once), wait until then, or {memory.clear_how()}"
         ),
     )
     return refusal
+
+
+class Turn(Protocol):
+    """The turn of a run's first request: ``wait`` before it, ``landed`` with its answer,
+    ``aclose`` to give back a turn a stopped run still holds."""
+
+    async def wait(self, stopped: anyio.Event) -> Refusal | None: ...
+    async def landed(self, answer: ApiResponse | TransportError) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class SoloTurn:
+    """The first request's turn with a memory in a file: no other run to wait for (a CronJob
+    runs one pod at a time), but the refusal another run left meanwhile still stops this one,
+    and the answer's refusal is remembered."""
+
+    def __init__(self, memory: Memory, run_id: str) -> None:
+        self._memory = memory
+        self._run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"SoloTurn({self._memory.key!r})"
+
+    async def wait(self, stopped: anyio.Event) -> Refusal | None:
+        return await refused_before(self._memory)
+
+    async def landed(self, answer: ApiResponse | TransportError) -> None:
+        if isinstance(answer, ApiResponse) and stop_reason(answer) == "credentials_refused":
+            await self._memory.remember(describe(answer), self._run_id)
+
+    async def aclose(self) -> None:
+        """Nothing held."""
 
 
 class FirstRequestTurn:

@@ -11,8 +11,6 @@ import os
 import signal
 import socket
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -36,12 +34,12 @@ from worker.first_request import ended_before_sending, probe, turn_for
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import TaskRef, TaskResult
+from worker.models import TaskRef, TaskResult, new_run_id
 from worker.pipeline import EXIT_ABORTED, Pipeline, RunEnd
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar
-from worker.refusals import RefusalMemory, memory_for
+from worker.refusals import Memory, memory_for
 from worker.report import OutcomeWriter, RunStats
 from worker.runlock import RunLock
 from worker.settings import Settings
@@ -55,10 +53,6 @@ if TYPE_CHECKING:
     from worker.processes import Part
 
 log = get_logger()
-
-
-def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class JournalSource:
@@ -147,7 +141,7 @@ async def _watch_deadline(pipeline: Pipeline, seconds: float) -> None:
 
 
 async def _remember_refusal(
-    memory: RefusalMemory | None, reason: str | None, detail: str | None, run_id: str
+    memory: Memory | None, reason: str | None, detail: str | None, run_id: str
 ) -> None:
     """Credentials refused later in the run (the first request's refusal is remembered in its
     turn; ``remember`` does not write a marker twice)."""

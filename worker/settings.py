@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     redis: str | None = None
     shared_rate_key: str | None = None
     refusal_memory: float = Field(default=7 * 86400.0, ge=0, le=30 * 86400)
+    refusal_file: Path | None = None
     health_host: str = "0.0.0.0"  # noqa: S104 - Kubernetes probes reach the pod's address
     health_port: int = Field(default=8081, ge=0, le=65535)
     pushgateway: str | None = None
