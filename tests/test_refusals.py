@@ -422,7 +422,8 @@ def test_a_refusal_file_that_cannot_be_written_is_exit_2_before_anything_is_sent
     path = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
     (tmp_path / "a-folder").mkdir()
     assert run(emulator, tmp_path, path, "--refusal-file", str(tmp_path / "a-folder")) == 2
-    assert "--refusal-file" in capsys.readouterr().err
+    folder = tmp_path / "a-folder"
+    assert f"--refusal-file {folder}: is a folder; give a file path" in capsys.readouterr().err
     assert emulator.state.requests == 0
 
 
@@ -432,8 +433,8 @@ def test_a_refusal_file_out_of_date_or_spoilt_sends_as_usual(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A marker whose time has passed is forgotten (and dropped at the next write); a file
-    that is not JSON gives one warning and the run goes on as without a memory."""
+    """A marker whose time has passed is forgotten; a file that is not JSON gives one warning
+    and the run goes on as without a memory."""
     path = write_ids(tmp_path / "ids.txt", seed(emulator, 4))
     marker = tmp_path / "refused.json"
     mark = fingerprint(Credentials(DEMO_AK, DEMO_SK))

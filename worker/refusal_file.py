@@ -26,7 +26,7 @@ from typing import Any
 
 from worker.logs import get_logger
 from worker.preflight import check_files
-from worker.refusals import Refusal, fingerprint
+from worker.refusals import Refusal, fingerprint, said_remembered
 from worker.signer import Credentials
 
 log = get_logger()
@@ -73,12 +73,7 @@ class FileRefusalMemory:
         except OSError as exc:
             self._unusable("write", exc)
             return
-        log.warning(
-            "cleanup.credentials_remembered",
-            key=self.key,
-            seconds=self.seconds,
-            detail="no run with these credentials and this file sends a request until then",
-        )
+        said_remembered(self.key, self.seconds, "this file")
 
     async def aclose(self) -> None:
         """Nothing held between calls."""

@@ -151,12 +151,7 @@ class RefusalMemory:
         value = json.dumps(dataclasses.asdict(self.known))
         if await self.command("set", self.key, value, px=self._ms()) is not _FAILED:
             await self.command("delete", self.accepted_key)
-            log.warning(
-                "cleanup.credentials_remembered",
-                key=self.key,
-                seconds=self.seconds,
-                detail="no run with these credentials and this Redis sends a request until then",
-            )
+            said_remembered(self.key, self.seconds, "this Redis")
 
     async def accepted(self) -> bool:
         """True when a run's request with these credentials was answered lately, not refused."""
@@ -224,6 +219,16 @@ class Memory(Protocol):
     async def recalled(self) -> Refusal | None: ...
     async def remember(self, detail: str, run_id: str) -> None: ...
     async def aclose(self) -> None: ...
+
+
+def said_remembered(key: str, seconds: float, where: str) -> None:
+    """The log line of a refusal remembered under ``key``, in ``where``."""
+    log.warning(
+        "cleanup.credentials_remembered",
+        key=key,
+        seconds=seconds,
+        detail=f"no run with these credentials and {where} sends a request until then",
+    )
 
 
 def memory_for(settings: Settings, credentials: Credentials) -> Memory | None:
