@@ -182,10 +182,11 @@ def add_settings_flags(
             group = parser.add_argument_group(title)
             section |= dict.fromkeys(names, group)
     fields = Settings.model_fields
-    # The sections' flags in their order (``section`` keeps it), then any other setting.
-    for name in [*section, *(name for name in fields if name not in section)]:
+    # ``only`` in its order; else the sections' flags in theirs, then any other setting.
+    order = list(only) if only is not None else [*section, *(n for n in fields if n not in section)]
+    for name in order:
         info = fields[name]
-        if name in SECRET_FIELDS or (only is not None and name not in only):
+        if name in SECRET_FIELDS:
             continue
         target = section.get(name, parser)
         flag = "--" + name.replace("_", "-")
