@@ -447,3 +447,27 @@ def test_a_refusal_file_out_of_date_or_spoilt_sends_as_usual(
     [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
     assert warned["command"] == "read"
     assert emulator.state.remaining() == 0
+
+
+def test_a_list_shares_the_redis_memory_with_the_runs(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``list`` with DCS_CLEANUP_REDIS set remembers its refusal in that Redis, and a run
+    with the same credentials and Redis then sends nothing; so does the next list."""
+    ids = seed(emulator, 5)
+    monkeypatch.setenv("DCS_CLEANUP_REDIS", redis_url)
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    out = tmp_path / "listed.txt"
+    lister = ["list", "--endpoint", emulator.url, "--project-id", PROJECT, "--output", str(out)]
+    assert main(lister) == 3
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    marker = client.get(KEY_PREFIX + fingerprint(Credentials(DEMO_AK, WRONG_SK)))
+    assert isinstance(marker, str)
+    assert json.loads(marker)["run_id"].startswith("list-")
+    assert main(lister) == 3
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 3
+    assert emulator.state.requests == 1
+    assert report(tmp_path)["stop_detail"].startswith("remembered as refused at ")
