@@ -1,9 +1,11 @@
 """A run's first request, and what goes before it.
 
-Credentials remembered as refused (``refusals``) stop a run before it sends anything. A probe,
-one signed ListCenterTask GET (the dry run's; a ``--processes`` parent's, before it forks),
-goes in its turn among the runs with the same credentials and Redis, as the pipeline's own
-first DELETE does (``turn_for``), and an answer that would stop a run stops it there.
+Credentials remembered as refused (``refusals``, in a Redis or a ``--refusal-file``) stop a run
+before it sends anything. A probe, one signed ListCenterTask GET (the dry run's; a
+``--processes`` parent's, before it forks), goes in its turn among the runs with the same
+credentials and Redis, as the pipeline's own first DELETE does (``turn_for``; with a file, a
+turn of its own), and an answer that would stop a run stops it there. Either turn remembers
+the first request's refusal.
 """
 
 from __future__ import annotations
