@@ -471,3 +471,26 @@ def test_a_list_shares_the_redis_memory_with_the_runs(
     assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids)) == 3
     assert emulator.state.requests == 1
     assert report(tmp_path)["stop_detail"].startswith("remembered as refused at ")
+
+
+@pytest.mark.parametrize("other", ["--journal", "--input", "--report"])
+def test_a_refusal_file_on_another_flag_s_file_is_refused(
+    other: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One path for the refusal file and another flag's file: on the journal's or the input's
+    the memory read no JSON and was off (one warning), and on the report's the marker and the
+    report overwrote each other, so the next run sent the refused credentials again. That is
+    exit 2 before anything is sent, naming both flags."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    journal = tmp_path / "journal.sqlite"
+    same = {"--journal": journal, "--input": path, "--report": tmp_path / "report.json"}[other]
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    args = ["--journal", str(journal), "--refusal-file", str(same)]
+    assert run(emulator, tmp_path, path, *args) == 2
+    said = capsys.readouterr().err
+    assert f"--refusal-file {same} is the file of {other} {same}: give each its own" in said
+    assert emulator.state.requests == 0
