@@ -434,7 +434,7 @@ def test_a_refusal_file_out_of_date_or_spoilt_sends_as_usual(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A marker whose time has passed is forgotten; a file that is not JSON gives one warning
-    and the run goes on as without a memory."""
+    and the run goes on as without a memory, never writing over it."""
     path = write_ids(tmp_path / "ids.txt", seed(emulator, 4))
     marker = tmp_path / "refused.json"
     mark = fingerprint(Credentials(DEMO_AK, DEMO_SK))
@@ -447,6 +447,12 @@ def test_a_refusal_file_out_of_date_or_spoilt_sends_as_usual(
     [warned] = events(capsys, "cleanup.refusal_memory_unavailable")
     assert warned["command"] == "read"
     assert emulator.state.remaining() == 0
+    # Refused, the run does not write over a file it could not read: it is someone's.
+    monkeypatch.setenv("CLOUD_SDK_SK", WRONG_SK)
+    seed(emulator, 4)
+    assert run(emulator, tmp_path, path, "--refusal-file", str(marker), "--log-format", "json") == 3
+    assert marker.read_text() == "{not json"
+    assert events(capsys, "cleanup.credentials_remembered") == []
 
 
 def test_a_list_shares_the_redis_memory_with_the_runs(

@@ -124,6 +124,8 @@ def _replace(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # on the disk before its name is, so a crash leaves one whole
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
