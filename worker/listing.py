@@ -28,6 +28,7 @@ from worker.logs import drop_lost_stream, get_logger
 from worker.models import ApiResponse, new_run_id
 from worker.pipeline import EXIT_ABORTED, EXIT_OK
 from worker.policy import decide, refusal
+from worker.preflight import check_files
 from worker.refusals import memory_for, refused_before
 from worker.results import describe
 from worker.settings import Settings
@@ -81,6 +82,7 @@ async def list_remembering(
     refused send nothing (exit 3), and credentials the list's request is refused for are
     remembered, so a nightly list and run with a wrong SK send one refused request, not one
     a night."""
+    check_files([("--refusal-file", settings.refusal_path())], None)  # run's: check_outputs
     memory = memory_for(settings, settings.credentials())
     if memory is None:
         return await list_tasks(settings, signer, out, done=done, **filters)

@@ -138,14 +138,10 @@ def check_outputs(settings: Settings) -> None:
     now and refuse one that cannot be used (exit 2), or two on one file, before anything is
     sent rather than in a traceback later."""
     source = Path(settings.input) if settings.input not in (None, "-") else None
-    # The refusal memory's file, where it is used (no Redis): replaced whole at a refusal, so
-    # on the journal's path it would take the journal's place.
-    in_file = settings.refusal_memory and not (settings.redis or settings.queue)
-    refusals = settings.refusal_file if in_file else None
     outputs = [
         ("--outcomes", settings.outcomes),
         ("--report", settings.report),
-        ("--refusal-file", refusals),
+        ("--refusal-file", settings.refusal_path()),  # replaced whole at a refusal
     ]
     if settings.journal is not None:
         check_files([("--journal", settings.journal), *outputs], settings.journal, source)

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.logs import get_logger
-from worker.preflight import check_files
-from worker.refusals import Refusal, fingerprint, said_remembered
+from worker.refusals import Refusal, fingerprint, said_remembered, said_unavailable
 from worker.signer import Credentials
 
 log = get_logger()
@@ -37,8 +36,7 @@ class FileRefusalMemory:
     written gives one warning, and the memory is off for the run."""
 
     def __init__(self, path: Path, credentials: Credentials, seconds: float) -> None:
-        """``ConfigError`` (exit 2, before anything is sent) for a path that cannot be used."""
-        check_files([("--refusal-file", path)], None)
+        """``path`` checked before (``preflight.check_outputs``, or ``list``'s own check)."""
         self.path = path
         self.seconds = seconds
         self._credentials = credentials
@@ -58,7 +56,7 @@ class FileRefusalMemory:
         entry = self._entries().get(self._mark)
         if not isinstance(entry, dict):
             return None
-        self.known = Refusal.parse(json.dumps(entry))
+        self.known = Refusal.of(entry)
         return self.known
 
     async def remember(self, detail: str, run_id: str) -> None:
@@ -98,16 +96,8 @@ class FileRefusalMemory:
 
     def _unusable(self, what: str, exc: Exception) -> None:
         self.off = True
-        log.warning(
-            "cleanup.refusal_memory_unavailable",
-            command=what,
-            key=self.key,
-            error=str(exc)[:300],
-            detail=(
-                "refused credentials are not remembered across runs through this file; "
-                "give --refusal-file a path this run may read and write, or --refusal-memory 0"
-            ),
-        )
+        remedy = "give --refusal-file a path this run may read and write"
+        said_unavailable(what, self.key, str(exc), "this file", remedy)
 
 
 def _until(entry: Any) -> float:

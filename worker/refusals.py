@@ -107,6 +107,11 @@ class Refusal:
             fields = None
         if not isinstance(fields, dict):
             return cls(detail=raw[:300])
+        return cls.of(fields)
+
+    @classmethod
+    def of(cls, fields: dict[str, Any]) -> Refusal:
+        """A marker's fields (a parsed marker, or an entry of a refusal file); others ignored."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: str(v) for k, v in fields.items() if k in names and v is not None})
 
@@ -188,17 +193,13 @@ class RefusalMemory:
         except (RedisError, OSError, TimeoutError) as exc:
             self.off = True
             error = redis_client.describe(exc) if isinstance(exc, RedisError) else repr(exc)
-            log.warning(
-                "cleanup.refusal_memory_unavailable",
-                command=what,
-                key=self.key,
-                error=error[:300],
-                detail=(
-                    "refused credentials are not remembered across runs through this Redis; "
-                    "grant its user GET, SET, EXISTS, DEL, EVALSHA and SCRIPT LOAD on the keys "
-                    "dcs-cleanup:*-credentials:* and dcs-cleanup:first-request:*, "
-                    "or give --refusal-memory 0"
-                ),
+            said_unavailable(
+                what,
+                self.key,
+                error,
+                "this Redis",
+                "grant its user GET, SET, EXISTS, DEL, EVALSHA and SCRIPT LOAD on the keys "
+                "dcs-cleanup:*-credentials:* and dcs-cleanup:first-request:*",
             )
             return _FAILED
 
@@ -231,6 +232,20 @@ def said_remembered(key: str, seconds: float, where: str) -> None:
     )
 
 
+def said_unavailable(what: str, key: str, error: str, where: str, remedy: str) -> None:
+    """The one warning of a memory that failed at ``what``: off for the rest of the run."""
+    log.warning(
+        "cleanup.refusal_memory_unavailable",
+        command=what,
+        key=key,
+        error=error[:300],
+        detail=(
+            f"refused credentials are not remembered across runs through {where}; {remedy}, "
+            "or give --refusal-memory 0"
+        ),
+    )
+
+
 def memory_for(settings: Settings, credentials: Credentials) -> Memory | None:
     """The run's refusal memory: in the Redis of ``--redis`` (else ``--queue``), else in the
     file of ``--refusal-file``; none if ``--refusal-memory`` is 0 or the run has neither."""
@@ -239,10 +254,10 @@ def memory_for(settings: Settings, credentials: Credentials) -> Memory | None:
         return None
     if url is not None:
         return RefusalMemory(url, credentials, settings.refusal_memory)
-    if settings.refusal_file is not None:
+    if (path := settings.refusal_path()) is not None:
         from worker.refusal_file import FileRefusalMemory
 
-        return FileRefusalMemory(settings.refusal_file, credentials, settings.refusal_memory)
+        return FileRefusalMemory(path, credentials, settings.refusal_memory)
     return None
 
 

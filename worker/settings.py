@@ -308,6 +308,13 @@ class Settings(BaseSettings):
         """Adapt to throttling: by default when the quota is unknown (``--rate 0``)."""
         return self.rate == 0 if self.adaptive is None else self.adaptive
 
+    def refusal_path(self) -> Path | None:
+        """The refusal memory's file, where one is used: ``--refusal-file`` for a run with no
+        Redis (``--redis``, ``--queue``) and a ``--refusal-memory`` above 0."""
+        if not self.refusal_memory or self.redis or self.queue:
+            return None
+        return self.refusal_file
+
     def base_url(self) -> str:
         """The API endpoint: ``--endpoint`` if set, else ``https://dcs.{region}.myhuaweicloud.com``."""
         if self.endpoint:
