@@ -694,7 +694,8 @@ def test_input_that_breaks_midway_keeps_every_line_read_before(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     """A gzip input cut short: every ID on a whole line before the cut still runs to its
-    outcome (deleted); nothing after it is sent; exit 3 (input_error), with the report."""
+    outcome (deleted); nothing after it is sent; exit 3 (input_error), with the report, whose
+    error names the line the cut fell in."""
     ids = seed(emulator, 1500)
     packed = gzip.compress(("\n".join(ids) + "\n").encode())
     cut = packed[: len(packed) * 2 // 3]
@@ -710,7 +711,7 @@ def test_input_that_breaks_midway_keeps_every_line_read_before(
     assert set(emulator.state.deleted) == set(before)
     rep = report(tmp_path)
     assert (rep["stop_reason"], rep["input_fully_read"]) == ("input_error", False)
-    assert rep["stop_detail"].startswith(f"input {path}: read failed")
+    assert rep["stop_detail"].startswith(f"input {path}: line {len(before) + 1}: read failed")
     assert rep["outcomes"]["deleted"] == len(before)
 
 

@@ -39,15 +39,15 @@ async def collect(source: FileSource) -> list[SourceItem]:
     return out
 
 
-async def read_until_failure(source: FileSource) -> list[SourceItem]:
-    """Every item a source yields before its read fails (it must fail: "read failed")."""
+async def read_until_failure(source: FileSource, match: str = "read failed") -> list[SourceItem]:
+    """Every item a source yields before its read fails (it must fail with ``match``)."""
     got: list[SourceItem] = []
 
     async def read_all() -> None:
         async for batch in source.batches():
             got.extend(batch)
 
-    with pytest.raises(InputError, match="read failed"):
+    with pytest.raises(InputError, match=match):
         await read_all()
     await source.aclose()
     return got
@@ -340,18 +340,23 @@ async def test_a_utf16_file_is_an_input_error(encoding: str, tmp_path: Path) -> 
 
 
 @pytest.mark.anyio
-async def test_lines_before_a_read_error_come_out_before_the_error(tmp_path: Path) -> None:
-    """A gzip file cut short: the whole lines before the cut are yielded, then the error."""
+@pytest.mark.parametrize("header", ["", "task_id\n"])
+async def test_lines_before_a_read_error_come_out_before_the_error(
+    header: str, tmp_path: Path
+) -> None:
+    """A gzip file cut short, text or CSV: the whole lines before the cut are yielded, then the
+    error, which names the input and the line the cut fell in."""
     ids = [f"t{n:05d}" for n in range(3000)]
-    packed = gzip.compress(("\n".join(ids) + "\n").encode())
+    packed = gzip.compress((header + "\n".join(ids) + "\n").encode())
     cut = packed[: len(packed) // 2]
-    path = tmp_path / "ids.txt.gz"
+    path = tmp_path / ("ids.csv.gz" if header else "ids.txt.gz")
     path.write_bytes(cut)
     whole_lines = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut).count(b"\n")
     assert whole_lines > 2 * BATCH
     assert whole_lines % BATCH  # the cut is inside a batch
-    got = await read_until_failure(make(path))
-    assert [i.task_id for i in got] == ids[:whole_lines]
+    error = rf"^input {re.escape(str(path))}: line {whole_lines + 1}: read failed: "
+    got = await read_until_failure(make(path), error)
+    assert [i.task_id for i in got] == ids[: whole_lines - bool(header)]
 
 
 @pytest.mark.anyio

@@ -113,8 +113,8 @@ class FileSource:
         stream = self._open(before_wait)
         if before_wait is None:
             self._stream = stream  # a stream's is closed by its pump's thread, at its end
+        lines = Lines(stream)
         try:
-            lines = Lines(stream)
             first, head = self._first_line(lines)
             fmt = self._detect(head)
             if fmt == "jsonl":
@@ -135,7 +135,7 @@ class FileSource:
                     items = self._of_shard(items, *self.shard)
             yield from items
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            msg = f"input {self.name}: read failed: {exc}"
+            msg = f"input {self.name}: line {lines.failed_at}: read failed: {exc}"
             raise InputError(msg) from None
 
     def _first_line(self, lines: Lines) -> tuple[str, str]:

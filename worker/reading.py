@@ -168,11 +168,12 @@ class Lines:
     is read through in pieces and handed on as ``CUT``, its number and first characters kept
     in ``cut`` until the reader takes them."""
 
-    __slots__ = ("_iter", "_stream", "cut")
+    __slots__ = ("_iter", "_stream", "cut", "failed_at")
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
         self.cut: list[tuple[int, str]] = []
+        self.failed_at = 0  # the line whose read failed (a gzip cut short, a disk's error)
         self._iter = self._read()
 
     def __iter__(self) -> Iterator[str]:
@@ -190,15 +191,22 @@ class Lines:
 
     def _read(self) -> Iterator[str]:
         readline = functools.partial(self._stream.readline, MAX_LINE)
-        for lineno, line in enumerate(iter(readline, ""), 1):
-            if len(line) >= MAX_LINE and line[-1] not in "\r\n":
-                rest = line
-                while rest and rest[-1] not in "\r\n":
-                    rest = readline()
-                self.cut.append((lineno, line[:64]))
-                yield CUT
-            else:
-                yield line
+        lineno = 0  # lines read whole
+        try:
+            for line in iter(readline, ""):
+                if len(line) >= MAX_LINE and line[-1] not in "\r\n":
+                    rest = line
+                    while rest and rest[-1] not in "\r\n":
+                        rest = readline()
+                    lineno += 1
+                    self.cut.append((lineno, line[:64]))
+                    yield CUT
+                else:
+                    lineno += 1
+                    yield line
+        except (OSError, EOFError):
+            self.failed_at = lineno + 1
+            raise
 
     def cut_line(self, source: str) -> TaskResult:
         """The bad line of the oldest cut line not yet taken."""
