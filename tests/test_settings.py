@@ -178,6 +178,10 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         ([], {"DCS_CLEANUP_RETRY_BUDGET": "inf"}, "retry_budget (--retry-budget / DCS_CLEA"),
         (["--max-retry-after", "Infinity"], {}, "max_retry_after (--max-retry-after"),
         (["--stream", ""], {}, "stream (--stream / DCS_CLEANUP_STREAM)"),
+        # Given empty on purpose (a flag, the config file): '' matched no ID, and every task
+        # was skipped, exit 0; a path '' was the current folder.
+        (["--id-pattern", ""], {}, "id_pattern (--id-pattern / DCS_CLEANUP_ID_PATTERN): Value e"),
+        (["--journal", ""], {}, "journal (--journal / DCS_CLEANUP_JOURNAL): Value error, must n"),
         (["--group", ""], {}, "group (--group / DCS_CLEANUP_GROUP)"),
         (
             ["--queue", "redis://:pw-SECRET@127.0.0.1:6379/zero", "--until-empty"],
@@ -215,6 +219,32 @@ def test_bad_value_exits_2_naming_it(
     err = capsys.readouterr().err
     assert needle in err
     assert "SECRET" not in err
+
+
+def test_an_empty_environment_variable_counts_as_unset(
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A manifest's or chart's value left blank (``DCS_CLEANUP_QUEUE=""``), in the environment
+    or ``.env``, is as if it were not there. Before, an empty queue, region or deadline was
+    exit 2 with nothing wrong given, a journal '' was the current folder, and an empty ID
+    pattern matched no task: every task skipped, exit 0, nothing deleted."""
+    for name in ("QUEUE", "REGION", "ID_PATTERN", "JOURNAL", "DEADLINE", "CONFIG", "ENV_FILE"):
+        monkeypatch.setenv(f"DCS_CLEANUP_{name}", "")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DCS_CLEANUP_REPORT=\nDCS_CLEANUP_MESSAGE=\n")
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 20))
+    assert run(emulator, tmp_path, ids) == 0, capsys.readouterr()
+    assert emulator.state.remaining() == 0
+    # Blank in the environment, the config file's value is the one used.
+    config = tmp_path / "cleanup.toml"
+    config.write_text(f'endpoint = "{emulator.url}"\nrate = 7.0\n')
+    monkeypatch.setenv("DCS_CLEANUP_ENDPOINT", "")
+    monkeypatch.setenv("DCS_CLEANUP_RATE", "")
+    settings = load_settings({}, config)
+    assert (settings.base_url(), settings.rate) == (emulator.url, 7.0)
 
 
 def test_enqueue_to_an_empty_stream_name_exits_2(

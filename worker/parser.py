@@ -243,14 +243,14 @@ def add_file_flags(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="PATH",
-        default=os.environ.get(CONFIG_VARIABLE),
+        default=os.environ.get(CONFIG_VARIABLE) or None,
         help=f"TOML config file (keys are the flag names with _); env {CONFIG_VARIABLE}",
     )
     parser.add_argument(
         "--env-file",
         type=Path,
         metavar="PATH",
-        default=os.environ.get(ENV_FILE_VARIABLE),
+        default=os.environ.get(ENV_FILE_VARIABLE) or None,
         help=f"dotenv file to read (default: ./.env); env {ENV_FILE_VARIABLE}",
     )
 

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         validate_default=True,
         # "inf" and "nan" parse as floats: refused, so the log and report stay valid JSON.
         allow_inf_nan=False,
+        # DCS_CLEANUP_ENDPOINT="" (a manifest's or chart's value left blank) is unset, as if not
+        # given: not an endpoint '' that hides --region, nor an ID pattern matching no task.
+        env_ignore_empty=True,
     )
 
     # Where task IDs come from.
@@ -145,6 +148,18 @@ class Settings(BaseSettings):
     @classmethod
     def _any_case(cls, value: object) -> object:
         return any_case(value) if isinstance(value, str) else value
+
+    @field_validator(
+        "input", "journal", "report", "outcomes", "refusal_file", "id_pattern", mode="before"
+    )
+    @classmethod
+    def _not_empty(cls, value: object) -> object:
+        """Given empty by a flag or the config file: a path '' is the current folder, and a
+        pattern '' matches no task ID (every task skipped, exit 0, nothing sent)."""
+        if value == "":
+            msg = "must not be empty"
+            raise ValueError(msg)
+        return value
 
     @field_validator("id_pattern")
     @classmethod
