@@ -131,11 +131,14 @@ def test_two_processes_delete_each_task_once_and_merge_one_report(
     assert report(tmp_path)["outcomes"]["skipped"] == len(lines)
 
 
+@pytest.mark.parametrize("to", ["parent", "every process"])
 def test_sigterm_to_the_parent_stops_every_process_within_grace(
-    emulator: EmulatorServer, tmp_path: Path
+    to: str, emulator: EmulatorServer, tmp_path: Path
 ) -> None:
     """SIGTERM to the parent: each process stops within grace, exit 4, every outcome known is
-    written (deleted outcomes == the emulator's deletions); a resumed run finishes the rest."""
+    written (deleted outcomes == the emulator's deletions); a resumed run finishes the rest.
+    Also SIGTERM to every process at once, as systemd's KillMode=control-group sends it: each
+    child then has it twice (directly, and from the parent), one stop, not "stop now"."""
     ids = seed(emulator, 600, Faults(latency_ms=300))
     path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
@@ -145,10 +148,15 @@ def test_sigterm_to_the_parent_stops_every_process_within_grace(
         "--journal", str(journal), "--grace", str(grace),
     )  # fmt: skip
     _wait_for(lambda: emulator.state.deletes_received >= 30)
+    kids = _children_of(child.pid) if to == "every process" else []
     sent = time.monotonic()
-    child.send_signal(signal.SIGTERM)
+    at_signal = len(emulator.state.deleted)
+    for pid in [*kids, child.pid]:
+        os.kill(pid, signal.SIGTERM)
     assert child.wait(timeout=grace + 10) == 4
     assert time.monotonic() - sent < grace + 2
+    assert "cleanup.signal_received_again" not in (tmp_path / "worker.log").read_text()
+    assert len(emulator.state.deleted) > at_signal  # the requests in flight were finished
     rep = report(tmp_path)
     assert rep["stop_reason"] == "signal"
     deleted = sum(r["outcome"] == "deleted" for r in outcomes(tmp_path))
@@ -178,7 +186,7 @@ def test_a_second_signal_stops_every_process_at_once(
     )  # fmt: skip
     _wait_for(lambda: emulator.state.deletes_received >= 2)  # each process's first, alone
     child.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(1.0)  # later than the same stop delivered twice
     sent = time.monotonic()
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=15) == 4

@@ -330,11 +330,36 @@ def test_second_signal_stops_at_once(emulator: EmulatorServer, tmp_path: Path) -
     while emulator.state.deletes_received < 1:  # the run's first request, which goes alone
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    time.sleep(1.0)  # later than the same stop delivered twice (below)
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=10) == 4
     rep = report(tmp_path)
     assert rep["outcomes"]["not_attempted"] == 50
+
+
+def test_one_stop_delivered_twice_still_lets_requests_in_flight_finish(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """A SIGTERM sent to the process group and forwarded by a wrapper (``timeout``; ``uv run``
+    200 ms later) reaches the run twice within a moment. That is one stop: the requests in
+    flight finish within grace and their outcomes are known. It used to be taken for a second
+    signal, "stop now", which cancelled them."""
+    ids = seed(emulator, 60, Faults(latency_ms=1500))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    child = spawn(emulator, tmp_path, path, "--concurrency", "4", "--grace", "20")
+    while emulator.state.deletes_received < 5:  # the first alone, then four in flight
+        time.sleep(0.01)
+    at_signal = len(emulator.state.deleted)
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=20) == 4
+    log = (tmp_path / "worker.log").read_text()
+    assert "cleanup.signal_repeated" in log
+    assert "cleanup.signal_received_again" not in log
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == len(emulator.state.deleted) >= at_signal + 4
+    assert rep["outcomes"]["not_attempted"] == 60 - rep["outcomes"]["deleted"]
 
 
 def test_deadline_stops_like_sigterm(emulator: EmulatorServer, tmp_path: Path) -> None:

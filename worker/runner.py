@@ -46,6 +46,7 @@ from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Signer
 from worker.sources import IdValidator, SourceItem, TaskSource
+from worker.supervise import StopSignals
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -83,16 +84,12 @@ async def _watch_signals(pipeline: Pipeline, task_status: anyio.abc.TaskStatus[N
     # SIGHUP: the terminal of a run started by hand went away (an ssh session dropped).
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         task_status.started()
-        count = 0
+        stops = StopSignals()
         async for signum in signals:
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1:
-                log.warning("cleanup.signal_received", signal=name, grace_s=pipeline.settings.grace)
-                pipeline.request_stop("signal")
-            else:
-                log.warning("cleanup.signal_received_again", signal=name, action="stop now")
+            if stops.take(signum, pipeline.settings.grace):
                 pipeline.hard_stop()
+            else:
+                pipeline.request_stop("signal")
 
 
 async def _drive(

@@ -27,6 +27,36 @@ from worker.settings import Settings
 log = get_logger()
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# One stop can reach a process twice: sent to its process group (or cgroup: systemd's
+# KillMode=control-group) and forwarded by a wrapper (``timeout``; ``uv run``, 200 ms later) or
+# by a --processes parent. A second signal this soon after the first is that stop delivered
+# twice; a later one asks to stop now.
+SAME_STOP_S = 0.5
+
+
+class StopSignals:
+    """Tells a signal asking again (stop now) from the first one delivered twice."""
+
+    def __init__(self) -> None:
+        self._first: float | None = None
+
+    def take(self, signum: int, grace: float) -> bool:
+        """Log the signal; True when it asks to stop now."""
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self._first is None:
+            self._first = now
+            log.warning("cleanup.signal_received", signal=name, grace_s=grace)
+            return False
+        if now - self._first < SAME_STOP_S:
+            log.info(
+                "cleanup.signal_repeated",
+                signal=name,
+                detail="taken for the first one delivered twice; send it again to stop now",
+            )
+            return False
+        log.warning("cleanup.signal_received_again", signal=name, action="stop now")
+        return True
 
 
 def die_with_parent() -> None:
@@ -48,7 +78,7 @@ class Supervisor:
         self._settings = settings
         self._pids: dict[int, int] = {}
         self._alive: set[int] = set()
-        self._seen = 0
+        self._stops = StopSignals()
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Supervisor:
@@ -74,12 +104,8 @@ class Supervisor:
 
     def _forward(self, signum: int, frame: object) -> None:
         del frame
-        self._seen += 1
-        name = signal.Signals(signum).name
-        if self._seen == 1:
-            log.warning("cleanup.signal_received", signal=name, grace_s=self._settings.grace)
-        else:
-            log.warning("cleanup.signal_received_again", signal=name, action="stop now")
+        # Each child tells for itself whether this asks again: it may have had it directly too.
+        self._stops.take(signum, self._settings.grace)
         for pid in self._alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
