@@ -8,7 +8,7 @@ from email.utils import formatdate
 
 import pytest
 
-from worker.client import parse_error_body, parse_retry_after
+from worker.answers import parse_error_body, parse_retry_after
 from worker.errors import RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome
 from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide, full_jitter_backoff

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import ipaddress
 import json
-import math
-import re
 import socket
 import time
 import urllib.request
 import warnings
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,6 +39,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from worker import __version__
+from worker.answers import clock_note, parse_error_body, parse_retry_after
 from worker.errors import (
     ConfigError,
     RequestTimeoutError,
@@ -49,12 +47,11 @@ from worker.errors import (
     TransportError,
     UntrustedCertificateError,
 )
-from worker.models import CLOCK_LIMIT_S, CLOCK_REFUSED, HTML_PAGE, ApiResponse
+from worker.models import CLOCK_REFUSED, HTML_PAGE, ApiResponse
 from worker.signer import Signer, canonical_query, wire_path
 
 MAX_ERROR_BODY = 64 * 1024
 MAX_LIST_BODY = 32 * 1024 * 1024  # a page of 1,000 tasks is some 500 KB
-_TAGS = re.compile(r"(?:<[^>]*>|\s)+")  # a run of tags and white space: one space
 UNTRUSTED_HINT = (
     "; the endpoint's TLS certificate is not trusted here (behind a TLS-inspecting proxy, "
     "point SSL_CERT_FILE at its CA bundle)"
@@ -87,76 +84,6 @@ def transport_error(exc: aiohttp.ClientError) -> TransportError:
         if hint is not None:  # else a handshake cut short, say: retried as network errors are
             return TlsMismatchError(kind, detail + hint)
     return TransportError(kind, detail)
-
-
-def clock_note(headers: Mapping[str, str]) -> str:
-    """How far this machine's clock is from the gateway's, by the answer's ``Date``, and what to
-    do: a refused request date is a clock to set, not credentials to change."""
-    date = headers.get("Date", "")
-    try:
-        gateway = email.utils.parsedate_to_datetime(date).timestamp()
-    except (TypeError, ValueError):
-        return "the gateway refused the request's date: is this machine's clock right (NTP)?"
-    off = time.time() - gateway
-    if abs(off) < CLOCK_LIMIT_S - 60:  # not the clocks: the X-Sdk-Date itself, then
-        return f"the gateway refused the request's date, though its clock ({date}) is near ours"
-    side = "ahead of" if off > 0 else "behind"
-    return (
-        f"this machine's clock is {round(abs(off) / 60):,} minutes {side} the gateway's "
-        f"(Date: {date}): set it right (NTP) and run again"
-    )
-
-
-def parse_error_body(body: bytes) -> tuple[str | None, str | None]:
-    """(error_code, error_msg) from any body shape API_FACTS.md lists; never raises.
-
-    JSON with ``error_code``/``error_msg``, ``errorCode``/``errorMsg``, ``code``/``message`` or a
-    nested ``error`` object; anything else (HTML, text, empty, truncated) gives a short snippet.
-    """
-    text = body.decode("utf-8", "replace").strip()
-    if not text:
-        return None, None
-    if text.startswith("{"):
-        try:
-            obj: Any = json.loads(text)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            inner = obj.get("error")
-            if isinstance(inner, dict):
-                obj = {**obj, **inner}
-            code = _first(obj, "error_code", "errorCode", "code")
-            msg = _first(obj, "error_msg", "errorMsg", "message")
-            if code is not None or msg is not None:
-                return code, msg
-    snippet = _TAGS.sub(" ", text).strip()[:200]
-    return None, f"unparsed body: {snippet}" if snippet else None
-
-
-def _first(obj: dict[str, Any], *keys: str) -> str | None:
-    for key in keys:
-        value = obj.get(key)
-        if value is not None and value != "":
-            return str(value)[:500]
-    return None
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if math.isnan(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def _check_env_proxy(base: URL) -> None:
