@@ -1,6 +1,6 @@
-"""``dcs-cleanup``: the commands - run, demo, emulator, enqueue, list, report - and ``main``.
+"""``dcs-cleanup``: ``main``, the ``run`` command, and the table of commands (``demo`` and
+``emulator`` are in ``worker.demo``; ``enqueue``, ``list`` and ``report`` in ``worker.commands``).
 
-Each command takes the namespace ``worker.parser`` parsed and returns an exit code of PRODUCT.md;
 ``main`` turns this project's errors into exit 2 (nothing sent) with one line, never a traceback.
 """
 
@@ -9,46 +9,17 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
-import glob
-import gzip
 import io
-import json
 import os
-import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from collections.abc import Sequence
 
-import anyio
-import anyio.abc
-
-from worker.configuration import load_settings
+from worker.commands import cmd_enqueue, cmd_list, cmd_report, run_async, settings_and_logs
 from worker.demo import cmd_demo, cmd_emulator
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.parser import build_parser
-from worker.pipeline import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
-from worker.settings import (
-    SECRET_FIELDS,
-    Settings,
-    redact_url,
-)
-
-_T = TypeVar("_T")
-
-
-def run_async(fn: Any, *args: Any) -> int:
-    """``anyio.run`` on uvloop where it is installed; the exit code ``fn`` returns."""
-    options: dict[str, Any] = {}
-    try:
-        import uvloop  # noqa: F401
-
-        options["use_uvloop"] = True
-    except ImportError:
-        pass
-    result: int = anyio.run(fn, *args, backend="asyncio", backend_options=options)
-    return result
+from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
+from worker.settings import Settings
 
 
 def _tune_gc() -> None:
@@ -60,28 +31,12 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _settings_and_logs(args: argparse.Namespace, log_stream: TextIO | None = None) -> Settings:
-    """The settings a command's flags give (with the environment, ``.env`` and ``--config``),
-    and its logging configured from them, every credential masked."""
-    from worker.logs import configure_logging
-
-    flags = {
-        k: v for k, v in vars(args).items() if k in Settings.model_fields and k not in SECRET_FIELDS
-    }
-    settings = load_settings(flags, args.config, args.env_file)
-    secrets = [
-        s.get_secret_value() for s in (settings.ak, settings.sk, settings.security_token) if s
-    ]
-    configure_logging(settings.log_level, settings.log_format, secrets, stream=log_stream)
-    return settings
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.first_request import parent_ended_first
     from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
     from worker.runner import execute
 
-    settings = _settings_and_logs(args)
+    settings = settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
     check_deadline(settings)
     tell_queue_settings_ignored(settings)
@@ -101,285 +56,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_processes(settings, run_child, first_request_stops=stops_first)
     return run_async(execute, settings)
-
-
-async def _stop_on_signal(
-    scope: anyio.CancelScope,
-    stopped_by: list[str],
-    *,
-    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Cancel ``scope`` at SIGTERM, SIGINT or SIGHUP, naming the signal in ``stopped_by``."""
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        task_status.started()
-        async for signum in signals:
-            stopped_by.append(signal.Signals(signum).name)
-            scope.cancel()
-            return
-
-
-async def _until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, str | None]:
-    """Run ``work()`` until it ends or SIGTERM, SIGINT or SIGHUP stops it: (its result, None),
-    or (None, the signal's name). An exception of ``work`` is raised as it is, not inside an
-    ExceptionGroup, so ``main`` reports a usage error as exit 2 with one line."""
-    stopped_by: list[str] = []
-    result: _T | None = None
-    finished = False
-    try:
-        async with anyio.create_task_group() as group:
-            await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
-            result = await work()
-            finished = True
-            group.cancel_scope.cancel()
-    except BaseExceptionGroup as failed:
-        if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
-            raise failed.exceptions[0] from None
-        raise
-    return result, None if finished else (stopped_by[0] if stopped_by else "a signal")
-
-
-def cmd_enqueue(args: argparse.Namespace) -> int:
-    """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
-    from worker import enqueue, redis_client
-    from worker.files import FileSource
-    from worker.sources import IdValidator
-
-    names = ("queue", "stream", "project_id", "id_pattern", "message")
-    # The settings run reads, from the same places (a producer and its consumers share a config
-    # file or environment). A flag not given must not hide its DCS_CLEANUP_* variable.
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    settings = load_settings(flags, args.config, args.env_file)
-    queue, stream = settings.queue, settings.stream
-    if queue is None:
-        raise ConfigError("enqueue needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)")
-    if args.input != "-" and not Path(args.input).exists():
-        raise ConfigError(f"--input {args.input}: no such file")
-    source = FileSource(args.input, settings.project_id, IdValidator(settings.id_pattern))
-
-    told = [float("-inf")]
-
-    def waiting(length: int) -> None:
-        if time.monotonic() - told[0] < 60:  # once a minute at most
-            return
-        told[0] = time.monotonic()
-        print(
-            f"dcs-cleanup: {stream} holds {length} entries (--max-backlog "
-            f"{args.max_backlog}); waiting for consumers to take them",
-            file=sys.stderr,
-        )
-
-    async def go() -> int:
-        client = await redis_client.open_client(queue)
-        redis_client.check_cluster_stream(client, stream)
-        done = enqueue.Enqueued(next_line=args.from_line)
-        add = functools.partial(
-            enqueue.enqueue,
-            client,
-            stream,
-            source.batches(),
-            done,
-            message=settings.message,
-            max_backlog=args.max_backlog or 0,
-            waiting=waiting,
-        )
-        try:
-            _, stopped_by = await _until_signal(add)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.aclose()
-                await source.aclose()
-        for result in done.shown:
-            print(f"dcs-cleanup: skipped {result.error_msg}", file=sys.stderr)
-        if done.bad > len(done.shown):
-            print(f"dcs-cleanup: ... and {done.bad - len(done.shown)} more", file=sys.stderr)
-        print(
-            f"enqueued {done.added} task(s) on {stream}; {done.bad} bad line(s) skipped",
-            file=sys.stderr,
-        )
-        if stopped_by is not None:
-            done.stopped_at, done.error = done.next_line, f"interrupted by {stopped_by}"
-        if done.stopped_at is None and args.from_line > done.last_line + 1:
-            # An enqueue stopped by a signal after its last line names the line after it; no
-            # enqueue names a line further on, so this is a mistyped line.
-            print(
-                f"dcs-cleanup: --from-line {args.from_line} is past the last line of "
-                f"{args.input} that holds a task ({done.last_line}); nothing was added",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        if done.stopped_at is None:
-            return 1 if done.bad else 0
-        where = f"--queue {redact_url(queue)}: stopped at line {done.stopped_at}"
-        error = (done.error or "")[:400]
-        if not done.added:
-            print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
-        else:
-            print(
-                f"dcs-cleanup: {where} of {args.input}: {error}; the tasks before it are on "
-                f"the stream: go on with --from-line {done.stopped_at}",
-                file=sys.stderr,
-            )
-        if stopped_by is not None:
-            return EXIT_INTERRUPTED
-        return EXIT_ABORTED if done.added else EXIT_USAGE
-
-    from redis.exceptions import RedisError
-
-    try:
-        return run_async(go)
-    except (OSError, RedisError) as exc:
-        raise ConfigError(f"--queue {redact_url(queue)}: {exc}") from None
-
-
-def _remove_dead_partials(output: Path) -> None:
-    """A list killed outright (SIGKILL, the OOM killer) leaves its part beside ``--output`` as
-    ``.NAME.PID.partial``; remove those whose process is gone. A live one (a list running now)
-    stays, and so does one whose pid was reused since: leaving a part costs nothing."""
-    for part in output.parent.glob(f".{glob.escape(output.name)}.*.partial"):
-        pid = part.name.removeprefix(f".{output.name}.").removesuffix(".partial")
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            part.unlink(missing_ok=True)
-        except OSError:  # another user's process: alive
-            continue
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    """Page through ListCenterTask and write the tasks that match."""
-    from worker.listing import Listed, end_time_for, list_remembering
-    from worker.logs import get_logger
-    from worker.signer import Signer
-
-    settings = _settings_and_logs(args, sys.stderr)  # standard output is the list
-    end_time = args.end_time
-    if args.older_than_days is not None:
-        if end_time is not None:
-            raise ConfigError("give --end-time or --older-than-days, not both")
-        end_time = end_time_for(args.older_than_days)
-    signer = Signer(settings.credentials())
-
-    async def go(out: TextIO) -> int:
-        """The list, or exit 4 once a signal stopped it (saying how far it got)."""
-        done = Listed()
-        code, stopped_by = await _until_signal(
-            functools.partial(
-                list_remembering,
-                settings,
-                signer,
-                out,
-                fmt=args.format,
-                statuses=args.status,
-                names=args.name,
-                start_time=args.start_time,
-                end_time=end_time,
-                page_size=args.page_size,
-                done=done,
-            )
-        )
-        if code is None:
-            get_logger().warning(
-                "cleanup.list_interrupted",
-                signal=stopped_by,
-                listed=done.listed,
-                written=done.written,
-                detail="a part of the list; an --output file is not written",
-            )
-            return EXIT_INTERRUPTED
-        return code
-
-    if args.output is None or str(args.output) == "-":  # -: standard output, as --input - reads
-        return run_async(go, sys.stdout)
-    from worker.report import written_in_place
-
-    # Written beside it and renamed onto it at the end, so a list that stopped part-way is never
-    # left where the whole one is expected; a FIFO or device in place (the exit code tells).
-    in_place = written_in_place(args.output)
-    if not in_place:
-        _remove_dead_partials(args.output)
-    target = (
-        args.output
-        if in_place
-        else args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
-    )
-    try:
-        out: TextIO
-        if args.output.name.endswith(".gz"):  # run reads it as it is
-            out = gzip.open(target, "wt", encoding="utf-8")  # noqa: SIM115 - closed below
-        else:
-            out = target.open("w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"--output {args.output}: cannot write it: {exc.strerror or exc}"
-        ) from None
-    try:
-        with out:
-            code = run_async(go, out)
-        if code == 0 and not in_place:
-            target.replace(args.output)
-        return code
-    finally:
-        if not in_place:
-            target.unlink(missing_ok=True)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from worker.journal import Journal
-    from worker.preflight import check_files
-    from worker.report import OutcomeWriter, RunStats, summary_table, write_report
-    from worker.runlock import RunLock
-
-    if not args.journal.exists():
-        raise ConfigError(f"--journal {args.journal}: no such file")
-    check_files([("--outcomes", args.outcomes), ("--report", args.report)], args.journal)
-    if args.outcomes is not None and args.outcomes.is_file() and args.outcomes.stat().st_size:
-        # Appended to, a run's outcomes file would hold its tasks twice.
-        msg = f"--outcomes {args.outcomes}: holds lines already; give a new file"
-        raise ConfigError(msg)
-    running = RunLock.holder(args.journal)
-    journal = Journal(args.journal, "report", reader=True)
-    stats = RunStats()
-    writer = OutcomeWriter(args.outcomes)
-    try:
-        batch = []
-        for result in journal.results():
-            batch.append(result)
-            if len(batch) >= 1000:
-                stats.on_results(batch)
-                writer.write(batch)
-                batch = []
-        stats.on_results(batch)
-        writer.write(batch)
-        seen = stats.add_runs(journal.runs())
-    finally:
-        writer.close()
-        journal.close()
-    failures = stats.outcomes["rejected"] + stats.outcomes["failed"]
-    unfinished = stats.outcomes["not_attempted"]
-    code = 1 if failures else (4 if unfinished else 0)
-    # Read while a run writes it, its tasks in flight and still to come read as not_attempted.
-    report = stats.build_report(
-        run_id="journal",
-        settings={"journal": str(args.journal)},
-        exit_code=code,
-        stop_reason=None if running is None else "run_in_progress",
-        extra={"runs": seen.runs, "runs_unfinished": seen.unfinished},
-        duration_s=seen.seconds,
-    )
-    if running is not None:
-        print(
-            f"dcs-cleanup: journal {args.journal}: a run (pid {running}) is still writing it; "
-            "these are its counts so far",
-            file=sys.stderr,
-        )
-    if args.report:
-        write_report(args.report, report)
-    else:
-        print(json.dumps(report, indent=2))
-    print(summary_table(report), file=sys.stderr)
-    return 0
 
 
 COMMANDS = {

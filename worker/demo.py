@@ -21,7 +21,7 @@ from worker.settings import Settings
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``dcs-cleanup demo``: the emulator with tasks and faults, and a real run against it."""
-    from worker.cli import run_async
+    from worker.commands import run_async
     from worker.emulator import EmulatorServer, EmulatorState, Faults
     from worker.emulator.app import DEMO_AK, DEMO_SK
     from worker.logs import configure_logging
