@@ -15,7 +15,8 @@ from worker.cli import main
 from worker.configuration import load_settings
 from worker.emulator import EmulatorServer
 from worker.emulator.app import DEMO_AK, DEMO_SK
-from worker.parser import GROUPS, build_parser
+from worker.flag_help import GROUPS
+from worker.parser import build_parser
 from worker.settings import SECRET_FIELDS, Settings
 
 
