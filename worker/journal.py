@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -36,41 +35,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from worker.errors import ConfigError, JournalError
+from worker.journal_file import SCHEMA, Transaction, connect, is_busy
 from worker.models import Outcome, TaskRef, TaskResult
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    project_id TEXT NOT NULL,
-    task_id    TEXT NOT NULL,
-    outcome    TEXT NOT NULL,
-    status     INTEGER,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    error_code TEXT,
-    error_msg  TEXT,
-    request_id TEXT,
-    elapsed_ms REAL NOT NULL DEFAULT 0,
-    source     TEXT NOT NULL DEFAULT '',
-    line       INTEGER NOT NULL DEFAULT 0,
-    run_id     TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    UNIQUE (project_id, task_id)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id      TEXT PRIMARY KEY,
-    started_at  REAL NOT NULL,
-    finished_at REAL,
-    exit_code   INTEGER,
-    report      TEXT
-);
-"""
-# Every column SCHEMA gives the tasks table: a journal must have them all.
-_COLUMNS = frozenset(
-    re.findall(
-        r"^\s+(\w+)\s+(?:TEXT|INTEGER|REAL)",
-        SCHEMA.partition("CREATE TABLE IF NOT EXISTS runs")[0],
-        re.MULTILINE,
-    )
-)
 PENDING = "pending"
 _DONE = (Outcome.DELETED.value, Outcome.ABSENT.value)
 _INSERT = """
@@ -97,10 +64,8 @@ WHERE project_id = ? AND task_id = ?
 
 
 # A claim commit writes about one index page to the WAL per task (random IDs). A 16 MiB WAL folds
-# several writes of a page into one checkpoint write, and a page cache of up to 16 MiB per
-# connection keeps the index's pages in memory instead of reading them back from the WAL.
+# several writes of a page into one checkpoint write (the page cache: ``journal_file``).
 CHECKPOINT_BYTES = 16 * 1024 * 1024
-CACHE_KIB = 16 * 1024
 _CHECK_EVERY = 1024  # rows written between two looks at the WAL's size
 
 
@@ -127,14 +92,14 @@ class Journal:
         self._unchecked = 0
         self._lock = threading.Lock()
         try:
-            self._db = _connect(path, first=True, reader=reader)
+            self._db = connect(path, first=True, reader=reader)
             self._db.executescript(SCHEMA)
             if not reader:
                 self._db.execute(
                     "INSERT OR IGNORE INTO runs (run_id, started_at) VALUES (?, ?)",
                     (run_id, time.time()),
                 )
-            self._now = _connect(path)
+            self._now = connect(path)
             self._now.execute("PRAGMA busy_timeout=0")  # busy: the caller goes to a thread
             self._now.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as exc:
@@ -187,7 +152,7 @@ class Journal:
                     reclaims.append((*row, ref.project_id, ref.task_id))
                 out.append(None)
             seen.add(key)
-        with _Transaction(db):
+        with Transaction(db):
             db.executemany(_INSERT, inserts)
             db.executemany(_RECLAIM, reclaims)
         return out
@@ -200,7 +165,7 @@ class Journal:
             (ref.project_id, ref.task_id, self.run_id, ref.source, ref.line, now) for ref in refs
         ]
         before = db.total_changes
-        with _Transaction(db) as tx:
+        with Transaction(db) as tx:
             db.executemany(_INSERT_NEW, rows)
             # Otherwise roll back: the general path decides task by task.
             tx.commit = db.total_changes - before == len(rows)
@@ -246,7 +211,7 @@ class Journal:
                     )
                 )
         if deleted or other:
-            with _Transaction(db):
+            with Transaction(db):
                 if deleted:
                     db.executemany(_RECORD_DELETED, deleted)
                 if other:
@@ -259,7 +224,7 @@ class Journal:
         In batches, so the write lock is held briefly; run it in a worker thread."""
         removed = 0
         while True:
-            with self._lock, self._failing("prune"), _Transaction(self._db):
+            with self._lock, self._failing("prune"), Transaction(self._db):
                 # By key, not rowid: a journal of the older WITHOUT ROWID layout has none.
                 count = self._db.execute(
                     "DELETE FROM tasks WHERE (project_id, task_id) IN (SELECT project_id, "
@@ -351,56 +316,9 @@ class Journal:
         try:
             yield
         except sqlite3.Error as exc:
-            if busy_ok and _busy(exc):
+            if busy_ok and is_busy(exc):
                 return
             raise JournalError(f"journal {self.path}: {what} failed: {exc}") from None
-
-
-def _connect(path: Path, *, first: bool = False, reader: bool = False) -> sqlite3.Connection:
-    """A connection to the journal; the ``first`` one checks, before it changes anything (WAL
-    mode included), that the file is a journal or empty (a ``reader``: a journal)."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    if first:
-        try:
-            _refuse_another_database(db, path, reader=reader)
-        except ConfigError:
-            db.close()
-            raise
-    db.execute("PRAGMA journal_mode=WAL")
-    # NORMAL: a commit survives a process crash (SIGKILL); only power loss may undo
-    # the last commits, which then get a 404 -> absent on the re-run.
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    return db
-
-
-def _refuse_another_database(db: sqlite3.Connection, path: Path, *, reader: bool) -> None:
-    """A database given as ``--journal`` by mistake is left as it was (no table added): it
-    must be empty (a new journal; not for a ``reader``) or have a tasks table with every column
-    of ours."""
-    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    if not tables and reader:
-        # ``report`` of an empty file made it a journal and reported "exit 0" for no tasks.
-        msg = f"journal {path}: empty: no run has written it"
-        raise ConfigError(msg)
-    if not tables:
-        return
-    if "tasks" not in tables:
-        msg = f"journal {path}: not a dcs-cleanup journal: it has no tasks table"
-        raise ConfigError(msg)
-    missing = _COLUMNS - {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
-    if missing:
-        msg = (
-            f"journal {path}: not a dcs-cleanup journal: its tasks table has no "
-            f"{', '.join(sorted(missing))} column"
-        )
-        raise ConfigError(msg)
-
-
-def _busy(exc: sqlite3.Error) -> bool:
-    """Another connection holds the lock (SQLITE_BUSY, any extended code)."""
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_BUSY
 
 
 def _known(
@@ -423,20 +341,3 @@ def _known(
             for task_id, outcome, run_id in rows:
                 found[(project_id, task_id)] = (outcome, run_id)
     return found
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT: one fsync-free WAL commit per batch. ROLLBACK instead on an
-    error, or when the body set ``commit`` to False."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self.commit = True
-
-    def __enter__(self) -> _Transaction:
-        self._db.execute("BEGIN IMMEDIATE")
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.commit = self.commit and exc_type is None
-        self._db.execute("COMMIT" if self.commit else "ROLLBACK")
