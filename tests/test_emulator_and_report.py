@@ -399,7 +399,7 @@ def test_emulator_on_port_0_names_the_port_it_listens_on(tmp_path: Path) -> None
 def test_every_stop_reason_has_a_remedy_in_the_readme() -> None:
     """The README's table of stop reasons says what to do for each one a run can end with (an
     abort, a signal or deadline, a ``--processes`` child lost): a new one without a row fails."""
-    from worker.pipeline import ABORT_REASONS
+    from worker.models import ABORT_REASONS
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     table = readme.split("| `stop_reason` | exit | what to do |", 1)[1].split("\n\n", 1)[0]

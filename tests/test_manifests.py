@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from worker.configuration import load_settings
+from worker.models import EXIT_ABORTED, EXIT_USAGE
 from worker.parser import build_parser
-from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
 from worker.settings import Settings
 
 K8S = Path(__file__).resolve().parent.parent / "config" / "k8s"

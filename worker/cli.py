@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from worker.commands import cmd_enqueue, cmd_list, cmd_report, run_async, settings_and_logs
 from worker.demo import cmd_demo, cmd_emulator
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
+from worker.models import EXIT_ABORTED, EXIT_USAGE
 from worker.parser import build_parser
-from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
 from worker.settings import Settings
 
 

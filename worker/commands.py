@@ -25,7 +25,7 @@ import anyio.abc
 
 from worker.configuration import load_settings
 from worker.errors import ConfigError
-from worker.pipeline import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
+from worker.models import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
 from worker.settings import SECRET_FIELDS, Settings, redact_url
 
 _T = TypeVar("_T")

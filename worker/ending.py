@@ -9,7 +9,8 @@ import time
 from typing import IO, Any
 
 from worker.logs import GuardedStream, get_logger
-from worker.pipeline import EXIT_ABORTED, Pipeline, RunEnd
+from worker.models import EXIT_ABORTED, RunEnd
+from worker.pipeline import Pipeline
 from worker.report import RunStats, summary_table, write_report
 from worker.settings import Settings
 from worker.shards import ShardFilter

@@ -20,8 +20,7 @@ from worker.client import DcsClient
 from worker.ending import end_unsent
 from worker.errors import TransportError
 from worker.logs import get_logger
-from worker.models import ApiResponse
-from worker.pipeline import EXIT_ABORTED, EXIT_USAGE
+from worker.models import EXIT_ABORTED, EXIT_USAGE, ApiResponse
 from worker.policy import refusal
 from worker.refusals import (
     FirstRequestTurn,

@@ -25,8 +25,7 @@ import anyio
 from worker.client import DcsClient
 from worker.errors import ConfigError, TransportError
 from worker.logs import drop_lost_stream, get_logger
-from worker.models import ApiResponse, new_run_id
-from worker.pipeline import EXIT_ABORTED, EXIT_OK
+from worker.models import EXIT_ABORTED, EXIT_OK, ApiResponse, new_run_id
 from worker.policy import decide, refusal
 from worker.preflight import check_files
 from worker.refusals import memory_for, refused_before

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import time
 import uuid
+from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -31,6 +32,35 @@ class Outcome(enum.StrEnum):
 
 SUCCESSES = frozenset({Outcome.DELETED, Outcome.ABSENT})
 FAILURES = frozenset({Outcome.REJECTED, Outcome.FAILED})
+
+# The exit codes of PRODUCT.md, and the stop reasons that end a run with exit 3 (aborted).
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+ABORT_REASONS = frozenset(
+    {
+        "credentials_refused",
+        "clock_skew",
+        "api_not_found",
+        "not_dcs_api",
+        "redirected",
+        "tls_untrusted",
+        "tls_mismatch",
+        "circuit_open",
+        "forbidden",
+        "max_deletes",
+        "journal_error",
+        "output_error",
+        "input_error",
+        "rate_limit_error",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """How a run ended: its exit code, and why it stopped early (None: it did not)."""
+
+    exit_code: int
+    stop_reason: str | None
 
 
 class TaskRef(NamedTuple):

@@ -13,6 +13,12 @@
 Stopping: ``request_stop`` (signal, deadline) and aborts (401, breaker, guard) stop intake at once,
 turn queued tasks into ``not_attempted``, let requests in flight finish within ``grace`` seconds and
 then cancel them; ``hard_stop`` (a second signal) cancels at once.
+
+What each answer means for the whole run (pacing, the breaker, a row of 403s) is in
+``worker.brakes``, the group commit in ``worker.sink``, a task's outcome in ``worker.results``.
+What is left here, past STYLE.md's ~400 lines, is one stop state that intake, workers and the
+grace timer all read and cancel (the reason, the scopes, the first request's gate): split in
+two, each half would hold the other's.
 """
 
 from __future__ import annotations
@@ -20,19 +26,32 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from worker.adaptive import AdaptiveRate
+from worker.brakes import Brakes
 from worker.client import DcsClient
 from worker.errors import AbortRun, InputError, JournalError, TransportError
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import SUCCESSES, ApiResponse, Outcome, TaskRef, TaskResult
-from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget, decide
+from worker.models import (
+    ABORT_REASONS,
+    EXIT_ABORTED,
+    EXIT_FAILURES,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    SUCCESSES,
+    ApiResponse,
+    Outcome,
+    RunEnd,
+    TaskRef,
+    TaskResult,
+)
+from worker.policy import CircuitBreaker, Limiter, RetryBudget, decide
 from worker.refusals import Turn
 from worker.report import OutcomeWriter, RunStats
 from worker.results import describe, log_retry, make_result, skip, unsent
@@ -40,33 +59,7 @@ from worker.settings import Settings
 from worker.sink import Sink
 from worker.sources import SourceItem, TaskSource
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_ABORTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
-ABORT_REASONS = frozenset(
-    {
-        "credentials_refused",
-        "clock_skew",
-        "api_not_found",
-        "not_dcs_api",
-        "redirected",
-        "tls_untrusted",
-        "tls_mismatch",
-        "circuit_open",
-        "forbidden",
-        "max_deletes",
-        "journal_error",
-        "output_error",
-        "input_error",
-        "rate_limit_error",
-    }
-)
-
 log = get_logger()
-
-
-@dataclass(frozen=True, slots=True)
-class RunEnd:
-    exit_code: int
-    stop_reason: str | None
 
 
 class Pipeline:
@@ -116,7 +109,7 @@ class Pipeline:
         self._reserved_deletes = 0
         self.inflight = 0
         self._bad_lines = 0
-        self._forbidden_streak = 0  # HTTP 403 answers in a row
+        self._brakes = Brakes(settings, limiter, breaker, adaptive)
         # The run's first request goes alone, the workers waiting for its answer: a refused
         # AK/SK (Huawei locks one after five refused signatures), a wrong endpoint or clock is
         # then told by one request instead of a whole first wave of up to --burst.
@@ -361,6 +354,7 @@ class Pipeline:
             return make_result(ref, Outcome.WOULD_DELETE, None, 0, started)
         client = self._client
         assert client is not None  # noqa: S101 - a real run always has a client
+        brakes = self._brakes
         while True:
             if self.stop_reason is not None:
                 return make_result(ref, Outcome.NOT_ATTEMPTED, last, attempts, started)
@@ -402,7 +396,7 @@ class Pipeline:
                     await self._turn.landed(last)
                 self._land()
             self._stats.on_answer(last)
-            self._pace(last, sent_at)
+            brakes.pace(last, sent_at)
             decision = decide(
                 last,
                 attempts,
@@ -415,7 +409,9 @@ class Pipeline:
             )
             if decision.outcome is not Outcome.DELETED:
                 self._reserved_deletes -= 1
-            self._feed_breaker(last)
+            brake = brakes.check(last)
+            if brake is not None and self.stop_reason is None:
+                self._abort(*brake)
             if decision.abort is not None:
                 self._abort(decision.abort, describe(last))
                 return make_result(
@@ -434,16 +430,6 @@ class Pipeline:
             with anyio.move_on_after(decision.delay):
                 await self._stop_event.wait()
 
-    def _pace(self, answer: ApiResponse | TransportError, sent_at: float) -> None:
-        """Throttling slows the whole run: the adaptive rate, and a Retry-After pause."""
-        if not isinstance(answer, ApiResponse):
-            return
-        throttled = answer.status == 429
-        if self.adaptive is not None:
-            self.adaptive.on_answer(throttled, sent_at)
-        if throttled and answer.retry_after and isinstance(self.limiter, RateLimiter):
-            self.limiter.pause(min(answer.retry_after, self.settings.max_retry_after))
-
     def _warn_bad_input(self, result: TaskResult) -> None:
         """One warning per bad input line (the first 100; then every 1,000th), naming the line."""
         self._bad_lines += 1
@@ -455,22 +441,6 @@ class Pipeline:
                 reason=result.error_code,
                 detail=result.error_msg,
                 skipped_so_far=self._bad_lines,
-            )
-
-    def _feed_breaker(self, answer: ApiResponse | TransportError) -> None:
-        if isinstance(answer, ApiResponse):
-            if answer.status == 429:
-                return
-            if answer.status == 403 or self._forbidden_streak:
-                self._watch_forbidden(answer)
-            failed = answer.status >= 500
-        else:
-            failed = True
-        if self.breaker.record(failed) and self.stop_reason is None:
-            self._abort(
-                "circuit_open",
-                f"{self.breaker.failure_ratio:.0%} of the last "
-                f"{self.breaker.window} answers failed; the last: {describe(answer)}",
             )
 
     def _abort(self, reason: str, detail: str) -> None:
@@ -486,23 +456,6 @@ class Pipeline:
         if self.stop_reason is None:
             return self.input_error
         return self._abort_detail
-
-    def _watch_forbidden(self, answer: ApiResponse) -> None:
-        """``--forbidden-limit`` 403s in a row, none answered otherwise between them (a 5xx
-        neither counts nor breaks the row): the account lacks the permission, and every task
-        left would be refused the same way. Stop instead of sending them all."""
-        if answer.status != 403:
-            if answer.status < 500:
-                self._forbidden_streak = 0
-            return
-        self._forbidden_streak += 1
-        limit = self.settings.forbidden_limit
-        if limit and self._forbidden_streak >= limit:
-            self._abort(
-                "forbidden",
-                f"{self._forbidden_streak} answers in a row were {describe(answer)}: check the "
-                "IAM permission dcs:task:delete and the project ID (--forbidden-limit 0 sends on)",
-            )
 
 
 def _drain(rx: MemoryObjectReceiveStream[TaskRef]) -> list[TaskRef]:

@@ -41,14 +41,15 @@ from worker.ending import announce_end, save_report
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import TaskResult, new_run_id
-from worker.pipeline import (
+from worker.models import (
     ABORT_REASONS,
     EXIT_ABORTED,
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    TaskResult,
+    new_run_id,
 )
 from worker.preflight import check_outputs, check_request
 from worker.progress import ProcessesProgress, progress_mode

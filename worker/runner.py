@@ -34,8 +34,8 @@ from worker.first_request import ended_before_sending, probe, turn_for
 from worker.health import consumer_mode, metrics_for, push_metrics, serve_health
 from worker.journal import Journal
 from worker.logs import get_logger
-from worker.models import TaskRef, TaskResult, new_run_id
-from worker.pipeline import EXIT_ABORTED, Pipeline, RunEnd
+from worker.models import EXIT_ABORTED, RunEnd, TaskRef, TaskResult, new_run_id
+from worker.pipeline import Pipeline
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.preflight import check_open_files, check_outputs, check_request
 from worker.progress import Progress, count_for_bar

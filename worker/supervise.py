@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from worker.logs import get_logger, route_lines, write_line
-from worker.pipeline import EXIT_INTERRUPTED
+from worker.models import EXIT_INTERRUPTED
 from worker.progress import ProcessesProgress
 from worker.settings import Settings
 
