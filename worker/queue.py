@@ -15,7 +15,8 @@ not keep every task it ever carried; ``--keep-acked`` leaves them. A consumer le
 when it ends with nothing pending, and consumers silent for ``FORGET_IDLE`` seconds with nothing
 pending (killed, their entries reclaimed) are forgotten.
 
-The producer is ``worker.enqueue``; the trims, ``worker.trim``; the rate limit shared through
+The producer is ``worker.enqueue``; the trims, ``worker.trim``; the dead letters and the MULTI that
+acknowledges with them, ``worker.dead_letters``; the rate limit shared through
 Redis, ``worker.shared_rate``; the client they all use, ``worker.redis_client``. On a Redis
 Cluster every command here names one key, or two in one hash slot (the stream and its
 dead-letter stream), so the cluster client runs each on the node serving it, the MULTI included.
@@ -33,18 +34,18 @@ import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError, ResponseError
 
+from worker.dead_letters import DeadLetters
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
 from worker.redis_client import as_text, check_cluster_stream, describe, unreachable
-from worker.sources import BAD_INPUT, IdValidator, SourceItem, check_task, skipped
+from worker.sources import IdValidator, SourceItem, check_task, skipped
 from worker.trim import StreamTrimmer
 
 log = get_logger()
 BLOCK_MS = 1000
 TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are being acknowledged
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
-_DEAD_LETTER = frozenset({Outcome.REJECTED, Outcome.FAILED, Outcome.SKIPPED})
 
 
 class RedisStreamSource:
@@ -69,7 +70,6 @@ class RedisStreamSource:
         self.name = f"redis:{stream}"
         self.finite = False
         self.stream = stream
-        self.dead_letter = stream + ":dead"
         self.group = group
         self.consumer = consumer
         self._redis = client
@@ -82,7 +82,8 @@ class RedisStreamSource:
         self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
         self._unacked: list[TaskResult] = []  # settled here, their XACK not yet taken by Redis
         self._last_claim = 0.0
-        self._dead_maxlen = dead_letter_maxlen or None  # None: XADD without MAXLEN
+        self._dead = DeadLetters(client, stream, group, dead_letter_maxlen)
+        self.dead_letter = self._dead.key
         self._trimmer = StreamTrimmer(client, stream, group, keep_acked=keep_acked)
         self._last_trim = time.monotonic()
         self.acked = 0
@@ -107,7 +108,7 @@ class RedisStreamSource:
         except RedisError as exc:
             raise InputError(f"--queue: {unreachable(exc)}") from None
         await self._check_may_ack()
-        await self._check_dead_letter_key()
+        await self._dead.check_key()
 
     async def _check_may_ack(self) -> None:
         """Refuse to start when this Redis user may not XACK (an ACL without it): every entry
@@ -123,28 +124,6 @@ class RedisStreamSource:
             raise InputError(msg) from None
         except RedisError as exc:
             raise InputError(f"--queue: {unreachable(exc)}") from None
-
-    async def _check_dead_letter_key(self) -> None:
-        """Refuse to start when ``<stream>:dead`` holds something other than a stream: every
-        dead letter would be refused (WRONGTYPE), found only at the first one, hours in."""
-        try:
-            kind = as_text(await self._redis.type(self.dead_letter))
-        except NoPermissionError as exc:
-            if "command" in str(exc):
-                return  # an ACL for streams alone (+@stream) has no TYPE: a refused copy is named
-            msg = (
-                f"--queue: this Redis user may not use the dead-letter key {self.dead_letter!r} "
-                f"({str(exc)[:100]}); grant it (ACL ~{self.dead_letter}) or read another --stream"
-            )
-            raise InputError(msg) from None
-        except RedisError as exc:
-            raise InputError(f"--queue: {unreachable(exc)}") from None
-        if kind not in ("none", "stream"):
-            msg = (
-                f"--queue: the dead-letter key {self.dead_letter!r} holds a {kind}, not a stream; "
-                "rename or delete it, or read another --stream"
-            )
-            raise InputError(msg)
 
     async def look(self) -> dict[str, float] | None:
         """The stream's length, the group's lag (NaN when Redis cannot tell) and pending
@@ -291,7 +270,7 @@ class RedisStreamSource:
         if not settle:
             return
         try:
-            dead = await self._settle(settle)
+            dead = await self._dead.settle(settle)
         except RedisError as exc:
             # Pending still, and held here: acknowledged again before the next read, once
             # Redis takes it (``_ack_again``). Should this consumer die first, another one
@@ -314,7 +293,7 @@ class RedisStreamSource:
         # Taken off first: the sink may add more while this one waits on Redis.
         settle, self._unacked = self._unacked, []
         try:
-            dead = await self._settle(settle)
+            dead = await self._dead.settle(settle)
         except RedisError:
             self._unacked[:0] = settle
             raise
@@ -327,59 +306,6 @@ class RedisStreamSource:
                 self._held.discard(r.ack)
         self.acked += len(settle)
         self.dead_lettered += dead
-
-    async def _settle(self, settle: list[TaskResult]) -> int:
-        """XACK, with the dead letters in the same MULTI; return how many were dead-lettered.
-
-        Redis out of memory refuses every command queued in a MULTI, XACK included, though a
-        plain XACK (which frees memory) still goes through. Left unacknowledged, the entries
-        would be reclaimed and re-sent for as long as memory stays short, and a drain would
-        never end; so they are acknowledged, and the dead-letter copies that could not be
-        written are named in a warning (their outcomes are in the journal and outcomes)."""
-        acks = [r.ack for r in settle if r.ack]
-        dead = [r for r in settle if _dead_letter(r)]
-        if not dead:
-            await self._redis.xack(self.stream, self.group, *acks)
-            return 0
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for r in dead:
-                    pipe.xadd(
-                        self.dead_letter,
-                        _dead_letter_fields(r),
-                        maxlen=self._dead_maxlen,
-                        approximate=False,  # exact: the newest N; dead letters are few
-                    )
-                pipe.xack(self.stream, self.group, *acks)
-                # Each command's own answer: one refused inside the MULTI (WRONGTYPE, the key
-                # changed under a running consumer) does not undo the others, the XACK included.
-                replies = await pipe.execute(raise_on_error=False)
-        except (OutOfMemoryError, NoPermissionError) as exc:
-            # Refused whole at EXEC (memory short; an ACL taking the key away mid-run):
-            # acknowledged alone, else reclaimed and refused again for ever.
-            await self._redis.xack(self.stream, self.group, *acks)
-            self._lost(dead, exc)
-            return 0
-        if isinstance(replies[-1], Exception):
-            raise replies[-1]  # not acknowledged: left pending, reclaimed and re-sent
-        # replies: one a dead letter, then the XACK's (checked above)
-        answers = zip(dead, replies, strict=False)
-        refused = [(r, reply) for r, reply in answers if isinstance(reply, Exception)]
-        if refused:
-            self._lost([r for r, _ in refused], refused[0][1])
-        return len(dead) - len(refused)
-
-    def _lost(self, results: list[TaskResult], error: Exception) -> None:
-        """Name the entries acknowledged without the dead-letter copy Redis refused."""
-        log.warning(
-            "cleanup.queue_dead_letter_lost",
-            stream=self.dead_letter,
-            entries=len(results),
-            task_ids=[r.task_id for r in results[:20]],
-            error=str(error)[:200],
-            detail="acknowledged without their dead-letter copies; "
-            "their outcomes are in the journal, the outcomes file and the log",
-        )
 
     async def aclose(self) -> None:
         """Leave the group if nothing is pending here (else others reclaim it), and close."""
@@ -400,25 +326,3 @@ class RedisStreamSource:
                 await self._redis.xgroup_delconsumer(self.stream, self.group, consumer["name"])
                 gone += 1
         return gone
-
-
-def _dead_letter(result: TaskResult) -> bool:
-    """Whether a settled entry is copied to the dead-letter stream: failures and bad entries."""
-    return result.outcome in _DEAD_LETTER and (
-        result.outcome is not Outcome.SKIPPED or result.error_code in BAD_INPUT
-    )
-
-
-def _dead_letter_fields(result: TaskResult) -> dict[Any, Any]:
-    return {
-        "task_id": result.task_id,
-        "project_id": result.project_id,
-        "outcome": result.outcome.value,
-        "status": "" if result.status is None else str(result.status),
-        "attempts": str(result.attempts),
-        "error_code": result.error_code or "",
-        "error_msg": (result.error_msg or "")[:500],
-        "request_id": result.request_id or "",
-        "entry_id": result.ack or "",
-        "at": f"{time.time():.3f}",
-    }
