@@ -638,10 +638,11 @@ def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
 
 
 def test_retry_failed_takes_its_tasks_from_the_journal(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--retry-failed re-attempts failed tasks from the journal alone, no input needed; three
-    pages of them, so paging the journal overlaps the sink's writes to it."""
+    pages of them, so paging the journal overlaps the sink's writes to it. Once they are all
+    deleted, another --retry-failed sends nothing and says there was nothing to retry."""
     ids = seed(emulator, 1500, Faults(error_rate=1.0))
     path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
@@ -663,6 +664,13 @@ def test_retry_failed_takes_its_tasks_from_the_journal(
     assert max(emulator.state.deleted.values()) == 1
     assert report(tmp_path)["outcomes"]["deleted"] == 1500
     assert journal_outcomes(journal) == {"deleted": 1500}
+    capsys.readouterr()
+    requests = emulator.state.requests
+    assert (
+        main(["run", "--retry-failed", "--journal", str(journal), "--endpoint", emulator.url]) == 0
+    )
+    assert emulator.state.requests == requests
+    assert '"event": "cleanup.nothing_to_retry"' in capsys.readouterr().out
 
 
 def test_retry_failed_on_a_journal_that_is_not_there_is_refused(

@@ -21,6 +21,7 @@ log = get_logger()
 
 def announce_end(report: dict[str, Any], stream: IO[str] | None) -> None:
     _tell_no_task_read(report)
+    _tell_nothing_to_retry(report)
     _tell_none_existed(report)
     log.info(
         "cleanup.run_finished",
@@ -97,6 +98,19 @@ def _tell_no_task_read(report: dict[str, Any]) -> None:
     else:
         detail = f"all {tasks:,} of its lines were skipped as bad input: the wrong file?"
     log.warning("cleanup.input_held_no_tasks", input=source, detail=detail)
+
+
+def _tell_nothing_to_retry(report: dict[str, Any]) -> None:
+    """``--retry-failed`` over a journal whose tasks all ended: the summary's empty table alone
+    did not say whether that was the journal or the run (say, a retry step in a CronJob that
+    found nothing after a clean night)."""
+    settings = report["settings"]
+    if settings.get("retry_failed") and report["tasks"] == 0 and report["stop_reason"] is None:
+        log.info(
+            "cleanup.nothing_to_retry",
+            journal=settings.get("journal"),
+            detail="the journal holds no failed, not_attempted or unfinished task",
+        )
 
 
 def _tell_none_existed(report: dict[str, Any]) -> None:
