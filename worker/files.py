@@ -135,7 +135,8 @@ class FileSource:
                     items = self._of_shard(items, *self.shard)
             yield from items
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
-            msg = f"input {self.name}: line {lines.failed_at}: read failed: {exc}"
+            at = f"line {lines.failed_at}: " if lines.failed_at else ""  # 0: not a line's read
+            msg = f"input {self.name}: {at}read failed: {exc}"
             raise InputError(msg) from None
 
     def _first_line(self, lines: Lines) -> tuple[str, str]:
