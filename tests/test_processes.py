@@ -195,6 +195,39 @@ def test_a_second_signal_stops_every_process_at_once(
     assert rep["outcomes"]["not_attempted"] == 60
 
 
+def test_every_log_line_of_processes_sharing_stdout_is_whole(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """Two processes write JSON lines to one stdout, unbuffered as the image sets it
+    (PYTHONUNBUFFERED): every line is one JSON object. structlog's PrintLogger wrote a line and
+    its newline apart, and a line of the other process landed between them: two objects on
+    one line, which a log collector cannot parse (11 of 4,000 debug lines, by hand)."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 6000))
+    args = run_args(emulator, tmp_path, path, "--processes", "2", "--log-level", "debug")
+    with (tmp_path / "stdout.log").open("wb") as out:
+        code = subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            check=False,
+            timeout=120,
+        ).returncode
+    assert code == 0
+    lines = (tmp_path / "stdout.log").read_text().splitlines()
+    assert len(lines) > 6000  # a debug line a task, and more
+    broken = [line[:200] for line in lines if not _is_json_object(line)]
+    assert broken == []
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
 def test_a_killed_parent_takes_its_processes_with_it(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

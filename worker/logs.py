@@ -131,7 +131,8 @@ def write_line(line: str) -> None:
     """Print an already rendered log line (a ``--processes`` child's, relayed by the parent)
     the way this process prints its own: above the progress bar while one is drawn."""
     if _output is None:
-        print(line, flush=True)
+        sys.stdout.write(line + "\n")  # one write, as structlog's WriteLogger makes
+        sys.stdout.flush()
     else:
         _output.write(line + "\n")
         _output.flush()
@@ -169,7 +170,10 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(file=cast("TextIO", _output)),
+        # One write a line, its newline included: PrintLogger's print() writes the two apart,
+        # and on an unbuffered stdout (PYTHONUNBUFFERED, as the image sets) a --processes
+        # child's line could land between another's text and its newline.
+        logger_factory=structlog.WriteLoggerFactory(file=cast("TextIO", _output)),
         cache_logger_on_first_use=False,
     )
 
