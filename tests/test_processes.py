@@ -486,6 +486,51 @@ def test_on_a_terminal_each_childs_log_line_prints_whole_above_the_bar(
     assert any("tasks/s" in line or " tasks" in line for line in screen)  # the bar was drawn
 
 
+def test_a_signal_that_interrupts_a_log_line_of_the_parent_still_reaches_the_children() -> None:
+    """The parent forwards SIGTERM from a signal handler. It logged the signal there first, and
+    a signal that came while the parent was writing a log line (progress, a relayed line) then
+    waited for ever on the log's lock, held by the line it interrupted: the parent hung and the
+    children never heard of it. The child gets it at once now; the line is logged after."""
+    import io
+    import threading
+
+    from worker.logs import configure_logging, get_logger
+    from worker.settings import Settings
+    from worker.supervise import Supervisor
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    supervisor = Supervisor(Settings.model_construct(grace=20.0))
+    supervisor.add(child.pid, 0)
+
+    class SignalMidLine(io.StringIO):
+        """A log stream that a SIGTERM interrupts while its first line is being written."""
+
+        interrupted = False
+
+        def write(self, text: str) -> int:
+            if not self.interrupted:
+                self.interrupted = True
+                supervisor._forward(signal.SIGTERM, None)  # as the signal would, mid-write
+            return super().write(text)
+
+    out = SignalMidLine()
+    configure_logging("info", "json", stream=out)
+    try:
+        writer = threading.Thread(
+            target=lambda: get_logger().info("cleanup.progress", done=1), daemon=True
+        )
+        writer.start()
+        writer.join(5)
+        assert not writer.is_alive(), "the parent hung on its log's lock"
+        assert child.wait(timeout=5) == -signal.SIGTERM
+        supervisor._log_signals()  # what the parent's loop does next
+    finally:
+        child.kill()
+        configure_logging("info", "json")
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["cleanup.progress", "cleanup.signal_received"]
+
+
 def test_a_childs_log_line_is_kept_when_the_parent_stops_reading() -> None:
     """A child whose parent no longer reads its log pipe (the parent failed or was killed)
     prints its lines on its own stdout instead: none is lost, the run goes on."""

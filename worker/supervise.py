@@ -40,10 +40,10 @@ class StopSignals:
     def __init__(self) -> None:
         self._first: float | None = None
 
-    def take(self, signum: int, grace: float) -> bool:
-        """Log the signal; True when it asks to stop now."""
+    def take(self, signum: int, grace: float, now: float | None = None) -> bool:
+        """Log the signal (which came at ``now``, monotonic); True when it asks to stop now."""
         name = signal.Signals(signum).name
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         if self._first is None:
             self._first = now
             log.warning("cleanup.signal_received", signal=name, grace_s=grace)
@@ -79,6 +79,7 @@ class Supervisor:
         self._pids: dict[int, int] = {}
         self._alive: set[int] = set()
         self._stops = StopSignals()
+        self._signals: list[tuple[int, float]] = []  # caught, not yet logged: (signal, when)
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> Supervisor:
@@ -103,12 +104,20 @@ class Supervisor:
         self._alive.add(pid)
 
     def _forward(self, signum: int, frame: object) -> None:
+        """Forward the signal now; ``wait``'s loop logs it. Logged here, in the handler, it
+        waited for ever on the log's lock when it interrupted a line being written, and the
+        children never heard of it. Each child tells for itself whether it asks again: it
+        may have had it directly too."""
         del frame
-        # Each child tells for itself whether this asks again: it may have had it directly too.
-        self._stops.take(signum, self._settings.grace)
+        self._signals.append((signum, time.monotonic()))
         for pid in self._alive:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+    def _log_signals(self) -> None:
+        while self._signals:
+            signum, when = self._signals.pop(0)
+            self._stops.take(signum, self._settings.grace, when)
 
     def wait(self, progress: ProcessesProgress, relay: LogRelay) -> dict[int, int]:
         """Reap every child, showing progress and its log lines meanwhile; exit codes by
@@ -116,6 +125,7 @@ class Supervisor:
         codes: dict[int, int] = {}
         try:
             while self._alive:
+                self._log_signals()
                 pid, status = os.waitpid(-1, os.WNOHANG)
                 if pid == 0:
                     progress.tick()
@@ -126,6 +136,7 @@ class Supervisor:
                     codes[self._pids[pid]] = os.waitstatus_to_exitcode(status)
             relay.drain()
         finally:
+            self._log_signals()
             progress.close()
         return codes
 
