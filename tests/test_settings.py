@@ -270,13 +270,26 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
             "[--id-pattern REGEX] [--from-line N] [--max-backlog N]",
         ),
         ("report", "--journal PATH [--report PATH] [--outcomes PATH]"),
+        (
+            "demo",
+            "[--tasks N] [--unknown N] [--concurrency N] [--rate R] [--out PATH] "
+            "[--log-format {auto,json,console}]",
+        ),
+        (
+            "emulator",
+            "[--host ADDRESS] [--port PORT] [--project-id ID] [--tasks N] [--ids-out PATH] "
+            "[--no-verify] [--error-rate SHARE] [--fail-first N] [--fail-first-share SHARE] "
+            "[--html-502-rate SHARE] [--reset-rate SHARE] [--quota-rate R] [--quota-burst N] "
+            "[--retry-after SECONDS] [--latency-ms MS] [--seed N]",
+        ),
     ],
 )
-def test_enqueue_and_report_help_name_the_kind_of_each_value(
+def test_each_commands_help_names_the_kind_of_each_value(
     command: str, usage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``enqueue --help`` showed ``--queue QUEUE --input INPUT``, ``--from-line FROM_LINE``
-    (argparse's default, the flag's own name) where ``run --help`` says URL, PATH, N."""
+    (argparse's default, the flag's own name) where ``run --help`` says URL, PATH, N; so did
+    ``demo`` (``--tasks TASKS``) and ``emulator`` (``--ids-out IDS_OUT``)."""
     with pytest.raises(SystemExit):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -202,16 +202,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job against the embedded emulator")
     demo.add_argument(
-        "--tasks", type=positive_int, default=3000, help="existing tasks to seed and delete"
+        "--tasks",
+        type=positive_int,
+        default=3000,
+        metavar="N",
+        help="existing tasks to seed and delete (default: %(default)s)",
     )
     demo.add_argument(
-        "--unknown", type=count, default=200, help="IDs that do not exist (-> absent)"
+        "--unknown",
+        type=count,
+        default=200,
+        metavar="N",
+        help="IDs that do not exist (-> absent) (default: %(default)s)",
     )
     demo.add_argument(
-        "--concurrency", type=concurrency, default=32, help="requests in flight at most"
+        "--concurrency",
+        type=concurrency,
+        default=32,
+        metavar="N",
+        help="requests in flight at most (default: %(default)s)",
     )
-    demo.add_argument("--rate", type=rate, default=700.0, help="requests per second")
-    demo.add_argument("--out", type=Path, default=None, help="folder for report and outcomes")
+    demo.add_argument(
+        "--rate",
+        type=rate,
+        default=700.0,
+        metavar="R",
+        help="requests per second (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--out", type=Path, default=None, metavar="PATH", help="folder for report and outcomes"
+    )
     demo.add_argument(
         "--log-format",
         type=any_case,
@@ -221,27 +241,101 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     emu = sub.add_parser("emulator", help="serve the DCS emulator on loopback")
-    emu.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    emu.add_argument("--port", type=port, default=8080, help="port to listen on (0: any free one)")
     emu.add_argument(
-        "--project-id", type=project_id, default="0" * 31 + "1", help="project of the seeded tasks"
+        "--host", default="127.0.0.1", metavar="ADDRESS", help="loopback address to listen on"
     )
-    emu.add_argument("--tasks", type=count, default=1000, help="tasks to seed")
-    emu.add_argument("--ids-out", type=Path, help="write the seeded IDs here, one a line")
+    emu.add_argument(
+        "--port",
+        type=port,
+        default=8080,
+        metavar="PORT",
+        help="port to listen on (0: any free one; default: %(default)s)",
+    )
+    emu.add_argument(
+        "--project-id",
+        type=project_id,
+        default="0" * 31 + "1",
+        metavar="ID",
+        help="project of the seeded tasks",
+    )
+    emu.add_argument(
+        "--tasks",
+        type=count,
+        default=1000,
+        metavar="N",
+        help="tasks to seed (default: %(default)s)",
+    )
+    emu.add_argument(
+        "--ids-out", type=Path, metavar="PATH", help="write the seeded IDs here, one a line"
+    )
     emu.add_argument("--no-verify", action="store_true", help="accept unsigned requests")
     fault = emu.add_argument
-    fault("--error-rate", type=share, default=0.0, help="share of requests answered 500")
-    fault("--fail-first", type=count, default=0, help="the first N deletes of a task get 500")
-    fault("--fail-first-share", type=share, default=0.0, help="share of tasks --fail-first hits")
-    fault("--html-502-rate", type=share, default=0.0, help="share answered by a proxy's HTML 502")
     fault(
-        "--reset-rate", type=share, default=0.0, help="share of requests whose connection is reset"
+        "--error-rate",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests answered 500",
     )
-    fault("--quota-rate", type=rate, default=0.0, help="requests/s above which 429 (0: none)")
-    fault("--quota-burst", type=positive_int, default=10, help="requests at once within the quota")
-    fault("--retry-after", type=rate, default=None, help="Retry-After seconds sent with a 429")
-    fault("--latency-ms", type=rate, default=0.0, help="milliseconds before each answer")
-    fault("--seed", type=int, default=0, help="seed of the random faults (repeatable runs)")
+    fault(
+        "--fail-first",
+        type=count,
+        default=0,
+        metavar="N",
+        help="the first N deletes of a task get 500",
+    )
+    fault(
+        "--fail-first-share",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of tasks --fail-first hits",
+    )
+    fault(
+        "--html-502-rate",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="share answered by a proxy's HTML 502",
+    )
+    fault(
+        "--reset-rate",
+        type=share,
+        default=0.0,
+        metavar="SHARE",
+        help="share of requests whose connection is reset",
+    )
+    fault(
+        "--quota-rate",
+        type=rate,
+        default=0.0,
+        metavar="R",
+        help="requests/s above which 429 (0: none)",
+    )
+    fault(
+        "--quota-burst",
+        type=positive_int,
+        default=10,
+        metavar="N",
+        help="requests at once within the quota (default: %(default)s)",
+    )
+    fault(
+        "--retry-after",
+        type=rate,
+        default=None,
+        metavar="SECONDS",
+        help="Retry-After seconds sent with a 429",
+    )
+    fault(
+        "--latency-ms", type=rate, default=0.0, metavar="MS", help="milliseconds before each answer"
+    )
+    fault(
+        "--seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed of the random faults (repeatable runs)",
+    )
 
     enq = sub.add_parser("enqueue", help="push task IDs onto the Redis stream")
     add_file_flags(enq)
