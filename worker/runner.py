@@ -46,7 +46,7 @@ from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.signer import Signer
 from worker.sources import IdValidator, SourceItem, TaskSource
-from worker.supervise import StopSignals
+from worker.stop_signals import StopSignals
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

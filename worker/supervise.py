@@ -23,40 +23,11 @@ from worker.logs import get_logger, route_lines, write_line
 from worker.models import EXIT_INTERRUPTED
 from worker.progress import ProcessesProgress
 from worker.settings import Settings
+from worker.stop_signals import StopSignals
 
 log = get_logger()
 PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-# One stop can reach a process twice: sent to its process group (or cgroup: systemd's
-# KillMode=control-group) and forwarded by a wrapper (``timeout``; ``uv run``, 200 ms later) or
-# by a --processes parent. A second signal this soon after the first is that stop delivered
-# twice; a later one asks to stop now.
-SAME_STOP_S = 0.5
-
-
-class StopSignals:
-    """Tells a signal asking again (stop now) from the first one delivered twice."""
-
-    def __init__(self) -> None:
-        self._first: float | None = None
-
-    def take(self, signum: int, grace: float, now: float | None = None) -> bool:
-        """Log the signal (which came at ``now``, monotonic); True when it asks to stop now."""
-        name = signal.Signals(signum).name
-        now = time.monotonic() if now is None else now
-        if self._first is None:
-            self._first = now
-            log.warning("cleanup.signal_received", signal=name, grace_s=grace)
-            return False
-        if now - self._first < SAME_STOP_S:
-            log.info(
-                "cleanup.signal_repeated",
-                signal=name,
-                detail="taken for the first one delivered twice; send it again to stop now",
-            )
-            return False
-        log.warning("cleanup.signal_received_again", signal=name, action="stop now")
-        return True
 
 
 def die_with_parent() -> None:
