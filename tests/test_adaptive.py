@@ -61,6 +61,18 @@ def test_throttles_of_requests_sent_before_the_cut_are_ignored() -> None:
     assert control.decreases == 2
 
 
+def test_the_first_cut_measures_the_send_rate_from_the_first_request() -> None:
+    """A throttle before the first full measurement cuts from the rate being sent, not from
+    one diluted by the seconds the run spent setting up before its first request."""
+    clock = Clock()
+    limiter = RateLimiter(0, 10, clock=clock)
+    control = AdaptiveRate(limiter, ceiling=0, clock=clock)
+    clock.now += 5.0  # journal, input, the first request alone
+    drive(control, clock, 400, 0.1)  # 40 requests in 0.1 s: no full 0.5 s measurement yet
+    control.on_answer(throttled=True, sent_at=control.on_sent())
+    assert limiter.rate == pytest.approx(400 * CUBIC_BETA, rel=0.1)
+
+
 def test_rate_probes_back_up_and_respects_the_ceiling() -> None:
     """After a cut the rate grows back past the old maximum, never above --rate."""
     clock = Clock()
