@@ -165,8 +165,9 @@ def program_cmd(kind: str, url: str, ids: Path, folder: Path) -> list[str]:
     return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
 
 
-def quota_case(folder: Path, tasks: int, rate: str) -> Run:
-    """The worker against the emulator (own process) with a 200/s quota, burst 20."""
+def quota_case(folder: Path, tasks: int, rate: str, *extra: str) -> Run:
+    """The worker (``extra``: more flags) against the emulator (own process) with a 200/s
+    quota, burst 20."""
     port = 18090
     ids = folder / "quota-ids.txt"
     emu = subprocess.Popen(
@@ -177,9 +178,9 @@ def quota_case(folder: Path, tasks: int, rate: str) -> Run:
     try:
         time.sleep(1.5)
         run = measure(
-            f"worker, --rate {rate}, quota 200/s",
+            " ".join(["worker, --rate", rate, *extra, "quota 200/s"]),
             tasks,
-            worker_cmd(f"http://127.0.0.1:{port}", ids, folder, "--rate", rate),
+            worker_cmd(f"http://127.0.0.1:{port}", ids, folder, "--rate", rate, *extra),
             {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
         )
     finally:
@@ -248,7 +249,8 @@ def main() -> None:
         rows += [best["bare"], best["bare_uvloop"], best["sdk"], best["worker"], best["worker2"]]
         unknown = quota_case(folder, n_quota, "0")
         known = quota_case(folder, n_quota, "200")
-        rows += [unknown, known]
+        unknown2 = quota_case(folder, n_quota, "0", "--processes", "2")
+        rows += [unknown, known, unknown2]
         small = measure(f"worker RSS, {mem_small:,} tasks", mem_small,
                         worker_cmd(url, ids_file(folder, mem_small), folder), creds)  # fmt: skip
         big = measure(f"worker RSS, {mem_big:,} tasks", mem_big,
@@ -289,6 +291,10 @@ def main() -> None:
         ("--rate 0: share of requests answered 429", unk["share_429"], "<= 0.05"),
         ("--rate 200 vs 200/s quota: goodput / quota", kn["goodput_ratio"], ">= 0.97"),
         ("--rate 200: share of requests answered 429", kn["share_429"], "<= 0.01"),
+        ("--rate 0 --processes 2 vs unknown 200/s quota: goodput / quota",
+         unknown2.extra["goodput_ratio"], ""),
+        ("--rate 0 --processes 2: share of requests answered 429", unknown2.extra["share_429"],
+         ""),
         (f"peak RSS {mem_big:,} tasks, MB", big.rss_mb, "< 150"),
         (f"peak RSS {mem_big:,} / {mem_small:,} tasks", big.rss_mb / small.rss_mb, "<= 1.3"),
     ]  # fmt: skip
