@@ -178,7 +178,7 @@ def quota_case(folder: Path, tasks: int, rate: str, *extra: str) -> Run:
     try:
         time.sleep(1.5)
         run = measure(
-            " ".join(["worker, --rate", rate, *extra, "quota 200/s"]),
+            " ".join(["worker, --rate", rate, *extra]) + ", quota 200/s",
             tasks,
             worker_cmd(f"http://127.0.0.1:{port}", ids, folder, "--rate", rate, *extra),
             {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
