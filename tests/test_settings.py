@@ -344,11 +344,20 @@ def test_deadline_takes_seconds_durations_and_timestamps(value: str, seconds: fl
 
 
 def test_bad_config_file_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A misspelt key in the TOML file is named, not silently ignored."""
+    """A misspelt key in the TOML file is named with the setting it was likely meant to be, as
+    a misspelt variable is: a flag's spelling, a typo, settings put in a table."""
     config = tmp_path / "c.toml"
-    config.write_text("concurrenccy = 4\n")
+    config.write_text(
+        'concurrenccy = 4\nmax-attempts = 3\n"--rate" = 5\nzzz = 1\n[run]\nburst = 2\n'
+    )
     assert main(["run", "--config", str(config), "--input", "x"]) == 2
-    assert "unknown setting(s) concurrenccy" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"config file {config}: unknown setting(s), which would be ignored:" in err
+    assert "  concurrenccy: did you mean concurrency?" in err
+    assert "  max-attempts: did you mean max_attempts?" in err
+    assert "  --rate: did you mean rate?" in err
+    assert "  run: a [run] table; settings are keys at the top of the file" in err
+    assert re.search(r"^  zzz$", err, re.MULTILINE)
 
 
 def test_credentials_in_the_config_file_exit_2_unechoed(

@@ -121,8 +121,22 @@ def _check_config_file(path: Path) -> None:
     known = set(Settings.model_fields)
     unknown = sorted(key for key in data if key not in known)
     if unknown:
-        msg = f"config file {path}: unknown setting(s) {', '.join(unknown)}"
-        raise ConfigError(msg)
+        lines = [f"  {key}{_config_hint(key, data[key], known)}" for key in unknown]
+        head = f"config file {path}: unknown setting(s), which would be ignored:"
+        raise ConfigError("\n".join([head, *lines]))
+
+
+def _config_hint(key: str, value: object, known: set[str]) -> str:
+    """What an unknown config file key was likely meant to be: a setting written as its flag
+    (``max-attempts``, ``--rate``) or misspelt, or settings put in a ``[table]``."""
+    if isinstance(value, dict):
+        return f": a [{key}] table; settings are keys at the top of the file"
+    import difflib  # 12 ms of start-up, for an error only
+
+    name = key.lstrip("-").replace("-", "_").lower()
+    guess = name if name in known else None
+    guess = guess or next(iter(difflib.get_close_matches(name, sorted(known), n=1)), None)
+    return f": did you mean {guess}?" if guess else ""
 
 
 def _environment_name(field: str) -> str:
