@@ -298,6 +298,40 @@ def test_each_commands_help_names_the_kind_of_each_value(
         assert "the Redis stream to add to (default: dcs-cleanup:tasks)" in text
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        (["--concurency", "4"], "--concurency: did you mean --concurrency?"),
+        (["--reprot", "r.json"], "--reprot: did you mean --report?"),
+        (["--rate-limit=5"], "--rate-limit: did you mean --rate?"),
+        (
+            ["--max", "5"],
+            "--max: did you mean --max-attempts or --max-deletes or --max-retry-after?",
+        ),
+        # Whole names only: argparse took --dry for --dry-run, which a flag added later would
+        # make ambiguous (an error) or point elsewhere.
+        (["--dry"], "--dry: did you mean --dry-run?"),
+    ],
+)
+def test_a_flag_run_does_not_know_is_named_with_the_closest_one(
+    given: list[str], said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        main(["run", "--input", str(tmp_path / "ids.txt"), *given])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: dcs-cleanup run " in err  # the command's usage, not the program's
+    assert f"dcs-cleanup run: error: unrecognized arguments: {' '.join(given)}\n{said}\n" in err
+
+
+def test_a_flag_like_no_other_is_named_alone(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["emulator", "--zzzzzz"])
+    assert capsys.readouterr().err.endswith(
+        "dcs-cleanup emulator: error: unrecognized arguments: --zzzzzz\n"
+    )
+
+
 def test_enqueue_with_a_broken_id_pattern_exits_2_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
