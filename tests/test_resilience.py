@@ -637,6 +637,32 @@ def test_a_journal_that_cannot_grow_stops_the_run_before_sending(
     assert emulator.state.remaining() == len(ids)
 
 
+def test_a_journal_that_fills_up_mid_run_still_reports_every_answer(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The journal may grow to 256 KiB (RLIMIT_FSIZE stands in for a full disk): its first
+    claim fits, a later commit of outcomes does not. The run stops (exit 3, journal_error), but
+    the answers in that commit and after it (the requests in flight) and the claimed tasks never
+    sent were left out of the outcomes file and the report: 46 requests, 18 outcomes counted and
+    14 lines. Every task the server deleted is now in both, the rest of the claim
+    ``not_attempted``."""
+    ids = seed(emulator, 2000, Faults(latency_ms=20))
+    path = write_ids(tmp_path / "ids.txt", ids)
+    journal = tmp_path / "journal.sqlite"
+    args = run_args(emulator, tmp_path, path, "--journal", str(journal), "--concurrency", "16")
+    assert run_with_small_files(256, args, tmp_path) == 3
+    rep = report(tmp_path)
+    assert rep["stop_reason"] == "journal_error"
+    assert rep["stop_detail"].startswith(f"journal {journal}: write failed: ")
+    deleted = set(emulator.state.deleted)
+    assert 0 < len(deleted) < len(ids)
+    rows = outcomes(tmp_path)
+    assert {r["task_id"] for r in rows if r["outcome"] == "deleted"} == deleted
+    assert {r["outcome"] for r in rows} == {"deleted", "not_attempted"}
+    assert rep["outcomes"]["deleted"] == len(deleted)
+    assert rep["tasks"] == len(rows) == len({r["task_id"] for r in rows})
+
+
 def test_retry_failed_takes_its_tasks_from_the_journal(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -262,7 +262,7 @@ class Pipeline:
                 self._source.finite
                 and not self._hard
                 and self.input_error is None
-                and self.stop_reason != "journal_error"  # nothing more can be recorded
+                and self.stop_reason != "journal_error"  # nothing more can be claimed
             ):
                 # Account for the rest of a file too (not_attempted), as far as grace allows.
                 with anyio.move_on_after(self.settings.grace):

@@ -2,6 +2,10 @@
 run's statistics and the source's acknowledgement (a queue's XACK), for every task a worker
 finished since the last commit. A worker waits for its task's commit before taking the next, so a
 crash loses at most the answers of the requests in flight, and one commit serves them all.
+
+When the journal fails (a full disk, say), the run stops, but what is known still reaches the
+outcomes file and the report: the answers of the requests in flight, and the tasks claimed but
+never sent (``not_attempted``). Only the journal and the queue's acknowledgement are left out.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Sink:
         self._done = anyio.Event()
         self._wakeup = anyio.Event()
         self._closing = False
+        self._stopped = False  # the writer task has ended: record() keeps outcomes itself
         self.error: JournalError | None = None
         # The outcomes file failed (disk full): the journal still takes every outcome, and the
         # pipeline stops the run (output_error).
@@ -56,10 +61,13 @@ class Sink:
         """Hand over final outcomes and wait until they are durable.
 
         The results are queued before the first await, so a caller cancelled while waiting
-        (a hard stop) still has them written: an outcome that is known is never dropped.
+        (a hard stop) still has them written: an outcome that is known is never dropped. Once
+        the journal has failed, they are written to the outcomes file and counted all the same,
+        then ``JournalError`` is raised.
         """
-        if self.error is not None:
-            raise self.error
+        if self._stopped:
+            self._keep(results)
+            raise self.error or JournalError("outcomes not recorded: the writer stopped")
         self._pending.extend(results)
         done = self._done
         self._wakeup.set()
@@ -72,7 +80,8 @@ class Sink:
             await self._run()
         except BaseException as exc:
             # However the writer ends, nobody waits for it for ever (a stop's shielded clean-up
-            # awaits record()): later calls raise at once.
+            # awaits record()): later calls keep their outcomes themselves and raise.
+            self._stopped = True
             if self.error is None:
                 self.error = JournalError(f"outcomes not recorded: the writer stopped: {exc!r}")
             self._done.set()
@@ -110,28 +119,31 @@ class Sink:
             log.info("cleanup.journal_pruned", rows=removed, older_than_s=retention)
 
     async def _take(self, batch: list[TaskResult]) -> None:
-        try:
-            await self._write(batch)
-        except JournalError as exc:
-            self.error = exc
-        self._stats.on_results(batch)
-        if self._on_batch is not None:
-            self._on_batch(batch)
+        """Journal, then outcomes file, statistics, acknowledgement. The journal is written on
+        the loop's thread unless another process holds its write lock: then in a worker thread
+        that waits for it. Once it has failed, it is left out, and so is the acknowledgement:
+        a queue entry stays pending, and its task's next run finds it absent."""
+        if self.error is None:
+            try:
+                if not self._journal.try_record(batch):
+                    await anyio.to_thread.run_sync(self._journal.record, batch)
+            except JournalError as exc:
+                self.error = exc
+        self._keep(batch)
         if self.error is None:
             await self._source.acknowledge(batch)
 
-    async def _write(self, batch: list[TaskResult]) -> None:
-        """Journal, then outcomes file. On the loop's thread unless another process holds the
-        journal's write lock: then in a worker thread that waits for it. Once the outcomes
-        file has failed, the journal alone."""
-        if not self._journal.try_record(batch):
-            await anyio.to_thread.run_sync(self._journal.record, batch)
+    def _keep(self, batch: Sequence[TaskResult]) -> None:
+        """The outcomes file (until it fails: then the journal alone) and the statistics."""
         if self.output_error is None:
             try:
                 self._outcomes.write(batch)
             except OutputError as exc:
                 self.output_error = exc
                 log.error("cleanup.outcomes_failed", error=str(exc))
+        self._stats.on_results(batch)
+        if self._on_batch is not None:
+            self._on_batch(batch)
 
     def close(self) -> None:
         self._closing = True
