@@ -36,6 +36,7 @@ from worker.settings import (
     Settings,
     any_case,
 )
+from worker.strict_parser import Parser
 
 # Flags whose second use is refused rather than replacing the first: ``--input a --input b``
 # read b alone, and the run's summary was easy to take for both files'.
@@ -186,52 +187,6 @@ def _add_list_parser(sub: Any) -> None:
         metavar="N",
         help="tasks a request: 1 to 1000, the API's",
     )
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with whole flag names only, and a flag it does not know named with the one it is
-    closest to, under the usage of the command it was given to.
-
-    No abbreviations (argparse takes ``--dry`` for ``--dry-run``): a script or manifest written
-    with one would break, or change meaning, the day a flag of the same prefix is added."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-        self.commands: Mapping[str, argparse.ArgumentParser] = {}
-
-    def parse_args(  # type: ignore[override]
-        self, args: typing.Sequence[str] | None = None, namespace: None = None
-    ) -> argparse.Namespace:
-        parsed, extras = self.parse_known_args(args, namespace)
-        if extras:
-            command = self.commands.get(getattr(parsed, "command", None) or "", self)
-            command.error(unknown_arguments(extras, command))
-        return parsed
-
-
-def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str:
-    """argparse's message for arguments it did not take, and for each flag among them the flag
-    of ``parser`` it is closest to."""
-    import difflib  # 12 ms of start-up, for an error only
-
-    flags = sorted(
-        flag for action in parser._actions for flag in action.option_strings if flag[:2] == "--"
-    )
-    lines = [f"unrecognized arguments: {' '.join(extras)}"]
-    for extra in extras:
-        name = extra.partition("=")[0]
-        if not name.startswith("-") or name in flags:
-            continue
-        # A misspelling (--concurency), else what it begins or is begun by (--max, --rate-limit).
-        guesses = difflib.get_close_matches(name, flags, n=1, cutoff=0.75) or [
-            flag
-            for flag in flags
-            if len(name) > 3 and (flag.startswith(name) or name.startswith(flag + "-"))
-        ]
-        if 0 < len(guesses) <= 3:
-            lines.append(f"{name}: did you mean {' or '.join(guesses)}?")
-    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
