@@ -699,6 +699,30 @@ def test_retry_failed_takes_its_tasks_from_the_journal(
     assert '"event": "cleanup.nothing_to_retry"' in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_report_that_cannot_be_written_says_how_to_get_it_again(
+    kept: bool, emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --report on a full disk (/dev/full) is an error line, the run's exit code its tasks'.
+    The line names the command that renders the report from the journal; without --journal
+    (a temporary one, deleted at the end) it says that nothing can."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 20))
+    journal = tmp_path / "journal.sqlite"
+    extra = ["--journal", str(journal)] if kept else []
+    assert main([*run_args(emulator, tmp_path, path, *extra), "--report", "/dev/full"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failed = [e for e in lines if e["event"] == "cleanup.report_failed"]
+    assert len(failed) == 1
+    assert failed[0]["path"] == "/dev/full"
+    if kept:
+        assert failed[0]["again"] == f"dcs-cleanup report --journal {journal} --report NEW_FILE"
+        again = tmp_path / "again.json"
+        assert main(["report", "--journal", str(journal), "--report", str(again)]) == 0
+        assert json.loads(again.read_text())["outcomes"]["deleted"] == 20
+    else:
+        assert failed[0]["again"].startswith("not from this run: it had no --journal")
+
+
 def test_retry_failed_on_a_journal_that_is_not_there_is_refused(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

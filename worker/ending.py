@@ -143,13 +143,19 @@ def _tell_none_existed(report: dict[str, Any]) -> None:
 
 def save_report(settings: Settings, report: dict[str, Any]) -> None:
     """Write ``--report``; a failure now (disk full) is logged, not raised: every outcome is
-    already in the journal, and ``dcs-cleanup report --journal`` renders the report again."""
+    already in the journal, and the log line says how to render the report again from it (a
+    temporary journal, without ``--journal``, is gone: then it says so)."""
     if settings.report is None:
         return
     try:
         write_report(settings.report, report)
     except OSError as exc:
-        log.error("cleanup.report_failed", path=str(settings.report), error=str(exc))
+        again = (
+            f"dcs-cleanup report --journal {settings.journal} --report NEW_FILE"
+            if settings.journal is not None
+            else "not from this run: it had no --journal; its counts are in the summary"
+        )
+        log.error("cleanup.report_failed", path=str(settings.report), error=str(exc), again=again)
 
 
 def build_report(
