@@ -705,7 +705,8 @@ def test_a_report_that_cannot_be_written_says_how_to_get_it_again(
 ) -> None:
     """A --report on a full disk (/dev/full) is an error line, the run's exit code its tasks'.
     The line names the command that renders the report from the journal; without --journal
-    (a temporary one, deleted at the end) it says that nothing can."""
+    (a temporary one, deleted at the end) it says that nothing can. That command on a full
+    disk ended in a traceback (exit 1); it is one line, exit 3."""
     path = write_ids(tmp_path / "ids.txt", seed(emulator, 20))
     journal = tmp_path / "journal.sqlite"
     extra = ["--journal", str(journal)] if kept else []
@@ -719,6 +720,11 @@ def test_a_report_that_cannot_be_written_says_how_to_get_it_again(
         again = tmp_path / "again.json"
         assert main(["report", "--journal", str(journal), "--report", str(again)]) == 0
         assert json.loads(again.read_text())["outcomes"]["deleted"] == 20
+        # The report command on a full disk: one line and exit 3, as for its outcomes file.
+        assert main(["report", "--journal", str(journal), "--report", "/dev/full"]) == 3
+        err = capsys.readouterr().err
+        assert "dcs-cleanup: report /dev/full: write failed: No space left on device" in err
+        assert "Traceback" not in err
     else:
         assert failed[0]["again"].startswith("not from this run: it had no --journal")
 

@@ -24,7 +24,7 @@ import anyio
 import anyio.abc
 
 from worker.configuration import load_settings
-from worker.errors import ConfigError
+from worker.errors import ConfigError, OutputError
 from worker.models import EXIT_ABORTED, EXIT_INTERRUPTED, EXIT_USAGE
 from worker.settings import SECRET_FIELDS, Settings, redact_url
 
@@ -332,7 +332,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.report:
-        write_report(args.report, report)
+        try:
+            write_report(args.report, report)
+        except OSError as exc:  # as its outcomes file's: one line, exit 3, not a traceback
+            msg = f"report {args.report}: write failed: {exc.strerror or exc}"
+            raise OutputError(msg) from None
     else:
         print(json.dumps(report, indent=2))
     print(summary_table(report), file=sys.stderr)
