@@ -67,13 +67,9 @@ def check_environment(env_file: Path | None) -> None:
         upper = name.upper()
         if not upper.startswith(ENV_PREFIX) or upper in known:
             continue
-        import difflib  # 12 ms of start-up, for an error only
-
         credential = upper.removeprefix(ENV_PREFIX).lower()  # DCS_CLEANUP_SK: CLOUD_SDK_SK
         guess = (
-            _environment_name(credential)
-            if credential in SECRET_FIELDS
-            else next(iter(difflib.get_close_matches(upper, sorted(known), n=1)), None)
+            _environment_name(credential) if credential in SECRET_FIELDS else _closest(upper, known)
         )
         lines.append(f"  {name} (in {where})" + (f": did you mean {guess}?" if guess else ""))
     if lines:
@@ -131,12 +127,16 @@ def _config_hint(key: str, value: object, known: set[str]) -> str:
     (``max-attempts``, ``--rate``) or misspelt, or settings put in a ``[table]``."""
     if isinstance(value, dict):
         return f": a [{key}] table; settings are keys at the top of the file"
+    name = key.lstrip("-").replace("-", "_").lower()
+    guess = name if name in known else _closest(name, known)
+    return f": did you mean {guess}?" if guess else ""
+
+
+def _closest(name: str, known: set[str]) -> str | None:
+    """The known name most like ``name``, if any is close (difflib's ratio of 0.6 or more)."""
     import difflib  # 12 ms of start-up, for an error only
 
-    name = key.lstrip("-").replace("-", "_").lower()
-    guess = name if name in known else None
-    guess = guess or next(iter(difflib.get_close_matches(name, sorted(known), n=1)), None)
-    return f": did you mean {guess}?" if guess else ""
+    return next(iter(difflib.get_close_matches(name, sorted(known), n=1)), None)
 
 
 def _environment_name(field: str) -> str:
