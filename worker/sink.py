@@ -51,7 +51,8 @@ class Sink:
         self._done = anyio.Event()
         self._wakeup = anyio.Event()
         self._closing = False
-        self._stopped = False  # the writer task has ended: record() keeps outcomes itself
+        # Why the writer task ended, once it has: record() then keeps outcomes itself.
+        self._stopped: JournalError | None = None
         self.error: JournalError | None = None
         # The outcomes file failed (disk full): the journal still takes every outcome, and the
         # pipeline stops the run (output_error).
@@ -65,9 +66,9 @@ class Sink:
         the journal has failed, they are written to the outcomes file and counted all the same,
         then ``JournalError`` is raised.
         """
-        if self._stopped:
+        if self._stopped is not None:
             self._keep(results)
-            raise self.error or JournalError("outcomes not recorded: the writer stopped")
+            raise self._stopped
         self._pending.extend(results)
         done = self._done
         self._wakeup.set()
@@ -81,9 +82,9 @@ class Sink:
         except BaseException as exc:
             # However the writer ends, nobody waits for it for ever (a stop's shielded clean-up
             # awaits record()): later calls keep their outcomes themselves and raise.
-            self._stopped = True
             if self.error is None:
                 self.error = JournalError(f"outcomes not recorded: the writer stopped: {exc!r}")
+            self._stopped = self.error
             self._done.set()
             raise
 
