@@ -1306,6 +1306,40 @@ def test_enqueue_of_plain_text_without_a_project_exits_2_in_one_line(
     assert redis.Redis.from_url(redis_url).exists(STREAM) == 0
 
 
+@pytest.mark.parametrize("lines", [["# none today"], ["t1"]], ids=["no IDs", "one ID"])
+def test_enqueue_to_a_redis_it_cannot_use_exits_2_whether_or_not_the_input_has_ids(
+    redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], lines: list[str]
+) -> None:
+    """An input without IDs never spoke to Redis: a wrong --queue (nothing listening, a wrong
+    password) added nothing and ended 0, until the day the input had IDs. Both are exit 2 now,
+    saying why, with or without IDs."""
+    path = write_ids(tmp_path / "ids.txt", lines)
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    assert enqueue(down, path) == 2
+    assert f"--queue {down}: Redis is not reachable:" in capsys.readouterr().err
+    wrong = redis_url.replace("redis://", "redis://nobody:not-the-password@")
+    assert enqueue(wrong, path) == 2
+    err = capsys.readouterr().err
+    assert "Redis refused the URL's user or password" in err
+    assert "not-the-password" not in err
+    assert redis.Redis.from_url(redis_url).exists(STREAM) == 0
+
+
+def test_enqueue_by_a_user_that_may_only_add_entries(redis_url: str, tmp_path: Path) -> None:
+    """A producer's ACL user may be allowed XADD and nothing else (no PING, no INFO): its
+    enqueue adds the tasks, exit 0, and one of no IDs ends 0 too."""
+    admin = redis.Redis.from_url(redis_url)
+    admin.acl_setuser("producer", enabled=True, passwords=["+pw"], keys=["~*"], commands=["+xadd"])
+    try:
+        url = redis_url.replace("redis://", "redis://producer:pw@")
+        assert enqueue(url, write_ids(tmp_path / "none.txt", ["# none today"])) == 0
+        assert enqueue(url, write_ids(tmp_path / "ids.txt", ["t1", "t2"])) == 0
+    finally:
+        admin.acl_deluser("producer")
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert [e["task_id"] for e in entries(client, STREAM)] == ["t1", "t2"]
+
+
 def test_enqueue_from_a_line_past_the_end_exits_2(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

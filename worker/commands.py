@@ -97,7 +97,9 @@ async def until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, st
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
-    from worker import enqueue, redis_client
+    from redis.exceptions import RedisError
+
+    from worker import enqueue
     from worker.files import FileSource
     from worker.sources import IdValidator
 
@@ -126,8 +128,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
 
     async def go() -> int:
-        client = await redis_client.open_client(queue)
-        redis_client.check_cluster_stream(client, stream)
+        client = await enqueue.open_stream(queue, stream)
         done = enqueue.Enqueued(next_line=args.from_line)
         add = functools.partial(
             enqueue.enqueue,
@@ -179,8 +180,6 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if stopped_by is not None:
             return EXIT_INTERRUPTED
         return EXIT_ABORTED if done.added else EXIT_USAGE
-
-    from redis.exceptions import RedisError
 
     try:
         return run_async(go)

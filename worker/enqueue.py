@@ -17,8 +17,16 @@ import anyio
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from worker.errors import ConfigError
 from worker.models import TaskRef, TaskResult
-from worker.redis_client import describe
+from worker.redis_client import (
+    check_cluster_stream,
+    check_reachable,
+    describe,
+    open_client,
+    unreachable,
+)
+from worker.settings import redact_url
 from worker.sources import SourceItem
 
 
@@ -36,6 +44,26 @@ class Enqueued:
     shown: list[TaskResult] = field(default_factory=list)
     stopped_at: int | None = None
     error: str | None = None
+
+
+async def open_stream(url: str, stream: str) -> aioredis.Redis:
+    """A client for the Redis at ``url``, checked before the input is read: a stream name a
+    Redis Cluster cannot serve, a Redis not reachable or refusing the URL's user are exit 2
+    (``ConfigError``). An input without IDs never spoke to Redis, so a wrong ``--queue``
+    passed, exit 0, until the day it had some."""
+    client = await open_client(url)
+    try:
+        check_cluster_stream(client, stream)
+        try:
+            await check_reachable(client)
+        except RedisError as exc:
+            msg = f"--queue {redact_url(url)}: {unreachable(exc)}; nothing was added"
+            raise ConfigError(msg) from None
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
+        raise
+    return client
 
 
 async def enqueue(

@@ -9,6 +9,7 @@ stream would fall in another hash slot, since the two are written in one MULTI.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, cast
 
 import anyio
@@ -18,6 +19,7 @@ from redis.exceptions import (
     AskError,
     AuthenticationError,
     ClusterDownError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
@@ -64,6 +66,14 @@ async def open_client(url: str) -> aioredis.Redis:
     cluster = RedisCluster.from_url(url, decode_responses=True)
     # It sends every command this program uses, with the same arguments, to its key's node.
     return cast("aioredis.Redis", cluster)
+
+
+async def check_reachable(client: aioredis.Redis) -> None:
+    """Redis answers, and to this URL's user: a PING. A user whose ACL denies PING (one made
+    to XADD and no more) has been answered, which is all this asks. Otherwise the error (a
+    refused connection, refused credentials) is raised as RedisError."""
+    with contextlib.suppress(NoPermissionError):
+        await client.ping()
 
 
 def check_cluster_stream(client: aioredis.Redis, stream: str) -> None:
