@@ -168,7 +168,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if done.stopped_at is None:
             return 1 if done.bad else 0
         where = f"--queue {redact_url(queue)}: stopped at line {done.stopped_at}"
-        error = (done.error or "")[:400]
+        error = (done.error or "")[:400].rstrip(".")  # redis-py ends some with a full stop
         if not done.added:
             print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
         else:

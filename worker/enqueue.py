@@ -57,7 +57,7 @@ async def open_stream(url: str, stream: str) -> aioredis.Redis:
         try:
             await check_reachable(client)
         except RedisError as exc:
-            msg = f"--queue {redact_url(url)}: {unreachable(exc)}; nothing was added"
+            msg = f"--queue {redact_url(url)}: {unreachable(exc).rstrip('.')}; nothing was added"
             raise ConfigError(msg) from None
     except BaseException:
         with anyio.CancelScope(shield=True):
