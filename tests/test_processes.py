@@ -367,6 +367,31 @@ def test_two_processes_drain_a_queue_as_two_consumers(
     assert int(client.xpending("dcs-cleanup:tasks", "dcs-cleanup")["pending"]) == 0
 
 
+@pytest.mark.parametrize("shard", [None, "0/2"])
+def test_the_parent_s_progress_lines_say_how_far_the_run_is(
+    emulator: EmulatorServer, tmp_path: Path, shard: str | None
+) -> None:
+    """--processes 2 in a log: the parent's progress lines have the file's tasks, the share
+    done and the seconds left. With --shard the file's count is not this run's total, so the
+    lines keep to what is done and the rate."""
+    ids = seed(emulator, 300)
+    path = write_ids(tmp_path / "ids.txt", ids)
+    extra = ["--processes", "2", "--rate", "150", "--burst", "1", "--progress", "log"]
+    extra += ["--progress-interval", "0.25", *(["--shard", shard] if shard else [])]
+    child = spawn(emulator, tmp_path, path, *extra)
+    assert child.wait(timeout=60) == 0
+    log = (tmp_path / "worker.log").read_text().splitlines()
+    lines = [json.loads(line) for line in log if '"cleanup.progress"' in line]
+    assert len(lines) >= 3
+    if shard:
+        assert not any("total" in e or "eta_s" in e for e in lines)
+        return
+    counted = [e for e in lines if "total" in e]
+    assert counted
+    assert all(e["total"] == 300 and e["percent"] == round(e["done"] / 3, 1) for e in counted)
+    assert any(0 < e["done"] < 300 and e["eta_s"] >= 1 for e in counted)
+
+
 def test_limits_hold_for_the_run_as_a_whole(emulator: EmulatorServer, tmp_path: Path) -> None:
     """--max-deletes 100 over 2 processes: the guard trips (exit 3) with at most 100 deleted
     in all, not 100 per process."""

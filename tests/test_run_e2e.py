@@ -148,6 +148,34 @@ def test_hostile_ids_are_skipped_and_never_sent(
     assert all(e["level"] == "warning" and e["source"] == str(path) for e in warned)
 
 
+def test_progress_lines_say_how_many_tasks_are_left_and_when_the_run_will_end(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A log reader (a CronJob's) got the tasks done and the rate, and had to work out the rest
+    by hand. With a file input each progress line also has the input's tasks (comments and
+    blank lines not counted; a bad ID is a task, skipped), how far along the run is, and the
+    seconds left at the last interval's rate."""
+    ids = seed(emulator, 300)
+    path = tmp_path / "ids.txt"
+    path.write_text(
+        "# tonight's tasks\n\n" + "\n".join(ids[:150]) + "\na/b\n" + "\n".join(ids[150:])
+    )
+    args = run_args(emulator, tmp_path, path, "--rate", "150", "--burst", "1")
+    args[args.index("--progress") + 1] = "log"
+    assert main([*args, "--progress-interval", "0.25"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [e for e in events if e["event"] == "cleanup.progress"]
+    assert len(lines) >= 3
+    counted = [e for e in lines if "total" in e]
+    assert counted  # the count, in a thread, is done within a quarter of a second
+    for e in counted:
+        assert e["total"] == 301
+        assert e["percent"] == round(100 * e["done"] / 301, 1)
+        if 0 < e["done"] < 301 and e["rate_per_s"] > 0:
+            assert abs(e["eta_s"] - (301 - e["done"]) / e["rate_per_s"]) <= 0.51
+    assert any(0 < e["done"] < 301 and e["eta_s"] >= 1 for e in counted)
+
+
 def test_an_input_with_no_task_to_send_says_so(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,6 +1,11 @@
 """Progress as an operator sees it: a tqdm bar on a terminal (log lines are written above it), else
 a ``cleanup.progress`` log line every ``--progress-interval`` seconds. ``Progress`` is a run's,
 ``ProcessesProgress`` the ``--processes`` parent's, from the counters its children share.
+
+For a file input, its tasks are counted in a thread while the run goes on (``count_total``): the
+bar's total, and in the log line ``total``, ``percent`` and ``eta_s`` (the tasks left at the rate
+of the last interval), so an operator reading a CronJob's log sees when it will end. Until the
+count is done, and for stdin, a queue or one shard of a file, the line has ``done`` and the rate.
 """
 
 from __future__ import annotations
@@ -61,6 +66,17 @@ class ProgressBar:
         route_lines(None)
 
 
+def towards(done: int, total: int | None, rate: float) -> dict[str, float]:
+    """The log line's ``total``, ``percent`` and ``eta_s`` (seconds at ``rate`` tasks a second,
+    while there is a rate and tasks are left), once the input's tasks are counted."""
+    if total is None:
+        return {}
+    fields: dict[str, float] = {"total": total, "percent": round(100 * done / max(total, 1), 1)}
+    if rate > 0 and total > done:
+        fields["eta_s"] = round((total - done) / rate)
+    return fields
+
+
 class Progress:
     """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
 
@@ -72,8 +88,10 @@ class Progress:
         self._interval = interval
         self._stats = stats
         self._bar = ProgressBar(self._stream) if self.mode == "bar" else None
+        self._total: int | None = None
 
     def set_total(self, total: int) -> None:
+        self._total = total
         if self._bar is not None:
             self._bar.set_total(total)
 
@@ -89,10 +107,12 @@ class Progress:
             await anyio.sleep(self._interval)
             now = time.monotonic()
             total = self._stats.total
+            rate = (total - last_total) / max(now - last_time, 1e-9)
             log.info(
                 "cleanup.progress",
                 done=total,
-                rate_per_s=round((total - last_total) / max(now - last_time, 1e-9), 1),
+                **towards(total, self._total, rate),
+                rate_per_s=round(rate, 1),
                 inflight=pipeline.inflight,
                 requests=self._stats.requests,
                 retries=self._stats.retries,
@@ -107,8 +127,8 @@ class Progress:
             self._bar = None
 
 
-async def count_for_bar(source: FileSource, progress: Progress) -> None:
-    """Give the bar a total: count the input's lines in a thread while the run goes on."""
+async def count_total(source: FileSource, progress: Progress) -> None:
+    """Give the progress a total: count the input's tasks in a thread while the run goes on."""
     total = await anyio.to_thread.run_sync(source.count_lines, abandon_on_cancel=True)
     if total is not None:
         progress.set_total(total)
@@ -123,27 +143,38 @@ class ProcessesProgress:
         self._interval = settings.progress_interval
         self._last = (0, time.monotonic())
         self._bar: ProgressBar | None = None
+        self._total: int | None = None
         if self._mode == "bar":
             self._bar = ProgressBar(sys.stderr)
-            if settings.input is not None:
-                source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
-                threading.Thread(target=self._total, args=(source,), daemon=True).start()
+        if self._mode in ("bar", "log") and settings.input and settings.shard_spec() is None:
+            # The children's shards make up the whole file, so its count is the run's total
+            # (not so with --shard: the file's count would be N shards' total).
+            source = FileSource(settings.input, None, IdValidator(settings.id_pattern))
+            threading.Thread(target=self._count, args=(source,), daemon=True).start()
 
-    def _total(self, source: FileSource) -> None:
+    def _count(self, source: FileSource) -> None:
         total = source.count_lines()
-        if total is not None and self._bar is not None:
+        if total is None:
+            return
+        self._total = total
+        if self._bar is not None:
             self._bar.set_total(total)
 
     def tick(self) -> None:
-        total = sum(self._done)
+        done = sum(self._done)
         if self._bar is not None:
-            self._bar.update(total - self._bar.done)
+            self._bar.update(done - self._bar.done)
             return
         now = time.monotonic()
         if self._mode == "log" and now - self._last[1] >= self._interval:
-            rate = (total - self._last[0]) / max(now - self._last[1], 1e-9)
-            log.info("cleanup.progress", done=total, rate_per_s=round(rate, 1))
-            self._last = (total, now)
+            rate = (done - self._last[0]) / max(now - self._last[1], 1e-9)
+            log.info(
+                "cleanup.progress",
+                done=done,
+                **towards(done, self._total, rate),
+                rate_per_s=round(rate, 1),
+            )
+            self._last = (done, now)
 
     def close(self) -> None:
         if self._bar is not None:

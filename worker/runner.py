@@ -38,7 +38,7 @@ from worker.models import EXIT_ABORTED, RunEnd, TaskRef, TaskResult, new_run_id
 from worker.pipeline import Pipeline
 from worker.policy import CircuitBreaker, Limiter, RateLimiter, RetryBudget
 from worker.preflight import check_open_files, check_outputs, check_request
-from worker.progress import Progress, count_for_bar
+from worker.progress import Progress, count_total
 from worker.refusals import Memory, memory_for
 from worker.report import OutcomeWriter, RunStats
 from worker.runlock import RunLock
@@ -99,7 +99,7 @@ async def _drive(
     *,
     handle_signals: bool,
 ) -> RunEnd:
-    """Run the pipeline with its watchers: signals, deadline, progress, the bar's total."""
+    """Run the pipeline with its watchers: signals, deadline, progress and its total."""
     async with anyio.create_task_group() as tg:
         if handle_signals:
             await tg.start(_watch_signals, pipeline)
@@ -107,8 +107,8 @@ async def _drive(
         if deadline is not None:
             tg.start_soon(_watch_deadline, pipeline, deadline)
         tg.start_soon(progress.run, pipeline)
-        if progress.mode == "bar" and isinstance(source, FileSource) and source.path != "-":
-            tg.start_soon(count_for_bar, source, progress)
+        if progress.mode != "off" and isinstance(source, FileSource) and source.path != "-":
+            tg.start_soon(count_total, source, progress)
         end = await pipeline.run()
         tg.cancel_scope.cancel()
     return end
