@@ -226,6 +226,31 @@ def test_enqueue_writes_the_documented_entry_format(
     ]
 
 
+def test_a_consumer_s_progress_lines_say_whether_it_keeps_up(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A consumer's log said how many tasks it had done, not whether the stream was ahead of
+    it. Each progress line has the group's lag (entries not yet delivered) and its pending
+    entries (delivered, not acknowledged): here falling as the stream is drained."""
+    ids = seed(emulator, 300)
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    args = consumer_args(emulator, redis_url, "c1", "--until-empty", "--rate", "150")
+    args += ["--burst", "1", "--progress", "log", "--progress-interval", "0.25"]
+    capsys.readouterr()
+    assert main(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    said = [e for e in lines if e["event"] == "cleanup.progress"]
+    assert len(said) >= 3
+    lags = [e["queue_lag"] for e in said]
+    assert all(isinstance(e["queue_pending"], int) for e in said)
+    assert lags == sorted(lags, reverse=True)
+    assert lags[0] > 0
+    assert all(e["queue_lag"] + e["queue_pending"] + e["done"] >= 300 for e in said)
+
+
 def test_enqueue_of_many_bad_lines_keeps_flat_memory(
     redis_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -6,14 +6,17 @@ For a file input, its tasks are counted in a thread while the run goes on (``cou
 bar's total, and in the log line ``total``, ``percent`` and ``eta_s`` (the tasks left at the rate
 of the last interval), so an operator reading a CronJob's log sees when it will end. Until the
 count is done, and for stdin, a queue or one shard of a file, the line has ``done`` and the rate.
+A queue run's line has the group's ``queue_lag`` (entries not yet delivered to it) and
+``queue_pending`` (delivered, not yet acknowledged) instead: whether the consumers keep up.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 import anyio
@@ -77,6 +80,18 @@ def towards(done: int, total: int | None, rate: float) -> dict[str, float]:
     return fields
 
 
+def queue_fields(state: dict[str, float] | None) -> dict[str, int | None]:
+    """The log line's view of a queue (``RedisStreamSource.look``): nothing when Redis did not
+    answer; a lag Redis cannot tell (NaN) is null."""
+    if state is None:
+        return {}
+    lag = state["lag"]
+    return {
+        "queue_lag": None if math.isnan(lag) else int(lag),
+        "queue_pending": int(state["pending"]),
+    }
+
+
 class Progress:
     """A bar on a terminal, else a ``cleanup.progress`` log line every ``interval`` seconds."""
 
@@ -89,6 +104,11 @@ class Progress:
         self._stats = stats
         self._bar = ProgressBar(self._stream) if self.mode == "bar" else None
         self._total: int | None = None
+        self._look: Callable[[], Awaitable[dict[str, float] | None]] | None = None
+
+    def watch_queue(self, look: Callable[[], Awaitable[dict[str, float] | None]]) -> None:
+        """Put the queue's lag and pending entries (``look``) in each log line."""
+        self._look = look
 
     def set_total(self, total: int) -> None:
         self._total = total
@@ -105,6 +125,8 @@ class Progress:
         last_total, last_time = 0, time.monotonic()
         while True:
             await anyio.sleep(self._interval)
+            # The queue first: a task done while Redis answers is then counted in ``done``.
+            queue = queue_fields(await self._look()) if self._look is not None else {}
             now = time.monotonic()
             total = self._stats.total
             rate = (total - last_total) / max(now - last_time, 1e-9)
@@ -113,6 +135,7 @@ class Progress:
                 done=total,
                 **towards(total, self._total, rate),
                 rate_per_s=round(rate, 1),
+                **queue,
                 inflight=pipeline.inflight,
                 requests=self._stats.requests,
                 retries=self._stats.retries,

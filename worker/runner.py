@@ -109,6 +109,12 @@ async def _drive(
         tg.start_soon(progress.run, pipeline)
         if progress.mode != "off" and isinstance(source, FileSource) and source.path != "-":
             tg.start_soon(count_total, source, progress)
+        if progress.mode == "log" and pipeline.settings.queue is not None:
+            from worker.queue import RedisStreamSource  # redis: only for runs that use it
+
+            inner = source.inner if isinstance(source, ShardFilter) else source
+            if isinstance(inner, RedisStreamSource):
+                progress.watch_queue(inner.look)
         end = await pipeline.run()
         tg.cancel_scope.cancel()
     return end
