@@ -168,7 +168,7 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
         (["--region", "Not A Region"], {}, "region"),
         (["--id-pattern", "(["], {}, "id_pattern"),
         (["--deadline", "tomorrow"], {}, "deadline"),
-        (["--message", "m" * 2000], {}, "(got 'mmmmmmmmmm" + "m" * 50 + "... (2000 characters)')"),
+        (["--message", "m" * 2000], {}, "(got 'mmmmmmmmmm" + "m" * 50 + "... (2000 characters)' "),
         (["--deadline", "-5"], {}, "deadline"),
         (["--deadline", "nan"], {}, "deadline"),
         (["--deadline", "10x"], {}, "a duration (90s, 45m, 1h30m)"),
@@ -220,6 +220,47 @@ def test_bad_value_exits_2_naming_it(
     err = capsys.readouterr().err
     assert needle in err
     assert "SECRET" not in err
+
+
+@pytest.mark.parametrize(
+    ("place", "said"),
+    [
+        ("flag", "(got '0' from --burst)"),
+        ("environment", "(got '0' from DCS_CLEANUP_BURST in the environment)"),
+        (".env", "(got '0' from DCS_CLEANUP_BURST in .env)"),
+        ("config", "(got 0 from config file cleanup.toml)"),
+        # Empty is unset: the config file's value is the one taken.
+        ("config, empty in the environment", "(got 0 from config file cleanup.toml)"),
+    ],
+)
+def test_a_bad_value_is_named_with_the_place_it_came_from(
+    place: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value comes from a flag, the environment, .env or the config file; the error named
+    the setting, not which of the four to mend (a variable left in a ConfigMap, say). It names
+    the place the value was taken from, the first in order of precedence that sets it."""
+    monkeypatch.chdir(tmp_path)
+    config = "burst = 0\n" if place.startswith("config") else "rate = 5\n"
+    (tmp_path / "cleanup.toml").write_text(config)
+    if place == "config, empty in the environment":
+        monkeypatch.setenv("DCS_CLEANUP_BURST", "")
+        (tmp_path / ".env").write_text("DCS_CLEANUP_BURST=\n")
+    if place == "environment":
+        monkeypatch.setenv("DCS_CLEANUP_BURST", "0")
+    if place == ".env":
+        (tmp_path / ".env").write_text("DCS_CLEANUP_BURST=0\n")
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    args = ["run", "--input", str(ids), "--project-id", PROJECT, "--config", "cleanup.toml"]
+    assert main([*args, *(["--burst", "0"] if place == "flag" else [])]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"burst (--burst / DCS_CLEANUP_BURST): Input should be greater than or equal to 1 {said}"
+        in err
+    )
 
 
 def test_an_empty_environment_variable_counts_as_unset(

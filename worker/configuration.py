@@ -2,14 +2,16 @@
 flags, the environment, a ``.env`` file and a TOML config file (pydantic-settings does the
 reading and the precedence); what it adds is refusing what would be ignored without a word (an
 unknown ``DCS_CLEANUP_*`` name, a line python-dotenv cannot parse, an unknown key or a secret in
-the config file) and an error naming each bad field by its flag and its variable, never showing
-a secret.
+the config file) and an error naming each bad field by its flag and its variable, and which of
+the four places its value came from, never showing a secret.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,28 @@ def load_settings(
             return settings_cls(_env_file=env_file, **flags)  # type: ignore[call-arg]
         return settings_cls(**flags)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        origin = functools.partial(_origin, flags=flags, env_file=env_file, config=config_file)
+        raise ConfigError(describe_validation_error(exc, origin)) from None
+
+
+def _origin(
+    field: str, *, flags: dict[str, Any], env_file: Path | None, config: Path | None
+) -> str:
+    """Where a setting's value came from: the first of flag > environment > ``.env`` > config
+    file that sets it. With four places, a bad value's place is what an operator must find (a
+    variable left in a ConfigMap, a key in a shared file)."""
+    if field in flags:
+        return "--" + field.replace("_", "-")
+    name = ENV_PREFIX + field.upper()
+    # An empty value is no value (env_ignore_empty), in the environment and in .env alike.
+    if any(key.upper() == name and value for key, value in os.environ.items()):
+        return f"{name} in the environment"
+    path = env_file or Path(".env")
+    if path.is_file() and any(
+        key.upper() == name and value for key, value in _env_file_values(path).items()
+    ):
+        return f"{name} in {path}"
+    return f"config file {config}" if config is not None else "its default"
 
 
 def check_environment(env_file: Path | None) -> None:
@@ -61,7 +84,7 @@ def check_environment(env_file: Path | None) -> None:
     found = [(name, "the environment", settings | FILE_VARIABLES) for name in os.environ]
     path = env_file or Path(".env")
     if path.is_file():
-        found += [(name, str(path), settings) for name in _env_file_names(path)]
+        found += [(name, str(path), settings) for name in _env_file_values(path)]
     lines = []
     for name, where, known in found:
         upper = name.upper()
@@ -76,8 +99,8 @@ def check_environment(env_file: Path | None) -> None:
         raise ConfigError("\n".join(["unknown setting(s), which would be ignored:", *lines]))
 
 
-def _env_file_names(path: Path) -> list[str]:
-    """The names a dotenv file sets. A line python-dotenv cannot parse (``NAME VALUE``, an
+def _env_file_values(path: Path) -> dict[str, str | None]:
+    """What a dotenv file sets, by name. A line python-dotenv cannot parse (``NAME VALUE``, an
     unclosed quote) is an error naming the file and line: it was skipped with a warning and
     the run went on without what it set (a guard, credentials). Lines are not shown: they
     may hold secrets."""
@@ -96,7 +119,7 @@ def _env_file_names(path: Path) -> list[str]:
             "parse it), so what it sets would be ignored"
         )
         raise ConfigError(msg)
-    return [b.key for b in bindings if b.key is not None]
+    return {b.key: b.value for b in bindings if b.key is not None}
 
 
 def _check_config_file(path: Path) -> None:
@@ -147,7 +170,11 @@ def _environment_name(field: str) -> str:
     return alias if isinstance(alias, str) else field
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(
+    exc: ValidationError, origin: Callable[[str], str] | None = None
+) -> str:
+    """Each bad setting: its flag and variable, the rule, and the value given (unless secret),
+    with where it came from (``origin``) when told."""
     lines = ["invalid configuration:"]
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "?"
@@ -162,5 +189,6 @@ def describe_validation_error(exc: ValidationError) -> str:
                 shown = redact_url(shown)
                 if len(shown) > 80:  # a --message of 2,000 characters is not read back whole
                     shown = f"{shown[:60]}... ({len(shown)} characters)"
-            lines.append(f"  {where}: {err['msg']} (got {shown!r})")
+            source = f" from {origin(field)}" if origin is not None and err["loc"] else ""
+            lines.append(f"  {where}: {err['msg']} (got {shown!r}{source})")
     return "\n".join(lines)
