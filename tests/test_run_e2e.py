@@ -176,6 +176,22 @@ def test_progress_lines_say_how_many_tasks_are_left_and_when_the_run_will_end(
     assert any(0 < e["done"] < 301 and e["eta_s"] >= 1 for e in counted)
 
 
+def test_one_shard_s_progress_lines_give_no_total_of_the_whole_file(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--shard 0/2 sends about half of the file: the file's count is not its total, so its
+    progress lines keep to what is done and the rate, with no percent or end to mislead."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 400))
+    args = run_args(emulator, tmp_path, path, "--rate", "150", "--burst", "1", "--shard", "0/2")
+    args[args.index("--progress") + 1] = "log"
+    assert main([*args, "--progress-interval", "0.25"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [e for e in events if e["event"] == "cleanup.progress"]
+    assert len(lines) >= 3
+    assert not any("total" in e or "percent" in e or "eta_s" in e for e in lines)
+    assert 100 < report(tmp_path)["outcomes"]["deleted"] < 300
+
+
 def test_an_input_with_no_task_to_send_says_so(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
