@@ -503,6 +503,8 @@ def test_on_a_terminal_each_childs_log_line_prints_whole_above_the_bar(
     assert proc.wait(timeout=60) == 1  # some tasks rejected
     rejected = report(tmp_path)["outcomes"]["rejected"]
     assert rejected > 20
+    # The children's reasons, added up in the parent's report.
+    assert report(tmp_path)["rejected_reasons"] == {"DCS.4403": rejected}
     screen = _screen(bytes(raw))
     warnings = [line for line in screen if "cleanup.task_rejected" in line]
     assert len(warnings) == rejected, "\n".join(screen)

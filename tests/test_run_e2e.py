@@ -486,6 +486,44 @@ def test_a_row_of_403s_aborts_instead_of_sending_every_task(
     assert report(tmp_path)["outcomes"]["rejected"] == 500
 
 
+def test_the_report_and_summary_say_why_tasks_failed_or_were_rejected(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run ending "failed 104" left the operator to read the outcomes file for why. The
+    report has failed_reasons and rejected_reasons (the last answer's error code, else its
+    HTTP status), most common first, the summary their first five, and a report rendered
+    again from the journal the same."""
+    faults = Faults(reject_share=0.1, error_rate=0.2, html_502_rate=0.1, reset_rate=0.05, seed=3)
+    ids = seed(emulator, 400, faults)
+    journal = tmp_path / "journal.sqlite"
+    path = write_ids(tmp_path / "ids.txt", ids)
+    args = ["--max-attempts", "1", "--journal", str(journal)]
+    assert run(emulator, tmp_path, path, *args) == 1
+    rows = outcomes(tmp_path)
+
+    def why(outcome: str) -> dict[str, int]:
+        reasons = Counter(
+            r["error_code"] or f"HTTP {r['status']}" for r in rows if r["outcome"] == outcome
+        )
+        return dict(reasons.most_common())
+
+    rep = report(tmp_path)
+    assert rep["failed_reasons"] == why("failed")
+    assert len(rep["failed_reasons"]) >= 3  # a 500, a proxy's 502 page, a reset connection
+    assert list(rep["failed_reasons"].values()) == sorted(rep["failed_reasons"].values())[::-1]
+    assert rep["rejected_reasons"] == {"DCS.4403": rep["outcomes"]["rejected"]}
+    err = capsys.readouterr().err
+    top = ", ".join(f"{k} {v}" for k, v in list(rep["failed_reasons"].items())[:5])
+    assert f"\nfailed: {top}" in err
+    assert f"\nrejected: DCS.4403 {rep['outcomes']['rejected']}\n" in err
+
+    again = tmp_path / "again.json"
+    assert main(["report", "--journal", str(journal), "--report", str(again)]) == 0
+    rendered = json.loads(again.read_text())
+    assert rendered["failed_reasons"] == rep["failed_reasons"]
+    assert rendered["rejected_reasons"] == rep["rejected_reasons"]
+
+
 def test_exhausted_attempts_end_failed_with_exit_1(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -99,6 +99,9 @@ class RunStats:
     finished: float | None = None
     outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
     skipped_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Why tasks ended failed or rejected: the last answer's error code, else its HTTP status.
+    failed_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
+    rejected_reasons: collections.Counter[str] = field(default_factory=collections.Counter)
     http_status: collections.Counter[str] = field(default_factory=collections.Counter)
     requests: int = 0
     retries: int = 0
@@ -131,16 +134,26 @@ class RunStats:
     def on_results(self, results: Sequence[TaskResult]) -> None:
         if self.metrics is not None:
             self.metrics.on_results(results)
+        outcomes = self.outcomes
+        failures = outcomes["failed"] + outcomes["rejected"]
         # Counted in C; Outcome is a StrEnum, so its members count under their string values.
-        self.outcomes.update([r.outcome for r in results])
+        outcomes.update([r.outcome for r in results])
         skipped = [r.error_code for r in results if r.outcome is Outcome.SKIPPED and r.error_code]
         if skipped:
             self.skipped_reasons.update(skipped)
+        if outcomes["failed"] + outcomes["rejected"] != failures:  # a look a batch, not a task
+            for r in results:
+                if r.outcome is Outcome.FAILED:
+                    self.failed_reasons[_reason(r)] += 1
+                elif r.outcome is Outcome.REJECTED:
+                    self.rejected_reasons[_reason(r)] += 1
 
     def absorb(self, report: dict[str, Any], latency: LatencyHistogram) -> None:
         """Add another run's counts (a child process's report and histogram) to these."""
         self.outcomes.update({k: v for k, v in report["outcomes"].items() if v})
         self.skipped_reasons.update(report["skipped_reasons"])
+        self.failed_reasons.update(report["failed_reasons"])
+        self.rejected_reasons.update(report["rejected_reasons"])
         self._add_traffic(report)
         self.latency.merge(latency)
 
@@ -202,6 +215,8 @@ class RunStats:
             "tasks": self.total,
             "outcomes": {o.value: self.outcomes[o.value] for o in Outcome},
             "skipped_reasons": dict(sorted(self.skipped_reasons.items())),
+            "failed_reasons": dict(self.failed_reasons.most_common()),
+            "rejected_reasons": dict(self.rejected_reasons.most_common()),
             "requests": self.requests,
             "http_status": dict(sorted(self.http_status.items())),
             "retries": self.retries,
@@ -216,6 +231,14 @@ class RunStats:
             **(extra or {}),
             "settings": settings,
         }
+
+
+def _reason(result: TaskResult) -> str:
+    """Why a task failed or was rejected, in a word: its error code (``DCS.4133``, ``timeout``,
+    ``ClientConnectorError``), else the HTTP status of its last answer."""
+    if result.error_code:
+        return result.error_code
+    return f"HTTP {result.status}" if result.status is not None else "unknown"
 
 
 def _iso(ts: float) -> str:
@@ -375,9 +398,12 @@ def summary_table(report: dict[str, Any]) -> str:
         f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
         f"{latency} · {report['duration_s']} s"
     )
-    if report["skipped_reasons"]:
-        reasons = ", ".join(f"{k} {v}" for k, v in report["skipped_reasons"].items())
-        lines.append(f"skipped: {reasons}")
+    for outcome in ("skipped", "failed", "rejected"):
+        reasons = list(report[f"{outcome}_reasons"].items())
+        if reasons:
+            said = ", ".join(f"{k} {v}" for k, v in reasons[:5])
+            more = f", and {len(reasons) - 5} more in the report" if len(reasons) > 5 else ""
+            lines.append(f"{outcome}: {said}{more}")
     code = report["exit_code"]
     if report["stop_reason"] == "run_in_progress":  # report --journal of a run still going
         lines.append("a run is still writing this journal: counts so far, no exit code yet")
