@@ -284,8 +284,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from worker.journal import Journal
     from worker.preflight import check_files
-    from worker.report import OutcomeWriter, RunStats, summary_table, write_report
+    from worker.report import OutcomeWriter, RunStats, write_report
     from worker.runlock import RunLock
+    from worker.summary import summary_table
 
     if not args.journal.exists():
         raise ConfigError(f"--journal {args.journal}: no such file")

@@ -11,10 +11,11 @@ from typing import IO, Any
 from worker.logs import GuardedStream, get_logger
 from worker.models import EXIT_ABORTED, RunEnd
 from worker.pipeline import Pipeline
-from worker.report import RunStats, summary_table, write_report
+from worker.report import RunStats, write_report
 from worker.settings import Settings
 from worker.shards import ShardFilter
 from worker.sources import BAD_INPUT, TaskSource
+from worker.summary import summary_table
 
 log = get_logger()
 

@@ -1,4 +1,5 @@
-"""What a run tells: the outcomes file (one JSON line per task), the JSON report, the summary table.
+"""What a run tells: the outcomes file (one JSON line per task) and the JSON report (the summary
+table read from it is ``worker.summary``).
 
 Counts and latency percentiles are kept in fixed-size structures (a log-bucketed histogram), so a
 run of millions of tasks uses the same memory as a run of ten.
@@ -368,46 +369,3 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-
-
-EXIT_MEANING = {
-    0: "every task deleted, absent, skipped or would_delete",
-    1: "some tasks ended rejected or failed",
-    2: "usage or input error; nothing was sent",
-    3: "aborted",
-    4: "interrupted; the rest is not_attempted",
-}
-
-
-def summary_table(report: dict[str, Any]) -> str:
-    """A short human summary: one row per outcome, then the request figures and the exit code."""
-    rows = [("outcome", "tasks")]
-    rows += [(name, str(count)) for name, count in report["outcomes"].items() if count]
-    rows.append(("total", str(report["tasks"])))
-    width = max(len(a) for a, _ in rows)
-    num = max(len(b) for _, b in rows)
-    lines = [f"{a:<{width}}  {b:>{num}}" for a, b in rows]
-    lines.insert(1, "-" * (width + num + 2))
-    lines.insert(len(lines) - 1, "-" * (width + num + 2))
-    lat = report["latency_ms"]
-    latency = f"p50 {lat['p50']} ms · p99 {lat['p99']} ms"
-    if lat["p50"] is None:  # no answer, or the runs of a journal: each report has its own
-        latency = "latency in each run's report" if report["requests"] else "no answers"
-    lines.append(
-        f"requests {report['requests']} · retries {report['retries']} · "
-        f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
-        f"{latency} · {report['duration_s']} s"
-    )
-    for outcome in ("skipped", "failed", "rejected"):
-        reasons = list(report[f"{outcome}_reasons"].items())
-        if reasons:
-            said = ", ".join(f"{k} {v}" for k, v in reasons[:5])
-            more = f", and {len(reasons) - 5} more in the report" if len(reasons) > 5 else ""
-            lines.append(f"{outcome}: {said}{more}")
-    code = report["exit_code"]
-    if report["stop_reason"] == "run_in_progress":  # report --journal of a run still going
-        lines.append("a run is still writing this journal: counts so far, no exit code yet")
-        return "\n".join(lines)
-    reason = f" ({report['stop_reason']})" if report["stop_reason"] else ""
-    lines.append(f"exit {code}: {EXIT_MEANING.get(code, '')}{reason}")
-    return "\n".join(lines)
