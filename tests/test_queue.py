@@ -176,6 +176,27 @@ def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
     assert emulator.state.remaining() == len(rejected)
 
 
+def test_a_consumer_s_summary_does_not_offer_to_send_failed_tasks_again(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file run that failed tasks ends with how to send them again; a queue run does not:
+    its failed entries are in <stream>:dead, and a command run again reads the stream, not
+    them."""
+    ids = seed(emulator, 10, Faults(error_rate=1.0))
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    capsys.readouterr()
+    assert (
+        main(consumer_args(emulator, redis_url, "c1", "--until-empty", "--max-attempts", "1")) == 1
+    )
+    err = capsys.readouterr().err
+    assert "failed: DCS.5000 10" in err
+    assert "again:" not in err
+    assert redis.Redis.from_url(redis_url).xlen(STREAM + ":dead") == 10
+
+
 def test_dead_letter_maxlen_keeps_the_newest_dead_letters(
     emulator: EmulatorServer, redis_url: str, tmp_path: Path
 ) -> None:

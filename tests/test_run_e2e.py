@@ -288,7 +288,10 @@ def test_queue_settings_given_to_a_file_run_are_named_as_ignored(
 
 
 def test_wrong_secret_key_stops_at_once(
-    emulator: EmulatorServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A refused signature (401): exit 3, and one request sent. The first wave went out
     together, up to --burst or --concurrency (here 32) refused signatures, where Huawei locks
@@ -306,6 +309,8 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["stop_reason"] == "credentials_refused"
     assert rep["outcomes"]["not_attempted"] == 500
     assert rep["outcomes"]["deleted"] == 0
+    # Sending again is for after the key is mended: the summary does not offer it.
+    assert "again:" not in capsys.readouterr().err
     monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
     assert run(emulator, tmp_path, path, *wide) == 0
     assert emulator.state.remaining() == 0
@@ -516,18 +521,26 @@ def test_the_report_and_summary_say_why_tasks_failed_or_were_rejected(
     top = ", ".join(f"{k} {v}" for k, v in list(rep["failed_reasons"].items())[:5])
     assert f"\nfailed: {top}" in err
     assert f"\nrejected: DCS.4403 {rep['outcomes']['rejected']}\n" in err
+    hint = (
+        "again: the same run command skips the tasks that ended deleted or absent; "
+        f"--retry-failed --journal {journal} sends the {rep['outcomes']['failed']} failed and "
+        "not_attempted alone\nexit 1:"
+    )
+    assert hint in err
 
     again = tmp_path / "again.json"
     assert main(["report", "--journal", str(journal), "--report", str(again)]) == 0
+    assert hint in capsys.readouterr().err
     rendered = json.loads(again.read_text())
     assert rendered["failed_reasons"] == rep["failed_reasons"]
     assert rendered["rejected_reasons"] == rep["rejected_reasons"]
 
 
 def test_exhausted_attempts_end_failed_with_exit_1(
-    emulator: EmulatorServer, tmp_path: Path
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every answer 500 with --max-attempts 2: each task failed after exactly 2 attempts."""
+    """Every answer 500 with --max-attempts 2: each task failed after exactly 2 attempts. The
+    summary says that, without a journal, a re-run sends them all again."""
     ids = seed(emulator, 20, Faults(error_rate=1.0))
     path = write_ids(tmp_path / "ids.txt", ids)
     assert run(emulator, tmp_path, path, "--max-attempts", "2") == 1
@@ -535,6 +548,10 @@ def test_exhausted_attempts_end_failed_with_exit_1(
     assert all(r["outcome"] == "failed" and r["attempts"] == 2 for r in rows)
     assert all(r["status"] == 500 and r["error_code"] == "DCS.5000" for r in rows)
     assert emulator.state.deletes_received == 40
+    assert (
+        "again: the same run command sends every task again (the deleted ones come back "
+        "absent); with --journal PATH it would skip them\nexit 1:"
+    ) in capsys.readouterr().err
 
 
 def test_dry_run_sends_no_delete(emulator: EmulatorServer, tmp_path: Path) -> None:

@@ -46,6 +46,30 @@ def summary_table(report: dict[str, Any]) -> str:
     if report["stop_reason"] == "run_in_progress":  # report --journal of a run still going
         lines.append("a run is still writing this journal: counts so far, no exit code yet")
         return "\n".join(lines)
+    again = _again(report)
+    if again is not None:
+        lines.append(again)
     reason = f" ({report['stop_reason']})" if report["stop_reason"] else ""
     lines.append(f"exit {code}: {EXIT_MEANING.get(code, '')}{reason}")
     return "\n".join(lines)
+
+
+def _again(report: dict[str, Any]) -> str | None:
+    """How to send again what a run that failed some tasks (exit 1) or was stopped (exit 4)
+    left: with a journal, the same command skips what ended; without one, it sends it all.
+    Not for an abort (exit 3: the credentials, the clock, the endpoint first) nor a queue
+    (its entries stay pending for the next consumer)."""
+    outcomes = report["outcomes"]
+    left = outcomes["failed"] + outcomes["not_attempted"]
+    if report["exit_code"] not in (1, 4) or not left or report["settings"].get("queue"):
+        return None
+    journal = report["settings"].get("journal")  # a run's --journal, or the one rendered
+    if journal:
+        return (
+            f"again: the same run command skips the tasks that ended deleted or absent; "
+            f"--retry-failed --journal {journal} sends the {left} failed and not_attempted alone"
+        )
+    return (
+        "again: the same run command sends every task again (the deleted ones come back absent); "
+        "with --journal PATH it would skip them"
+    )
