@@ -207,6 +207,28 @@ def test_a_pipe_on_stdin_is_read_as_it_comes_and_a_stop_does_not_wait_for_it(
     assert [(c["source"], c["last_line_taken"]) for c in cut] == [("stdin", 4)]
 
 
+def test_a_stop_that_leaves_lines_unread_does_not_offer_retry_failed(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """With --grace 0 a SIGTERM leaves the rest of the file unread, so not in the journal:
+    --retry-failed would pass those tasks by. The summary offers the same run command only."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 5000, Faults(latency_ms=200)))
+    journal = tmp_path / "journal.sqlite"
+    child = spawn(
+        emulator, tmp_path, path, "--journal", str(journal), "--concurrency", "4",
+        "--grace", "0",
+    )  # fmt: skip
+    assert wait_for(lambda: len(emulator.state.deleted) >= 5, 20)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=20) == 4
+    rep = report(tmp_path)
+    assert rep["input_fully_read"] is False
+    assert rep["outcomes"]["not_attempted"] > 0
+    said = (tmp_path / "worker.log").read_text()
+    assert "again: the same run command skips the tasks that ended deleted or absent\n" in said
+    assert "--retry-failed" not in said
+
+
 def test_stdin_on_a_terminal_says_what_it_waits_for(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -56,7 +56,8 @@ def summary_table(report: dict[str, Any]) -> str:
 
 def _again(report: dict[str, Any]) -> str | None:
     """How to send again what a run that failed some tasks (exit 1) or was stopped (exit 4)
-    left: with a journal, the same command skips what ended; without one, it sends it all.
+    left: with a journal, the same command skips what ended (and ``--retry-failed`` sends the
+    rest alone, when the whole input was read); without one, it sends it all.
     Not for an abort (exit 3: the credentials, the clock, the endpoint first) nor a queue
     (its entries stay pending for the next consumer)."""
     outcomes = report["outcomes"]
@@ -64,6 +65,9 @@ def _again(report: dict[str, Any]) -> str | None:
     if report["exit_code"] not in (1, 4) or not left or report["settings"].get("queue"):
         return None
     journal = report["settings"].get("journal")  # a run's --journal, or the one rendered
+    if journal and report.get("input_fully_read") is False:
+        # Lines the stop left unread are in no journal: --retry-failed would pass them by.
+        return "again: the same run command skips the tasks that ended deleted or absent"
     if journal:
         return (
             f"again: the same run command skips the tasks that ended deleted or absent; "
