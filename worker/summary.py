@@ -59,7 +59,7 @@ def _again(report: dict[str, Any]) -> str | None:
     left: with a journal, the same command skips what ended (and ``--retry-failed`` sends the
     rest alone, when the whole input was read); without one, it sends it all.
     Not for an abort (exit 3: the credentials, the clock, the endpoint first) nor a queue
-    (its entries stay pending for the next consumer)."""
+    (its failed entries are dead letters in ``<stream>:dead``, which a run reads no more)."""
     outcomes = report["outcomes"]
     left = outcomes["failed"] + outcomes["not_attempted"]
     if report["exit_code"] not in (1, 4) or not left or report["settings"].get("queue"):
