@@ -685,6 +685,33 @@ def test_a_journal_that_fills_up_mid_run_still_reports_every_answer(
     assert rep["tasks"] == len(rows) == len({r["task_id"] for r in rows})
 
 
+def test_retry_failed_progress_lines_count_the_tasks_to_retry(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --retry-failed run's progress lines have the tasks the journal holds to retry as
+    their total (its failed ones here, not the deleted), and how far along it is."""
+    ids = seed(emulator, 400, Faults(fail_first=1, fail_first_share=0.75, seed=5))
+    journal = tmp_path / "journal.sqlite"
+    path = write_ids(tmp_path / "ids.txt", ids)
+    assert run(emulator, tmp_path, path, "--journal", str(journal), "--max-attempts", "1") == 1
+    failed = report(tmp_path)["outcomes"]["failed"]
+    assert 200 < failed < 400
+    capsys.readouterr()
+    from worker.cli import main
+
+    code = main(
+        ["run", "--retry-failed", "--journal", str(journal), "--endpoint", emulator.url,
+         "--rate", "150", "--burst", "1", "--log-format", "json", "--progress", "log",
+         "--progress-interval", "0.25"]
+    )  # fmt: skip
+    assert code == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "{" in line]
+    lines = [e for e in events if e["event"] == "cleanup.progress"]
+    assert len(lines) >= 3
+    assert all(e["total"] == failed for e in lines)
+    assert all(e["percent"] == round(100 * e["done"] / failed, 1) for e in lines)
+
+
 def test_retry_failed_takes_its_tasks_from_the_journal(
     emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

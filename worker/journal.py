@@ -252,6 +252,14 @@ class Journal:
         with self._lock, self._failing("checkpoint"):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
+    def count_unfinished(self) -> int:
+        """How many tasks ``unfinished`` pages through: a ``--retry-failed`` run's total."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT count(*) FROM tasks WHERE outcome IN ('failed', 'not_attempted', 'pending')"
+            ).fetchone()
+        return int(row[0])
+
     def unfinished(self, after: tuple[str, str] = ("", ""), limit: int = 512) -> list[TaskRef]:
         """Up to ``limit`` tasks after key ``after`` that a run left ``failed``, ``not_attempted``
         or ``pending`` (for ``--retry-failed``), in key order so claiming them while paging is safe.

@@ -4,8 +4,9 @@ a ``cleanup.progress`` log line every ``--progress-interval`` seconds. ``Progres
 
 For a file input, its tasks are counted in a thread while the run goes on (``count_total``): the
 bar's total, and in the log line ``total``, ``percent`` and ``eta_s`` (the tasks left at the rate
-of the last interval), so an operator reading a CronJob's log sees when it will end. Until the
-count is done, and for stdin, a queue or one shard of a file, the line has ``done`` and the rate.
+of the last interval), so an operator reading a CronJob's log sees when it will end; a
+``--retry-failed`` run's total is the journal's tasks to retry. Until the count is done, and for
+stdin, a queue or one shard of a file, the line has ``done`` and the rate.
 A queue run's line has the group's ``queue_lag`` (entries not yet delivered to it) and
 ``queue_pending`` (delivered, not yet acknowledged) instead: whether the consumers keep up.
 """

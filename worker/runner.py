@@ -64,6 +64,10 @@ class JournalSource:
         self.finite = True
         self._journal = journal
 
+    async def count(self, progress: Progress) -> None:
+        """Give the progress its total: the tasks there are to retry, counted before any."""
+        progress.set_total(await anyio.to_thread.run_sync(self._journal.count_unfinished))
+
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         after = ("", "")
         while True:
@@ -109,6 +113,8 @@ async def _drive(
         tg.start_soon(progress.run, pipeline)
         if progress.mode != "off" and isinstance(source, FileSource) and source.path != "-":
             tg.start_soon(count_total, source, progress)
+        if progress.mode != "off" and isinstance(source, JournalSource):
+            await source.count(progress)  # before the pipeline claims any of them again
         if progress.mode == "log" and pipeline.settings.queue is not None:
             from worker.queue import RedisStreamSource  # redis: only for runs that use it
 
