@@ -530,7 +530,8 @@ def test_the_report_and_summary_say_why_tasks_failed_or_were_rejected(
 
     again = tmp_path / "again.json"
     assert main(["report", "--journal", str(journal), "--report", str(again)]) == 0
-    assert hint in capsys.readouterr().err
+    said = hint.replace("the same run command", "the run command, given again,")
+    assert said in capsys.readouterr().err
     rendered = json.loads(again.read_text())
     assert rendered["failed_reasons"] == rep["failed_reasons"]
     assert rendered["rejected_reasons"] == rep["rejected_reasons"]

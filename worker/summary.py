@@ -65,12 +65,14 @@ def _again(report: dict[str, Any]) -> str | None:
     if report["exit_code"] not in (1, 4) or not left or report["settings"].get("queue"):
         return None
     journal = report["settings"].get("journal")  # a run's --journal, or the one rendered
+    # ``dcs-cleanup report --journal`` renders it: the command to give again is the run's.
+    same = "the same run command" if "runs" not in report else "the run command, given again,"
     if journal and report.get("input_fully_read") is False:
         # Lines the stop left unread are in no journal: --retry-failed would pass them by.
-        return "again: the same run command skips the tasks that ended deleted or absent"
+        return f"again: {same} skips the tasks that ended deleted or absent"
     if journal:
         return (
-            f"again: the same run command skips the tasks that ended deleted or absent; "
+            f"again: {same} skips the tasks that ended deleted or absent; "
             f"--retry-failed --journal {journal} sends the {left} failed and not_attempted alone"
         )
     return (
