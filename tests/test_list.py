@@ -56,6 +56,27 @@ def test_list_pages_through_every_task_despite_errors_and_run_deletes_them(
     assert emulator.state.remaining() == 0
 
 
+def test_a_long_list_says_how_far_it_is_as_it_goes(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list of a million tasks pages for minutes, and its log said nothing until the end.
+    Every --progress-interval seconds a cleanup.list_progress line gives the tasks listed and
+    written so far and the API's task count."""
+    seed(emulator, 2000, Faults(latency_ms=60))
+    out = tmp_path / "ids.txt"
+    capsys.readouterr()
+    args = list_args(emulator, out, "--page-size", "100", "--progress-interval", "0.2")
+    assert main(args) == 0
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "{" in line]
+    said = [e for e in events if e["event"] == "cleanup.list_progress"]
+    assert len(said) >= 3
+    listed = [e["listed"] for e in said]
+    assert listed == sorted(set(listed))  # rising, page by page
+    assert all(e["listed"] % 100 == 0 and 0 < e["listed"] < 2000 for e in said)
+    assert all(e["written"] == e["listed"] and e["task_count"] == 2000 for e in said)
+    assert len(out.read_text().splitlines()) == 2000
+
+
 def test_list_reads_on_when_pages_are_shorter_than_asked(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -115,9 +115,11 @@ LIST_SETTINGS = (
     "log_format",
     "refusal_memory",
     "refusal_file",
+    "progress_interval",
 )
 # Where ``list`` means otherwise than ``run``: a project has no CSV column, a page no task.
 LIST_HELP = {
     "project_id": "the project whose tasks are listed",
     "max_attempts": "attempts per page request, the first included",
+    "progress_interval": "seconds between two cleanup.list_progress log lines",
 }

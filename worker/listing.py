@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import time
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -96,6 +97,27 @@ async def list_remembering(
         await memory.aclose()
 
 
+class _Progress:
+    """A ``cleanup.list_progress`` line every ``interval`` seconds: a list of a million tasks
+    pages for minutes, and its log said nothing until the end."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next = time.monotonic() + interval
+
+    def tell(self, done: Listed) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self._interval
+        log.info(
+            "cleanup.list_progress",
+            listed=done.listed,
+            written=done.written,
+            task_count=done.task_count,
+        )
+
+
 async def list_tasks(
     settings: Settings,
     signer: Signer,
@@ -129,6 +151,7 @@ async def list_tasks(
     offset = 0
     first: int | None = None  # the first page's task_count
     lowest: int | None = None  # and the lowest since
+    progress = _Progress(settings.progress_interval)
     async with DcsClient(settings.base_url(), signer, concurrency=1, timeout=settings.timeout) as c:
         while True:
             try:
@@ -166,6 +189,7 @@ async def list_tasks(
             offset += len(page)
             if not page or (done.task_count is not None and offset >= done.task_count):
                 break
+            progress.tell(done)
     log.info(
         "cleanup.list_finished",
         listed=done.listed,
