@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import random
+import re
 import sqlite3
 import stat
 import subprocess
@@ -174,6 +175,22 @@ def test_progress_lines_say_how_many_tasks_are_left_and_when_the_run_will_end(
         if 0 < e["done"] < 301 and e["rate_per_s"] > 0:
             assert abs(e["eta_s"] - (301 - e["done"]) / e["rate_per_s"]) <= 0.51
     assert any(0 < e["done"] < 301 and e["eta_s"] >= 1 for e in counted)
+
+
+def test_a_console_progress_line_names_outcomes_by_their_words(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The console's progress line (a terminal's log without a bar, or `dcs-cleanup demo`
+    piped) showed its counts as ``{<Outcome.DELETED: 'deleted'>: 2428, ...}``."""
+    path = write_ids(tmp_path / "ids.txt", seed(emulator, 200))
+    args = run_args(emulator, tmp_path, path, "--rate", "150", "--burst", "1")
+    args[args.index("--progress") + 1] = "log"
+    args[args.index("--log-format") + 1] = "console"
+    assert main([*args, "--progress-interval", "0.25"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "cleanup.progress" in line]
+    assert lines
+    assert all(re.search(r"outcomes=\{'deleted': \d+\}", line) for line in lines)
+    assert not any("<Outcome." in line for line in lines)
 
 
 def test_one_shard_s_progress_lines_give_no_total_of_the_whole_file(

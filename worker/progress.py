@@ -141,7 +141,8 @@ class Progress:
                 requests=self._stats.requests,
                 retries=self._stats.retries,
                 throttled=self._stats.throttled,
-                outcomes=dict(self._stats.outcomes),
+                # Keys as their words: a console line showed <Outcome.DELETED: 'deleted'>.
+                outcomes={str(k): v for k, v in self._stats.outcomes.items()},
             )
             last_total, last_time = total, now
 
