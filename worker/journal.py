@@ -254,7 +254,7 @@ class Journal:
 
     def count_unfinished(self) -> int:
         """How many tasks ``unfinished`` pages through: a ``--retry-failed`` run's total."""
-        with self._lock:
+        with self._lock, self._failing("count"):
             row = self._db.execute(
                 "SELECT count(*) FROM tasks WHERE outcome IN ('failed', 'not_attempted', 'pending')"
             ).fetchone()

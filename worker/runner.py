@@ -65,8 +65,13 @@ class JournalSource:
         self._journal = journal
 
     async def count(self, progress: Progress) -> None:
-        """Give the progress its total: the tasks there are to retry, counted before any."""
-        progress.set_total(await anyio.to_thread.run_sync(self._journal.count_unfinished))
+        """Give the progress its total: the tasks there are to retry, counted before any. A
+        journal that cannot be read gives none: the run's own reads of it say why."""
+        try:
+            total = await anyio.to_thread.run_sync(self._journal.count_unfinished)
+        except JournalError:
+            return
+        progress.set_total(total)
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         after = ("", "")
