@@ -13,7 +13,7 @@ from worker.models import EXIT_ABORTED, RunEnd
 from worker.pipeline import Pipeline
 from worker.report import RunStats, write_report
 from worker.settings import Settings
-from worker.shards import ShardFilter
+from worker.shards import ShardFilter, unsharded
 from worker.sources import BAD_INPUT, TaskSource
 from worker.summary import summary_table
 
@@ -178,7 +178,7 @@ def build_report(
             "count": source.count,
             "other_shards": source.other_shards,
         }
-    inner = source.inner if isinstance(source, ShardFilter) else source
+    inner = unsharded(source)
     queue = sys.modules.get("worker.queue")  # loaded only if a run used Redis
     if queue is not None and isinstance(inner, queue.RedisStreamSource):
         extra["queue"] = {

@@ -15,7 +15,7 @@ import anyio.to_thread
 from worker.errors import ConfigError
 from worker.logs import get_logger
 from worker.settings import Settings, redact_url
-from worker.shards import ShardFilter
+from worker.shards import unsharded
 from worker.sources import TaskSource
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ async def serve_health(
 
     from worker.queue import RedisStreamSource
 
-    inner = source.inner if isinstance(source, ShardFilter) else source
+    inner = unsharded(source)
     queue = inner if isinstance(inner, RedisStreamSource) else None
     app = web.Application()
     app.router.add_get("/healthz", healthz)

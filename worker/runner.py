@@ -43,7 +43,7 @@ from worker.refusals import Memory, memory_for
 from worker.report import OutcomeWriter, RunStats
 from worker.runlock import RunLock
 from worker.settings import Settings
-from worker.shards import ShardFilter
+from worker.shards import ShardFilter, unsharded
 from worker.signer import Signer
 from worker.sources import IdValidator, SourceItem, TaskSource
 from worker.stop_signals import StopSignals
@@ -123,7 +123,7 @@ async def _drive(
         if progress.mode == "log" and pipeline.settings.queue is not None:
             from worker.queue import RedisStreamSource  # redis: only for runs that use it
 
-            inner = source.inner if isinstance(source, ShardFilter) else source
+            inner = unsharded(source)
             if isinstance(inner, RedisStreamSource):
                 progress.watch_queue(inner.look)
         end = await pipeline.run()

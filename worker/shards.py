@@ -51,6 +51,12 @@ def in_shard(item: SourceItem, index: int, count: int) -> bool:
     return item.line % count == index
 
 
+def unsharded(source: TaskSource) -> TaskSource:
+    """The source a ``ShardFilter`` keeps a shard of, else ``source`` itself: what a run reads
+    (a queue's lag, its consumer's counts) whether or not it reads one shard of it."""
+    return source.inner if isinstance(source, ShardFilter) else source
+
+
 class ShardFilter:
     """Keeps this shard's share of another source (``in_shard``; Kubernetes Indexed Jobs, and
     each child of ``--processes``). A file source filters as it reads, cheaper than here."""
