@@ -63,6 +63,10 @@ WHERE project_id = ? AND task_id = ?
 """
 
 
+# The tasks --retry-failed sends again: ``unfinished`` pages through them, ``count_unfinished``
+# counts them, so the total and the pages cannot come to differ.
+_UNFINISHED = "outcome IN ('failed', 'not_attempted', 'pending')"
+
 # A claim commit writes about one index page to the WAL per task (random IDs). A 16 MiB WAL folds
 # several writes of a page into one checkpoint write (the page cache: ``journal_file``).
 CHECKPOINT_BYTES = 16 * 1024 * 1024
@@ -255,9 +259,8 @@ class Journal:
     def count_unfinished(self) -> int:
         """How many tasks ``unfinished`` pages through: a ``--retry-failed`` run's total."""
         with self._lock, self._failing("count"):
-            row = self._db.execute(
-                "SELECT count(*) FROM tasks WHERE outcome IN ('failed', 'not_attempted', 'pending')"
-            ).fetchone()
+            query = f"SELECT count(*) FROM tasks WHERE {_UNFINISHED}"  # noqa: S608 - a constant
+            row = self._db.execute(query).fetchone()
         return int(row[0])
 
     def unfinished(self, after: tuple[str, str] = ("", ""), limit: int = 512) -> list[TaskRef]:
@@ -266,8 +269,8 @@ class Journal:
         """
         with self._lock:
             rows = self._db.execute(
-                "SELECT task_id, project_id, source, line FROM tasks "
-                "WHERE outcome IN ('failed', 'not_attempted', 'pending') "
+                "SELECT task_id, project_id, source, line FROM tasks "  # noqa: S608 - a constant
+                f"WHERE {_UNFINISHED} "
                 "AND (project_id, task_id) > (?, ?) "
                 "ORDER BY project_id, task_id LIMIT ?",
                 (*after, limit),
