@@ -328,6 +328,39 @@ async def test_one_stray_nul_on_line_1_is_that_lines_problem_alone(tmp_path: Pat
 
 
 @pytest.mark.anyio
+async def test_a_bad_ids_message_names_the_character_and_where_it_is(tmp_path: Path) -> None:
+    """A skipped line's message says what in the ID is wrong and at which character, not the
+    list of everything an ID may not hold: a long ID's fault need not be found by eye."""
+    path = tmp_path / "ids.txt"
+    lines = [
+        b"../instances/x", b"abc?x=1", b"tab\there", b"caf\xc3\xa9", b"x" * 70, b"-lead",
+        b"a:b", b"bad\xffbyte", b"ok1",
+    ]  # fmt: skip
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    items = await collect(make(path))
+    assert [i.task_id for i in items if isinstance(i, TaskRef)] == ["ok1"]
+    msgs = {i.line: str(i.error_msg) for i in items if isinstance(i, TaskResult)}
+    why = {line: msg.split("' ", 1)[1] for line, msg in msgs.items()}
+    never = "(no ID may hold a path separator, %, ?, #, whitespace or a control character)"
+    allowed = "(an ID is letters, digits, _, . and -)"
+    assert why == {
+        1: f"contains '/' at character 3 {never}",
+        2: f"contains '?' at character 4 {never}",
+        3: f"contains '\\t' (U+0009) at character 4 {never}",
+        4: f"contains '\u00e9' at character 4 {allowed}",
+        5: "is 70 characters long (at most 64)",
+        6: "must begin with a letter or digit",
+        7: f"contains ':' at character 2 {allowed}",
+        8: "has byte 0xFF at character 4, which is not UTF-8",
+    }
+    assert all(msg.startswith(f"{path}:{line}: task_id ") for line, msg in msgs.items())
+    narrowed = FileSource(str(path), P, IdValidator(r"^[a-z]{3}$"), "auto")
+    last = (await collect(narrowed))[-1]
+    assert isinstance(last, TaskResult)
+    assert str(last.error_msg).endswith("task_id 'ok1' does not match --id-pattern ^[a-z]{3}$")
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
 async def test_a_utf16_file_is_an_input_error(encoding: str, tmp_path: Path) -> None:
     """A file saved as UTF-16 ("Unicode" in Windows editors) read as UTF-8 would skip every

@@ -49,17 +49,55 @@ class IdValidator:
         self._pattern = re.compile(pattern)
 
     def problem(self, task_id: str) -> str | None:
-        """Why ``task_id`` must not be sent, or None when it may be."""
-        if _NEVER_IN_ID.search(task_id):
-            return (
-                "contains a path separator, %, ?, #, whitespace, a control character "
-                "or bytes that are not UTF-8"
-            )
+        """Why ``task_id`` must not be sent, or None when it may be: the first offending
+        character and where it is, so a long ID's fault need not be searched for by eye."""
+        never = _NEVER_IN_ID.search(task_id)
+        if never:
+            return _never(never.group(), never.start() + 1)
         if task_id in (".", ".."):
             return "is a relative path segment"
-        if not self._pattern.fullmatch(task_id):
-            return f"does not match {self._pattern.pattern}"
-        return None
+        if self._pattern.fullmatch(task_id):
+            return None
+        if self._pattern.pattern == DEFAULT_ID_PATTERN:
+            return _default_pattern_problem(task_id)
+        return f"does not match --id-pattern {self._pattern.pattern}"
+
+
+_NOT_ID_CHAR = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _never(char: str, at: int) -> str:
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: a byte the input's UTF-8 could not decode
+        return f"has byte 0x{code - 0xDC00:02X} at character {at}, which is not UTF-8"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"has a lone surrogate (U+{code:04X}) at character {at}"
+    return (
+        f"contains {_shown(char)} at character {at} (no ID may hold a path separator, %, ?, "
+        "#, whitespace or a control character)"
+    )
+
+
+def _shown(char: str) -> str:
+    """A character as a reason names it: printable ones quoted, others by code point too."""
+    if char.isprintable() and not char.isspace():
+        return repr(char)
+    return f"{char!a} (U+{ord(char):04X})"
+
+
+def _default_pattern_problem(task_id: str) -> str:
+    """Which part of ``^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`` an ID breaks."""
+    bad = _NOT_ID_CHAR.search(task_id)
+    if bad:
+        return (
+            f"contains {_shown(bad.group())} at character {bad.start() + 1} (an ID is letters, "
+            "digits, _, . and -)"
+        )
+    if not task_id:
+        return "is empty"
+    if len(task_id) > 64:
+        return f"is {len(task_id)} characters long (at most 64)"
+    return "must begin with a letter or digit"
 
 
 # Why a line of input is no task: the skips that tell of bad input (not a duplicate, not a task
