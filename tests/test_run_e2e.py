@@ -326,8 +326,12 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["stop_reason"] == "credentials_refused"
     assert rep["outcomes"]["not_attempted"] == 500
     assert rep["outcomes"]["deleted"] == 0
+    # No task reached the API: the throughput is not the 500 not_attempted over 0.03 s.
+    assert rep["throughput_per_s"] == 0
+    summary = capsys.readouterr().err
+    assert " · 0.0 tasks/s · " in summary
     # Sending again is for after the key is mended: the summary does not offer it.
-    assert "again:" not in capsys.readouterr().err
+    assert "again:" not in summary
     monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)
     assert run(emulator, tmp_path, path, *wide) == 0
     assert emulator.state.remaining() == 0

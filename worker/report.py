@@ -34,6 +34,8 @@ _STATUS_KEYS = {status: str(status) for status in range(100, 600)}
 _BUCKET_GROWTH = math.log(1.02)  # 2% relative precision on percentiles
 _PER_LOG = 1.0 / _BUCKET_GROWTH
 _FLOOR_MS = 0.001
+# Tasks that never reached the API path: not in the throughput.
+_NOT_SENT = frozenset({Outcome.SKIPPED, Outcome.NOT_ATTEMPTED})
 
 
 class LatencyHistogram:
@@ -203,7 +205,7 @@ class RunStats:
         (the runs of a journal, with days between them)."""
         finished = self.finished or time.time()
         duration = max(finished - self.started, 1e-9) if duration_s is None else duration_s
-        sent = sum(self.outcomes[o.value] for o in Outcome if o is not Outcome.SKIPPED)
+        sent = sum(self.outcomes[o.value] for o in Outcome if o not in _NOT_SENT)
         return {
             "tool": "dcs-task-cleanup",
             "version": __version__,
