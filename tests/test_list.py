@@ -190,7 +190,10 @@ def test_list_with_refused_credentials_exits_3_and_keeps_the_secret(
     captured = capsys.readouterr()
     failed = [json.loads(line) for line in captured.err.splitlines() if "list_failed" in line]
     assert len(failed) == 1
-    assert "credentials refused" in failed[0]["error"]
+    assert failed[0]["error"].startswith(
+        "HTTP 401 APIGW.0301: Incorrect IAM authentication information: verify aksk signature"
+        " fail; credentials refused: check CLOUD_SDK_AK and CLOUD_SDK_SK"
+    )
     assert wrong not in captured.err + captured.out
     assert DEMO_SK not in captured.err + captured.out
 

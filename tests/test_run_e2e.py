@@ -326,6 +326,12 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["stop_reason"] == "credentials_refused"
     assert rep["outcomes"]["not_attempted"] == 500
     assert rep["outcomes"]["deleted"] == 0
+    # The gateway's words, and what to look at: the keys, or an expired temporary token.
+    assert rep["stop_detail"] == (
+        "HTTP 401 APIGW.0301: Incorrect IAM authentication information: verify aksk signature"
+        " fail; credentials refused: check CLOUD_SDK_AK and CLOUD_SDK_SK, and for temporary"
+        " credentials CLOUD_SDK_SECURITY_TOKEN and its expiry"
+    )
     # No task reached the API: the throughput is not the 500 not_attempted over 0.03 s.
     assert rep["throughput_per_s"] == 0
     summary = capsys.readouterr().err

@@ -305,11 +305,7 @@ def _tasks(raw: bytes, offset: int) -> tuple[list[dict[str, Any]], int | None]:
 def _why(answer: ApiResponse | TransportError, attempts: int) -> str:
     if isinstance(answer, TransportError):
         return f"{answer} (after {attempts} attempt(s))"
-    reason = refusal(answer)
-    if reason == "credentials_refused":
-        text = f"HTTP 401 {answer.error_code or ''} {answer.error_msg or ''}".strip()
-        text += ": credentials refused"
-    elif reason is not None:  # the clock, no such API, not DCS's, a redirect: describe() says
+    if refusal(answer) is not None:  # the key, the clock, no such API, not DCS's, a redirect
         text = describe(answer)
     else:
         text = f"HTTP {answer.status} {answer.error_code or ''} {answer.error_msg or ''}".strip()

@@ -128,6 +128,10 @@ IS_IT_DCS = "is it DCS's (https://dcs.REGION.myhuaweicloud.com)?"
 # clock_skew: the signature's time, not the key, which the client's message already says with
 # how far off the clock is; said before anyone rotates a good AK/SK.
 _STOP_SAYS = {
+    "credentials_refused": (
+        "; credentials refused: check CLOUD_SDK_AK and CLOUD_SDK_SK, and for temporary"
+        " credentials CLOUD_SDK_SECURITY_TOKEN and its expiry"
+    ),
     "clock_skew": "",
     "api_not_found": f"; the gateway has no such API at this endpoint: {IS_IT_DCS}",
     "not_dcs_api": f"; the endpoint does not answer as DCS's API does: {IS_IT_DCS}",
