@@ -428,7 +428,9 @@ def test_operator_shards_compose_with_processes(emulator: EmulatorServer, tmp_pa
 
 
 def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -> None:
-    """A run leaves failures in the journal; --retry-failed --processes 2 finishes them."""
+    """A run leaves failures in the journal; --retry-failed --processes 2 finishes them. The
+    parent's progress lines have the journal's tasks to retry as their total, as a single
+    process's do (there is no file to count)."""
     ids = seed(emulator, 300, Faults(fail_first=1, fail_first_share=0.5))
     path = write_ids(tmp_path / "ids.txt", ids)
     journal = tmp_path / "journal.sqlite"
@@ -438,9 +440,15 @@ def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -
     requests_before = emulator.state.requests
     child = spawn(
         emulator, tmp_path, None, "--journal", str(journal), "--retry-failed",
-        "--processes", "2",
+        "--processes", "2", "--rate", "100", "--burst", "1", "--progress", "log",
+        "--progress-interval", "0.2",
     )  # fmt: skip
     assert child.wait(timeout=60) == 0
+    log = (tmp_path / "worker.log").read_text().splitlines()
+    lines = [json.loads(line) for line in log if '"cleanup.progress"' in line]
+    assert lines
+    assert all(e["total"] == failed for e in lines)
+    assert any(0 < e["done"] < failed and e["eta_s"] >= 1 for e in lines)
     assert emulator.state.remaining() == 0
     rep = report(tmp_path)
     assert rep["outcomes"]["deleted"] == failed  # only the failed ones were taken up again

@@ -117,6 +117,19 @@ def share(total: int, n: int, index: int) -> int:
     return total // n + (1 if index < total % n else 0)
 
 
+def _created(path: Path, run_id: str, *, count: bool) -> int | None:
+    """Create the run's journal; with ``count`` (``--retry-failed``), the tasks it holds to
+    retry, before any child claims one (None if SQLite cannot count them: the children's own
+    reads say why)."""
+    journal = Journal(path, run_id)
+    try:
+        return journal.count_unfinished() if count else None
+    except JournalError:
+        return None
+    finally:
+        journal.close()
+
+
 def child_settings(settings: Settings, index: int, journal: Path, parent_pid: int) -> Settings:
     """The settings of child ``index``: its shard, its share of every limit, no report."""
     n = settings.processes
@@ -182,7 +195,7 @@ def _fork_and_merge(
     try:
         journal_path = settings.journal or folder / "journal.sqlite"
         # Created (schema, WAL) once here, so the children never race to create it.
-        Journal(journal_path, run_id).close()
+        retry_total = _created(journal_path, run_id, count=bool(settings.retry_failed))
         done = RawArray("q", n)
         kept = settings.journal is not None
         parts = [Part(j, n, run_id, done, folder / f"process-{j}.json", kept) for j in range(n)]
@@ -207,7 +220,7 @@ def _fork_and_merge(
                 finally:
                     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
             relay.children_started()
-            codes = supervisor.wait(ProcessesProgress(settings, done), relay)
+            codes = supervisor.wait(ProcessesProgress(settings, done, retry_total), relay)
         report = merge(settings, run_id, stats, parts, codes)
         save_report(settings, report)
         journal = Journal(journal_path, run_id)

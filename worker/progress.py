@@ -162,15 +162,19 @@ async def count_total(source: FileSource, progress: Progress) -> None:
 class ProcessesProgress:
     """The parent's view of the run: a bar on a terminal, else a log line every interval."""
 
-    def __init__(self, settings: Settings, done: Any) -> None:
+    def __init__(self, settings: Settings, done: Any, retry_total: int | None = None) -> None:
+        """``retry_total``: a ``--retry-failed`` run's tasks to retry, counted before the
+        children started (the single process's total is the same count)."""
         self._done = done
         self._mode = progress_mode(settings.progress, sys.stderr)
         self._interval = settings.progress_interval
         self._last = (0, time.monotonic())
         self._bar: ProgressBar | None = None
-        self._total: int | None = None
+        self._total: int | None = retry_total
         if self._mode == "bar":
             self._bar = ProgressBar(sys.stderr)
+            if retry_total is not None:
+                self._bar.set_total(retry_total)
         if self._mode in ("bar", "log") and settings.input and settings.shard_spec() is None:
             # The children's shards make up the whole file, so its count is the run's total
             # (not so with --shard: the file's count would be N shards' total).
