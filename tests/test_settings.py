@@ -352,6 +352,13 @@ def test_each_commands_help_names_the_kind_of_each_value(
         # Whole names only: argparse took --dry for --dry-run, which a flag added later would
         # make ambiguous (an error) or point elsewhere.
         (["--dry"], "--dry: did you mean --dry-run?"),
+        # The flags it begins, not the one it is spelt most like (--rate).
+        (
+            ["--re", "5"],
+            "--re: did you mean one of --redis, --refusal-file, --refusal-memory, --region, "
+            "--report, --retry-budget, --retry-failed, --retry-refund?",
+        ),
+        (["--retry"], "--retry: did you mean --retry-budget or --retry-failed or --retry-refund?"),
     ],
 )
 def test_a_flag_run_does_not_know_is_named_with_the_closest_one(

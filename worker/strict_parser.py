@@ -43,12 +43,18 @@ def unknown_arguments(extras: list[str], parser: argparse.ArgumentParser) -> str
         name = extra.partition("=")[0]
         if not name.startswith("-") or name in flags:
             continue
-        # A misspelling (--concurency), else what it begins or is begun by (--max, --rate-limit).
-        guesses = difflib.get_close_matches(name, flags, n=1, cutoff=0.75) or [
+        # What it begins or is begun by (--max, --rate-limit), else a misspelling (--concurency):
+        # --re begins eight flags, so the one it is spelt most like (--rate) is no answer.
+        guesses = [
             flag
             for flag in flags
             if len(name) > 3 and (flag.startswith(name) or name.startswith(flag + "-"))
-        ]
+        ] or difflib.get_close_matches(name, flags, n=1, cutoff=0.75)
         if 0 < len(guesses) <= 3:
             lines.append(f"{name}: did you mean {' or '.join(guesses)}?")
+        elif 3 < len(guesses) <= _MAX_GUESSES:
+            lines.append(f"{name}: did you mean one of {', '.join(guesses)}?")
     return "\n".join(lines)
+
+
+_MAX_GUESSES = 8
