@@ -176,15 +176,15 @@ def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
     assert emulator.state.remaining() == len(rejected)
 
 
-def test_a_consumer_s_summary_does_not_offer_to_send_failed_tasks_again(
+def test_a_consumer_s_failed_entries_go_back_on_the_stream_with_redrive(
     emulator: EmulatorServer,
     redis_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A file run that failed tasks ends with how to send them again; a queue run does not:
-    its failed entries are in <stream>:dead, and a command run again reads the stream, not
-    them."""
+    """A consumer's failed entries are dead letters, which no run reads again: its summary
+    says so and names redrive, not the file run's --retry-failed. Once the endpoint is mended,
+    redrive puts them back on the stream and a drain deletes them all."""
     ids = seed(emulator, 10, Faults(error_rate=1.0))
     assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
     capsys.readouterr()
@@ -193,8 +193,132 @@ def test_a_consumer_s_summary_does_not_offer_to_send_failed_tasks_again(
     )
     err = capsys.readouterr().err
     assert "failed: DCS.5000 10" in err
-    assert "again:" not in err
-    assert redis.Redis.from_url(redis_url).xlen(STREAM + ":dead") == 10
+    assert (
+        f"again: the 10 failed entries are in {STREAM}:dead; dcs-cleanup redrive, given this "
+        f"run's --queue and --stream, puts them back on {STREAM}\n"
+    ) in err
+    assert "--retry-failed" not in err
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.xlen(STREAM + ":dead") == 10
+
+    emulator.state.faults = Faults()
+    assert main(["redrive", "--queue", redis_url]) == 0
+    assert capsys.readouterr().err.startswith(
+        f"put back 10 of the 10 dead letter(s) in {STREAM}:dead on {STREAM} (failed 10)\n"
+        "by reason: failed DCS.5000 10\n"
+    )
+    assert client.xlen(STREAM + ":dead") == 0
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 0
+    assert emulator.state.remaining() == 0
+
+
+def test_redrive_puts_back_the_chosen_outcomes_alone(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Dead letters of failed, rejected and invalid entries: --dry-run counts the failed ones
+    by reason and changes nothing; redrive puts back the failed ones as new entries (task and
+    project, and --message) and deletes their dead letters; --outcome rejected the rejected
+    ones; an invalid entry is never put back, it would only be skipped again."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dead = STREAM + ":dead"
+    letters = [
+        ("f1", "failed", "DCS.5000", "500"), ("r1", "rejected", "DCS.4403", "403"),
+        ("f2", "failed", "", "502"), ("../x", "skipped", "invalid_id", ""),
+        ("f3", "failed", "timeout", ""),
+    ]  # fmt: skip
+    for task_id, outcome, code, status in letters:
+        fields: dict[Any, Any] = {"task_id": task_id, "project_id": PROJECT, "outcome": outcome}
+        client.xadd(dead, {**fields, "error_code": code, "status": status, "attempts": "5"})
+    base = ["redrive", "--queue", redis_url]
+
+    assert main([*base, "--dry-run"]) == 0
+    assert capsys.readouterr().err == (
+        f"would put back 3 of the 5 dead letter(s) in {dead} on {STREAM} (failed 3)\n"
+        "by reason: failed DCS.5000 1, failed HTTP 502 1, failed timeout 1\n"
+    )
+    assert client.xlen(dead) == 5
+    assert client.xlen(STREAM) == 0
+
+    assert main([*base, "--message", "cleanup"]) == 0
+    assert entries(client, STREAM) == [
+        {"task_id": t, "project_id": PROJECT, "message": "cleanup"} for t in ("f1", "f2", "f3")
+    ]
+    assert [e["task_id"] for e in entries(client, dead)] == ["r1", "../x"]
+    capsys.readouterr()
+
+    assert main([*base, "--outcome", "rejected"]) == 0
+    assert "put back 1 of the 2 dead letter(s)" in capsys.readouterr().err
+    assert [e["task_id"] for e in entries(client, STREAM)] == ["f1", "f2", "f3", "r1"]
+    assert [e["task_id"] for e in entries(client, dead)] == ["../x"]
+
+
+def test_redrive_refused_part_way_leaves_no_task_on_neither_stream(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Redis full (maxmemory) part-way through 2,000 dead letters (put back with a 1,000
+    character --message, so the stream grows by more than their dead letters free): exit 3;
+    every task is on the stream or still a dead letter (a dead letter is deleted only once its
+    task is back on the stream), and the same command, once there is room, puts back the rest."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dead = STREAM + ":dead"
+    ids = unknown_ids(2_000)
+    command = ["redrive", "--queue", redis_url, "--message", "m" * 1000]
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
+        pipe.execute()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used + 1_000_000)
+    try:
+        assert main(command) == 3
+    finally:
+        client.config_set("maxmemory", 0)
+    err = capsys.readouterr().err
+    assert "run it again for the rest" in err
+    assert "command not allowed when used memory > 'maxmemory'" in err
+    back = [e["task_id"] for e in entries(client, STREAM)]
+    still = [e["task_id"] for e in entries(client, dead)]
+    assert 500 < len(back) < 2_000  # past the first page of 500
+    assert back + still == ids  # in order, each on exactly one of the two
+    assert f"put back {len(back)} of the 2000 dead letter(s) " in err
+
+    assert main(command) == 0
+    assert [e["task_id"] for e in entries(client, STREAM)] == ids
+    assert client.xlen(dead) == 0
+
+
+def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(redis_url: str) -> None:
+    """A redrive waiting under --max-backlog, stopped by SIGTERM: exit 4, each task on the
+    stream or still a dead letter, and the same command puts back the rest. A Redis it cannot
+    reach is exit 2, nothing put back."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dead = STREAM + ":dead"
+    ids = unknown_ids(500)
+    for task_id in ids:
+        client.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
+    command = ["redrive", "--queue", redis_url]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *command, "--max-backlog", "100"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while client.xlen(STREAM) < 100:
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # waiting for room now
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4
+    assert "Traceback" not in err
+    assert "interrupted by SIGTERM; run it again for the rest" in err
+    assert "put back 100 of the 500 dead letter(s)" in err
+    back = [e["task_id"] for e in entries(client, STREAM)]
+    assert back + [e["task_id"] for e in entries(client, dead)] == ids
+    assert main(command) == 0
+    assert [e["task_id"] for e in entries(client, STREAM)] == ids
+    assert main(["redrive", "--queue", "redis://127.0.0.1:1/0"]) == 2
 
 
 def test_dead_letter_maxlen_keeps_the_newest_dead_letters(

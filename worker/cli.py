@@ -14,7 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worker.commands import cmd_enqueue, cmd_list, cmd_report, run_async, settings_and_logs
+from worker.commands import (
+    cmd_enqueue,
+    cmd_list,
+    cmd_redrive,
+    cmd_report,
+    run_async,
+    settings_and_logs,
+)
 from worker.demo import cmd_demo, cmd_emulator
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.models import EXIT_ABORTED, EXIT_USAGE
@@ -63,6 +70,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "emulator": cmd_emulator,
     "enqueue": cmd_enqueue,
+    "redrive": cmd_redrive,
     "list": cmd_list,
     "report": cmd_report,
 }

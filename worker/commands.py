@@ -187,6 +187,81 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queue {redact_url(queue)}: {exc}") from None
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    """Put ``<stream>:dead``'s dead letters of the chosen outcomes back on the stream."""
+    from redis.exceptions import RedisError
+
+    from worker import enqueue, redrive
+
+    names = ("queue", "stream", "message")
+    # From where run and enqueue read them: a config file or environment the consumers share.
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = load_settings(flags, args.config, args.env_file)
+    queue, stream = settings.queue, settings.stream
+    if queue is None:
+        raise ConfigError("redrive needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)")
+    chosen = tuple(dict.fromkeys(args.outcome or ["failed"]))
+    told = [float("-inf")]
+
+    def waiting(length: int) -> None:
+        if time.monotonic() - told[0] >= 60:  # once a minute at most
+            told[0] = time.monotonic()
+            print(
+                f"dcs-cleanup: {stream} holds {length} entries (--max-backlog "
+                f"{args.max_backlog}); waiting for consumers to take them",
+                file=sys.stderr,
+            )
+
+    async def go() -> int:
+        client = await enqueue.open_stream(queue, stream, doing="nothing was put back")
+        done = redrive.Redriven()
+        move = functools.partial(
+            redrive.redrive,
+            client,
+            stream,
+            chosen,
+            done,
+            dry_run=args.dry_run,
+            message=settings.message,
+            max_backlog=args.max_backlog or 0,
+            waiting=waiting,
+        )
+        try:
+            _, stopped_by = await until_signal(move)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+        verb = "would put back" if args.dry_run else "put back"
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(done.outcomes.items()))
+        print(
+            f"{verb} {done.added} of the {done.held} dead letter(s) in {stream}:dead on "
+            f"{stream} ({counts or ' or '.join(chosen) + ' 0'})",
+            file=sys.stderr,
+        )
+        if done.reasons:
+            said = ", ".join(f"{k} {v}" for k, v in done.reasons.most_common(10))
+            print(f"by reason: {said}", file=sys.stderr)
+        if stopped_by is not None:
+            print(
+                f"dcs-cleanup: interrupted by {stopped_by}; run it again for the rest",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+        if done.error is not None:
+            error = done.error[:400].rstrip(".")  # redis-py ends some with a full stop
+            print(
+                f"dcs-cleanup: --queue {redact_url(queue)}: {error}; run it again for the rest",
+                file=sys.stderr,
+            )
+            return EXIT_ABORTED if done.added else EXIT_USAGE
+        return 0
+
+    try:
+        return run_async(go)
+    except (OSError, RedisError) as exc:
+        raise ConfigError(f"--queue {redact_url(queue)}: {exc}") from None
+
+
 def _remove_dead_partials(output: Path) -> None:
     """A list killed outright (SIGKILL, the OOM killer) leaves its part beside ``--output`` as
     ``.NAME.PID.partial``; remove those whose process is gone. A live one (a list running now)

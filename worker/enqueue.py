@@ -46,7 +46,7 @@ class Enqueued:
     error: str | None = None
 
 
-async def open_stream(url: str, stream: str) -> aioredis.Redis:
+async def open_stream(url: str, stream: str, *, doing: str = "nothing was added") -> aioredis.Redis:
     """A client for the Redis at ``url``, checked before the input is read: a stream name a
     Redis Cluster cannot serve, a Redis not reachable or refusing the URL's user are exit 2
     (``ConfigError``). An input without IDs never spoke to Redis, so a wrong ``--queue``
@@ -57,7 +57,7 @@ async def open_stream(url: str, stream: str) -> aioredis.Redis:
         try:
             await check_reachable(client)
         except RedisError as exc:
-            msg = f"--queue {redact_url(url)}: {unreachable(exc).rstrip('.')}; nothing was added"
+            msg = f"--queue {redact_url(url)}: {unreachable(exc).rstrip('.')}; {doing}"
             raise ConfigError(msg) from None
     except BaseException:
         with anyio.CancelScope(shield=True):
@@ -101,11 +101,11 @@ async def enqueue(
             chunk = refs
             try:
                 if max_backlog:
-                    chunk = refs[: await _room_for(client, stream, max_backlog, waiting)]
+                    chunk = refs[: await room_for(client, stream, max_backlog, waiting)]
                 with anyio.CancelScope(shield=True):
                     async with client.pipeline(transaction=False) as pipe:
                         for ref in chunk:
-                            pipe.xadd(stream, _entry_fields(ref, message))
+                            pipe.xadd(stream, entry_fields(ref, message))
                         replies = await pipe.execute(raise_on_error=False)
             except RedisError as exc:
                 done.stopped_at, done.error = chunk[0].line, describe(exc)
@@ -121,7 +121,7 @@ async def enqueue(
         done.next_line = max(done.next_line, batch[-1].line + 1)
 
 
-def _entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
+def entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
     fields: dict[Any, Any] = {"task_id": ref.task_id, "project_id": ref.project_id}
     text = ref.message or message
     if text:
@@ -129,7 +129,7 @@ def _entry_fields(ref: TaskRef, message: str | None) -> dict[Any, Any]:
     return fields
 
 
-async def _room_for(
+async def room_for(
     client: aioredis.Redis,
     stream: str,
     max_backlog: int,

@@ -139,6 +139,43 @@ def add_file_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_redrive_parser(sub: Any) -> None:
+    red = sub.add_parser(
+        "redrive", help="put the dead-letter stream's failed entries back on the stream"
+    )
+    add_file_flags(red)
+    red.add_argument("--queue", metavar="URL", help="redis://host:port/db")
+    red.add_argument(
+        "--stream",
+        type=non_empty,
+        metavar="NAME",
+        help="the stream whose dead letters (NAME:dead) go back on it (default: dcs-cleanup:tasks)",
+    )
+    red.add_argument(
+        "--outcome",
+        action="append",
+        choices=("failed", "rejected"),
+        metavar="OUTCOME",
+        help="dead letters of this outcome: failed (the default) or rejected (repeatable)",
+    )
+    red.add_argument(
+        "--message", default=None, metavar="TEXT", help="message field for every entry"
+    )
+    red.add_argument(
+        "--max-backlog",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="wait while the stream holds this many entries, for consumers to take them "
+        "(default: no limit)",
+    )
+    red.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count the dead letters it would put back, by outcome and error; change nothing",
+    )
+
+
 def _add_list_parser(sub: Any) -> None:
     lst = sub.add_parser(
         "list", help="write the task center's task IDs (ListCenterTask), an input for run"
@@ -379,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: no limit)",
     )
 
+    _add_redrive_parser(sub)
     _add_list_parser(sub)
 
     rep = sub.add_parser("report", help="re-render the report and outcomes from a journal")

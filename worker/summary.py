@@ -58,12 +58,22 @@ def _again(report: dict[str, Any]) -> str | None:
     """How to send again what a run that failed some tasks (exit 1) or was stopped (exit 4)
     left: with a journal, the same command skips what ended (and ``--retry-failed`` sends the
     rest alone, when the whole input was read); without one, it sends it all.
-    Not for an abort (exit 3: the credentials, the clock, the endpoint first) nor a queue
-    (its failed entries are dead letters in ``<stream>:dead``, which a run reads no more)."""
+    Not for an abort (exit 3: the credentials, the clock, the endpoint first). A queue's failed
+    entries are dead letters in ``<stream>:dead``, which a run reads no more: ``redrive`` puts
+    them back (its not_attempted entries stay pending, read again as they are)."""
     outcomes = report["outcomes"]
     left = outcomes["failed"] + outcomes["not_attempted"]
-    if report["exit_code"] not in (1, 4) or not left or report["settings"].get("queue"):
+    if report["exit_code"] not in (1, 4) or not left:
         return None
+    if report["settings"].get("queue"):
+        if not outcomes["failed"]:
+            return None
+        stream = report.get("queue", {}).get("stream") or report["settings"].get("stream")
+        return (
+            f"again: the {outcomes['failed']} failed entries are in {stream}:dead; "
+            f"dcs-cleanup redrive, given this run's --queue and --stream, puts them back on "
+            f"{stream}"
+        )
     journal = report["settings"].get("journal")  # a run's --journal, or the one rendered
     # ``dcs-cleanup report --journal`` renders it: the command to give again is the run's.
     same = "the same run command" if "runs" not in report else "the run command, given again,"
