@@ -65,6 +65,27 @@ def consumer_args(emu: EmulatorServer, redis_url: str, name: str, *extra: str) -
     ]  # fmt: skip
 
 
+def stopped_at_the_backlog(
+    client: redis.Redis, command: list[str], sig: signal.Signals
+) -> tuple[subprocess.Popen[str], str]:
+    """``command`` run with ``--max-backlog 100``, sent ``sig`` once the stream holds 100
+    entries and it waits for room; the ended process and its standard error."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker", *command, "--max-backlog", "100"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while client.xlen(STREAM) < 100:
+        assert time.monotonic() < deadline
+        assert proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.3)  # waiting for room now
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    return proc, err
+
+
 def holders(client: redis.Redis) -> dict[str, int]:
     """Entries each consumer holds pending (none before the group exists)."""
     try:
@@ -297,19 +318,7 @@ def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(redis_url: str) -
     for task_id in ids:
         client.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
     command = ["redrive", "--queue", redis_url]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", *command, "--max-backlog", "100"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while client.xlen(STREAM) < 100:
-        assert time.monotonic() < deadline
-        assert proc.poll() is None
-        time.sleep(0.02)
-    time.sleep(0.3)  # waiting for room now
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
+    proc, err = stopped_at_the_backlog(client, command, signal.SIGTERM)
     assert proc.returncode == 4
     assert "Traceback" not in err
     assert "interrupted by SIGTERM; run it again for the rest" in err
@@ -486,20 +495,8 @@ def test_enqueue_stopped_by_a_signal_says_where_to_go_on(
     unique = unknown_ids(500)
     path = write_ids(tmp_path / "ids.txt", unique)
     base = ["enqueue", "--queue", redis_url, "--input", str(path), "--project-id", PROJECT]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", *base, "--max-backlog", "100"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    deadline = time.monotonic() + 30
-    while client.xlen(STREAM) < 100:
-        assert time.monotonic() < deadline
-        assert proc.poll() is None
-        time.sleep(0.02)
-    time.sleep(0.3)  # waiting for room now
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    proc, err = stopped_at_the_backlog(client, base, sig)
     assert proc.returncode == 4
     assert "Traceback" not in err
     assert f"interrupted by {sig.name}; the tasks before it are on the stream" in err

@@ -95,6 +95,38 @@ async def until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, st
     return result, None if finished else (stopped_by[0] if stopped_by else "a signal")
 
 
+def _queue_settings(
+    args: argparse.Namespace, command: str, names: tuple[str, ...]
+) -> tuple[Settings, str, str]:
+    """The settings ``names`` of a command that writes to the stream (``enqueue``,
+    ``redrive``), read from where ``run`` reads them, so a producer and its consumers given
+    one config file or environment agree on the stream (a flag not given must not hide its
+    DCS_CLEANUP_* variable); and its Redis URL and stream."""
+    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    settings = load_settings(flags, args.config, args.env_file)
+    if settings.queue is None:
+        msg = f"{command} needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)"
+        raise ConfigError(msg)
+    return settings, settings.queue, settings.stream
+
+
+def _backlog_teller(stream: str, max_backlog: int | None) -> Callable[[int], None]:
+    """What is said, once a minute at most, while ``--max-backlog`` holds a writer back."""
+    told = [float("-inf")]
+
+    def waiting(length: int) -> None:
+        if time.monotonic() - told[0] < 60:
+            return
+        told[0] = time.monotonic()
+        print(
+            f"dcs-cleanup: {stream} holds {length} entries (--max-backlog {max_backlog}); "
+            "waiting for consumers to take them",
+            file=sys.stderr,
+        )
+
+    return waiting
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
     """Validate IDs like ``run`` does, then XADD them in pipelined batches."""
     from redis.exceptions import RedisError
@@ -104,28 +136,11 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.sources import IdValidator
 
     names = ("queue", "stream", "project_id", "id_pattern", "message")
-    # The settings run reads, from the same places (a producer and its consumers share a config
-    # file or environment). A flag not given must not hide its DCS_CLEANUP_* variable.
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    settings = load_settings(flags, args.config, args.env_file)
-    queue, stream = settings.queue, settings.stream
-    if queue is None:
-        raise ConfigError("enqueue needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)")
+    settings, queue, stream = _queue_settings(args, "enqueue", names)
     if args.input != "-" and not Path(args.input).exists():
         raise ConfigError(f"--input {args.input}: no such file")
     source = FileSource(args.input, settings.project_id, IdValidator(settings.id_pattern))
-
-    told = [float("-inf")]
-
-    def waiting(length: int) -> None:
-        if time.monotonic() - told[0] < 60:  # once a minute at most
-            return
-        told[0] = time.monotonic()
-        print(
-            f"dcs-cleanup: {stream} holds {length} entries (--max-backlog "
-            f"{args.max_backlog}); waiting for consumers to take them",
-            file=sys.stderr,
-        )
+    waiting = _backlog_teller(stream, args.max_backlog)
 
     async def go() -> int:
         client = await enqueue.open_stream(queue, stream)
@@ -193,24 +208,9 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
     from worker import enqueue, redrive
 
-    names = ("queue", "stream", "message")
-    # From where run and enqueue read them: a config file or environment the consumers share.
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
-    settings = load_settings(flags, args.config, args.env_file)
-    queue, stream = settings.queue, settings.stream
-    if queue is None:
-        raise ConfigError("redrive needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)")
+    settings, queue, stream = _queue_settings(args, "redrive", ("queue", "stream", "message"))
     chosen = tuple(dict.fromkeys(args.outcome or ["failed"]))
-    told = [float("-inf")]
-
-    def waiting(length: int) -> None:
-        if time.monotonic() - told[0] >= 60:  # once a minute at most
-            told[0] = time.monotonic()
-            print(
-                f"dcs-cleanup: {stream} holds {length} entries (--max-backlog "
-                f"{args.max_backlog}); waiting for consumers to take them",
-                file=sys.stderr,
-            )
+    waiting = _backlog_teller(stream, args.max_backlog)
 
     async def go() -> int:
         client = await enqueue.open_stream(queue, stream, doing="nothing was put back")

@@ -139,6 +139,18 @@ def add_file_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_backlog_flag(parser: argparse.ArgumentParser) -> None:
+    """``--max-backlog``, of the commands that write to the stream."""
+    parser.add_argument(
+        "--max-backlog",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="wait while the stream holds this many entries, for consumers to take them "
+        "(default: no limit)",
+    )
+
+
 def _add_redrive_parser(sub: Any) -> None:
     red = sub.add_parser(
         "redrive", help="put the dead-letter stream's failed entries back on the stream"
@@ -161,14 +173,7 @@ def _add_redrive_parser(sub: Any) -> None:
     red.add_argument(
         "--message", default=None, metavar="TEXT", help="message field for every entry"
     )
-    red.add_argument(
-        "--max-backlog",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="wait while the stream holds this many entries, for consumers to take them "
-        "(default: no limit)",
-    )
+    add_backlog_flag(red)
     red.add_argument(
         "--dry-run",
         action="store_true",
@@ -407,14 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start at this line of the input (an enqueue that stopped part-way names it)",
     )
-    enq.add_argument(
-        "--max-backlog",
-        type=positive_int,
-        default=None,
-        metavar="N",
-        help="wait while the stream holds this many entries, for consumers to take them "
-        "(default: no limit)",
-    )
+    add_backlog_flag(enq)
 
     _add_redrive_parser(sub)
     _add_list_parser(sub)
