@@ -1281,7 +1281,8 @@ def test_a_redis_cluster_is_read_through_a_hash_tagged_stream(
     for enqueue and consumer alike, saying so, with nothing added or sent. With
     ``{cleanup}:tasks`` the consumer deletes every task under a rate shared in the cluster, the
     bad entry is dead-lettered, and the drained stream is trimmed. A user that may not run INFO
-    is told that is why its cluster reads as a single node."""
+    is told that is why its cluster reads as a single node. redrive puts a failed dead letter
+    back through the cluster client too."""
 
     ports, nodes = start_cluster(tmp_path, children, 3)
     for node in nodes:
@@ -1319,6 +1320,14 @@ def test_a_redis_cluster_is_read_through_a_hash_tagged_stream(
     letters: Any = client.xrange(stream + ":dead")
     assert [(f["task_id"], f["error_code"]) for _, f in letters] == [("bad/one", "invalid_id")]
     assert client.xlen(stream) == 0  # every entry acknowledged by the only group: trimmed
+    # redrive too follows the keys to their node: a failed dead letter goes back on the stream.
+    client.xadd(
+        stream + ":dead", {"task_id": "t-again", "project_id": PROJECT, "outcome": "failed"}
+    )
+    assert main(["redrive", "--queue", url, "--stream", stream]) == 0
+    back: Any = client.xrange(stream)
+    assert [f["task_id"] for _, f in back] == ["t-again"]
+    assert client.xlen(stream + ":dead") == 1  # the invalid entry stays
 
     refused_info = f"redis://noinfo:pw@127.0.0.1:{elsewhere(STREAM)}/0"
     assert enqueue(refused_info, path) == 2
