@@ -1,5 +1,6 @@
 """``dcs-cleanup``: ``main``, the ``run`` command, and the table of commands (``demo`` and
-``emulator`` are in ``worker.demo``; ``enqueue``, ``list`` and ``report`` in ``worker.commands``).
+``emulator`` are in ``worker.demo``; ``enqueue``, ``redrive``, ``list`` and ``report`` in
+``worker.commands``).
 
 ``main`` turns this project's errors into exit 2 (nothing sent) with one line, never a traceback.
 """

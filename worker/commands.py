@@ -1,6 +1,7 @@
-"""The commands besides ``run``: ``enqueue``, ``list`` and ``report``; and what every command
-shares: its settings and logging from the parsed flags (``settings_and_logs``), the event loop it
-runs on (``run_async``: uvloop where installed) and a stop by signal (``until_signal``).
+"""The commands besides ``run``: ``enqueue``, ``redrive``, ``list`` and ``report``; and what
+every command shares: its settings and logging from the parsed flags (``settings_and_logs``),
+the event loop it runs on (``run_async``: uvloop where installed) and a stop by signal
+(``until_signal``).
 
 Each command takes the namespace ``worker.parser`` parsed and returns an exit code of PRODUCT.md.
 """
