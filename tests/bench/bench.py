@@ -25,6 +25,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -89,7 +90,31 @@ def measure(name: str, tasks: int, cmd: list[str], env: dict[str, str] | None = 
     return Run(name, tasks, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, {})
 
 
+def port_free(port: int) -> None:
+    """End the benchmark when something already listens on loopback ``port``: the server it
+    starts there would fail to bind, and the cases would measure whatever answers instead (an
+    emulator left running by hand answered the quota cases without a quota)."""
+    with socket.socket() as probe:
+        # As the servers bind: a port whose old connections wait out TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise SystemExit(
+                f"port {port} is taken ({exc.strerror}): stop what listens there"
+            ) from None
+
+
+def started(proc: subprocess.Popen[bytes], name: str, port: int) -> subprocess.Popen[bytes]:
+    """``proc`` once it has had time to bind ``port``; its early end ends the benchmark."""
+    time.sleep(0.5)
+    if proc.poll() is not None:
+        raise SystemExit(f"{name} on port {port} ended at start (exit {proc.returncode})")
+    return proc
+
+
 def start_nginx(folder: Path, port: int) -> subprocess.Popen[bytes]:
+    port_free(port)
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(exe).exists():
         raise SystemExit("nginx is needed: apt-get install nginx-light")
@@ -105,8 +130,7 @@ http {{ access_log off; keepalive_requests 10000000;
 """
     )
     proc = subprocess.Popen([exe, "-c", str(conf), "-p", str(folder)], stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    return proc
+    return started(proc, "nginx", port)
 
 
 @contextlib.contextmanager
@@ -169,6 +193,7 @@ def quota_case(folder: Path, tasks: int, rate: str, *extra: str) -> Run:
     """The worker (``extra``: more flags) against the emulator (own process) with a 200/s
     quota, burst 20."""
     port = 18090
+    port_free(port)
     ids = folder / "quota-ids.txt"
     emu = subprocess.Popen(
         [sys.executable, "-m", "worker", "emulator", "--port", str(port), "--tasks", str(tasks),
@@ -176,7 +201,8 @@ def quota_case(folder: Path, tasks: int, rate: str, *extra: str) -> Run:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        time.sleep(1.5)
+        started(emu, "the quota emulator", port)
+        time.sleep(1.0)
         run = measure(
             " ".join(["worker, --rate", rate, *extra]) + ", quota 200/s",
             tasks,
