@@ -68,10 +68,12 @@ def consumer_args(emu: EmulatorServer, redis_url: str, name: str, *extra: str) -
 def stopped_at_the_backlog(
     client: redis.Redis, command: list[str], sig: signal.Signals
 ) -> tuple[subprocess.Popen[str], str]:
-    """``command`` run with ``--max-backlog 100``, sent ``sig`` once the stream holds 100
-    entries and it waits for room; the ended process and its standard error."""
+    """``command`` run with ``--max-backlog 100`` (saying how far it is every 0.2 s), sent
+    ``sig`` once the stream holds 100 entries and it waits for room; the ended process and its
+    standard error."""
+    flags = ["--max-backlog", "100", "--progress-interval", "0.2"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker", *command, "--max-backlog", "100"],
+        [sys.executable, "-m", "worker", *command, *flags],
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -80,7 +82,7 @@ def stopped_at_the_backlog(
         assert time.monotonic() < deadline
         assert proc.poll() is None
         time.sleep(0.02)
-    time.sleep(0.3)  # waiting for room now
+    time.sleep(0.5)  # waiting for room now
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     return proc, err
@@ -323,6 +325,7 @@ def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(redis_url: str) -
     assert "Traceback" not in err
     assert "interrupted by SIGTERM; run it again for the rest" in err
     assert "put back 100 of the 500 dead letter(s)" in err
+    assert "dcs-cleanup: put back 100 of the 500 dead letter(s) so far\n" in err  # as it waited
     back = [e["task_id"] for e in entries(client, STREAM)]
     assert back + [e["task_id"] for e in entries(client, dead)] == ids
     assert main(command) == 0
@@ -502,6 +505,8 @@ def test_enqueue_stopped_by_a_signal_says_where_to_go_on(
     assert f"interrupted by {sig.name}; the tasks before it are on the stream" in err
     assert "go on with --from-line 101" in err
     assert "enqueued 100 task(s)" in err
+    # While it waited, a line every --progress-interval said how far it was.
+    assert "dcs-cleanup: enqueued 100 task(s) so far, up to line 100\n" in err
     assert main([*base, "--from-line", "101"]) == 0
     assert [e["task_id"] for e in entries(client, STREAM)] == unique
 

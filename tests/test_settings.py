@@ -308,7 +308,14 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
             "enqueue",
             "[--config PATH] [--env-file PATH] [--queue URL] --input PATH [--stream NAME] "
             "[--project-id ID] [--message TEXT] "
-            "[--id-pattern REGEX] [--from-line N] [--max-backlog N]",
+            "[--id-pattern REGEX] [--from-line N] [--max-backlog N] "
+            "[--progress-interval SECONDS]",
+        ),
+        (
+            "redrive",
+            "[--config PATH] [--env-file PATH] [--queue URL] [--stream NAME] "
+            "[--outcome OUTCOME] [--message TEXT] [--max-backlog N] "
+            "[--progress-interval SECONDS] [--dry-run]",
         ),
         ("report", "--journal PATH [--report PATH] [--outcomes PATH]"),
         (
@@ -326,11 +333,12 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
     ],
 )
 def test_each_commands_help_names_the_kind_of_each_value(
-    command: str, usage: str, capsys: pytest.CaptureFixture[str]
+    command: str, usage: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``enqueue --help`` showed ``--queue QUEUE --input INPUT``, ``--from-line FROM_LINE``
     (argparse's default, the flag's own name) where ``run --help`` says URL, PATH, N; so did
     ``demo`` (``--tasks TASKS``) and ``emulator`` (``--ids-out IDS_OUT``)."""
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps at hyphens: dcs-|cleanup:tasks
     with pytest.raises(SystemExit):
         main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -9,6 +9,7 @@ Each command takes the namespace ``worker.parser`` parsed and returns an exit co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import glob
 import gzip
@@ -17,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -83,17 +84,43 @@ async def until_signal(work: Callable[[], Awaitable[_T]]) -> tuple[_T | None, st
     stopped_by: list[str] = []
     result: _T | None = None
     finished = False
-    try:
+    with _own_errors():
         async with anyio.create_task_group() as group:
             await group.start(_stop_on_signal, group.cancel_scope, stopped_by)
             result = await work()
             finished = True
             group.cancel_scope.cancel()
+    return result, None if finished else (stopped_by[0] if stopped_by else "a signal")
+
+
+async def _telling(
+    work: Callable[[], Awaitable[None]], say: Callable[[], str], every: float
+) -> None:
+    """``work()``, with ``say()`` on standard error every ``every`` seconds while it goes: an
+    enqueue of millions of IDs, or one waiting under ``--max-backlog``, was silent to its end."""
+
+    async def tell() -> None:
+        while True:
+            await anyio.sleep(every)
+            print(f"dcs-cleanup: {say()}", file=sys.stderr)
+
+    with _own_errors():
+        async with anyio.create_task_group() as group:
+            group.start_soon(tell)
+            await work()
+            group.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def _own_errors() -> Iterator[None]:
+    """The exception of a task group's one failing task raised as it is, not inside an
+    ExceptionGroup, so ``main`` reports a usage error as exit 2 with one line."""
+    try:
+        yield
     except BaseExceptionGroup as failed:
         if len(failed.exceptions) == 1 and isinstance(failed.exceptions[0], Exception):
             raise failed.exceptions[0] from None
         raise
-    return result, None if finished else (stopped_by[0] if stopped_by else "a signal")
 
 
 def _queue_settings(
@@ -103,7 +130,8 @@ def _queue_settings(
     ``redrive``), read from where ``run`` reads them, so a producer and its consumers given
     one config file or environment agree on the stream (a flag not given must not hide its
     DCS_CLEANUP_* variable); and its Redis URL and stream."""
-    flags = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    given = {name: getattr(args, name, None) for name in names}  # a setting's flag not given
+    flags = {name: value for name, value in given.items() if value is not None}  # is absent
     settings = load_settings(flags, args.config, args.env_file)
     if settings.queue is None:
         msg = f"{command} needs --queue URL (or DCS_CLEANUP_QUEUE, or queue in --config)"
@@ -136,7 +164,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     from worker.files import FileSource
     from worker.sources import IdValidator
 
-    names = ("queue", "stream", "project_id", "id_pattern", "message")
+    names = ("queue", "stream", "project_id", "id_pattern", "message", "progress_interval")
     settings, queue, stream = _queue_settings(args, "enqueue", names)
     if args.input != "-" and not Path(args.input).exists():
         raise ConfigError(f"--input {args.input}: no such file")
@@ -156,8 +184,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             max_backlog=args.max_backlog or 0,
             waiting=waiting,
         )
+
+        def so_far() -> str:
+            return f"enqueued {done.added} task(s) so far, up to line {done.next_line - 1}"
+
         try:
-            _, stopped_by = await until_signal(add)
+            _, stopped_by = await until_signal(
+                functools.partial(_telling, add, so_far, settings.progress_interval)
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
@@ -209,7 +243,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
     from worker import enqueue, redrive
 
-    settings, queue, stream = _queue_settings(args, "redrive", ("queue", "stream", "message"))
+    names = ("queue", "stream", "message", "progress_interval")
+    settings, queue, stream = _queue_settings(args, "redrive", names)
     chosen = tuple(dict.fromkeys(args.outcome or ["failed"]))
     waiting = _backlog_teller(stream, args.max_backlog)
 
@@ -227,8 +262,15 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             max_backlog=args.max_backlog or 0,
             waiting=waiting,
         )
+
+        def so_far() -> str:
+            verb = "would put back" if args.dry_run else "put back"
+            return f"{verb} {done.added} of the {done.held} dead letter(s) so far"
+
         try:
-            _, stopped_by = await until_signal(move)
+            _, stopped_by = await until_signal(
+                functools.partial(_telling, move, so_far, settings.progress_interval)
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()

@@ -139,8 +139,9 @@ def add_file_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_backlog_flag(parser: argparse.ArgumentParser) -> None:
-    """``--max-backlog``, of the commands that write to the stream."""
+def add_writer_flags(parser: argparse.ArgumentParser) -> None:
+    """``--max-backlog`` and ``--progress-interval``, of the commands that write to the
+    stream."""
     parser.add_argument(
         "--max-backlog",
         type=positive_int,
@@ -148,6 +149,11 @@ def add_backlog_flag(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="wait while the stream holds this many entries, for consumers to take them "
         "(default: no limit)",
+    )
+    add_settings_flags(
+        parser,
+        ("progress_interval",),
+        {"progress_interval": "seconds between two lines on standard error of how far it is"},
     )
 
 
@@ -173,7 +179,7 @@ def _add_redrive_parser(sub: Any) -> None:
     red.add_argument(
         "--message", default=None, metavar="TEXT", help="message field for every entry"
     )
-    add_backlog_flag(red)
+    add_writer_flags(red)
     red.add_argument(
         "--dry-run",
         action="store_true",
@@ -412,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start at this line of the input (an enqueue that stopped part-way names it)",
     )
-    add_backlog_flag(enq)
+    add_writer_flags(enq)
 
     _add_redrive_parser(sub)
     _add_list_parser(sub)
