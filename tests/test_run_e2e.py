@@ -588,7 +588,9 @@ def test_dry_run_sends_no_delete(emulator: EmulatorServer, tmp_path: Path) -> No
     assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--dry-run") == 0
     assert emulator.state.deletes_received == 0
     assert emulator.state.requests == 1
-    assert report(tmp_path)["requests"] == 1  # the report counts what the server received
+    rep = report(tmp_path)
+    assert rep["requests"] == 1  # the report counts what the server received
+    assert rep["throughput_per_s"] == 0  # no task reached the API
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"would_delete": 50}
 
 
