@@ -398,11 +398,19 @@ def test_emulator_on_port_0_names_the_port_it_listens_on(tmp_path: Path) -> None
 
 def test_every_stop_reason_has_a_remedy_in_the_readme() -> None:
     """The README's table of stop reasons says what to do for each one a run can end with (an
-    abort, a signal or deadline, a ``--processes`` child lost): a new one without a row fails."""
+    abort, a signal or deadline, a ``--processes`` child lost): a new one without a row fails.
+    The summary's ``next:`` line after such a stop says the same words (signals and deadlines
+    have the ``again:`` line instead)."""
     from worker.models import ABORT_REASONS
+    from worker.summary import NEXT_STEP
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     table = readme.split("| `stop_reason` | exit | what to do |", 1)[1].split("\n\n", 1)[0]
-    rows = [line.split("|")[1] for line in table.splitlines()[2:]]
-    named = {name for cell in rows for name in re.findall(r"`([a-z_]+)`", cell)}
-    assert named == ABORT_REASONS | {"signal", "deadline", "worker_process_failed"}
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    todo = {
+        name: cells[2].strip().replace("`", "")
+        for cells in rows
+        for name in re.findall(r"`([a-z_]+)`", cells[0])
+    }
+    assert set(todo) == ABORT_REASONS | {"signal", "deadline", "worker_process_failed"}
+    assert {k: v for k, v in todo.items() if k not in ("signal", "deadline")} == NEXT_STEP

@@ -336,6 +336,7 @@ def test_wrong_secret_key_stops_at_once(
     assert rep["throughput_per_s"] == 0
     summary = capsys.readouterr().err
     assert " · 0.0 tasks/s · " in summary
+    assert "\nnext: set CLOUD_SDK_AK/CLOUD_SDK_SK (and CLOUD_SDK_SECURITY_TOKEN for" in summary
     # Sending again is for after the key is mended: the summary does not offer it.
     assert "again:" not in summary
     monkeypatch.setenv("CLOUD_SDK_SK", DEMO_SK)

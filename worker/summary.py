@@ -16,6 +16,56 @@ EXIT_MEANING = {
     4: "interrupted; the rest is not_attempted",
 }
 
+# What to do after a run stopped early, by its stop reason: the README's table of stop reasons,
+# word for word (a test holds them equal). Not for a signal or a deadline: ``_again`` says it.
+_SAME_SERVER = "--endpoint is some other web server (a wrong port, a website, a login portal)"
+_TLS = (
+    "behind a TLS-inspecting proxy, point SSL_CERT_FILE at its CA bundle; or the address is "
+    "http://, not https://"
+)
+NEXT_STEP = {
+    "credentials_refused": (
+        "set CLOUD_SDK_AK/CLOUD_SDK_SK (and CLOUD_SDK_SECURITY_TOKEN for temporary credentials) "
+        "right. Do not run again with the same ones: Huawei locks an AK/SK after more than five "
+        "refused signatures."
+    ),
+    "clock_skew": (
+        "set this machine's clock right (NTP); the detail says by how much. The AK/SK are fine"
+    ),
+    "api_not_found": "--region or --endpoint names a gateway without the DCS task API",
+    "not_dcs_api": _SAME_SERVER,
+    "redirected": _SAME_SERVER,
+    "tls_untrusted": _TLS,
+    "tls_mismatch": _TLS,
+    "circuit_open": (
+        "the API is failing (5xx, no answers): run the same command again later; with --journal "
+        "it goes on where it stopped"
+    ),
+    "forbidden": (
+        "grant dcs:task:delete (or correct --project-id), then run again with the same --journal"
+    ),
+    "max_deletes": "the guard tripped: check the input is the one meant, then raise --max-deletes",
+    "journal_error": (
+        "free the disk under --journal (full, read-only) and run the same command again: what "
+        "the journal holds as done is skipped, the rest sent again (a task deleted but not "
+        "recorded is then absent)"
+    ),
+    "output_error": (
+        "the disk under --outcomes (full, read-only, gone); every outcome had is in the "
+        "journal: dcs-cleanup report --journal J --outcomes NEW"
+    ),
+    "rate_limit_error": (
+        "Redis refused the --shared-rate-key limiter (a wrong type at the key, an ACL)"
+    ),
+    "worker_process_failed": (
+        "a --processes child died (its log says why); run again with the same --journal"
+    ),
+    "input_error": (
+        "fix the input where the error names it (3 if some tasks were already sent; with "
+        "--journal a re-run skips them)"
+    ),
+}
+
 
 def summary_table(report: dict[str, Any]) -> str:
     """A short human summary: one row per outcome, then the request figures and the exit code."""
@@ -49,6 +99,9 @@ def summary_table(report: dict[str, Any]) -> str:
     again = _again(report)
     if again is not None:
         lines.append(again)
+    step = NEXT_STEP.get(report["stop_reason"] or "")
+    if step is not None:  # a run stopped early, not by a signal or its deadline
+        lines.append(f"next: {step}")
     reason = f" ({report['stop_reason']})" if report["stop_reason"] else ""
     lines.append(f"exit {code}: {EXIT_MEANING.get(code, '')}{reason}")
     return "\n".join(lines)
