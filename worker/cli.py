@@ -1,6 +1,6 @@
 """``dcs-cleanup``: ``main``, the ``run`` command, and the table of commands (``demo`` and
-``emulator`` are in ``worker.demo``; ``enqueue``, ``redrive``, ``list`` and ``report`` in
-``worker.commands``).
+``emulator`` are in ``worker.demo``; ``list`` and ``report`` in ``worker.commands``; ``enqueue``
+and ``redrive`` in ``worker.stream_writers``).
 
 ``main`` turns this project's errors into exit 2 (nothing sent) with one line, never a traceback.
 """
@@ -15,19 +15,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from worker.commands import (
-    cmd_enqueue,
-    cmd_list,
-    cmd_redrive,
-    cmd_report,
-    run_async,
-    settings_and_logs,
-)
+from worker.commands import cmd_list, cmd_report, run_async, settings_and_logs
 from worker.demo import cmd_demo, cmd_emulator
 from worker.errors import CleanupError, ConfigError, InputError, JournalError
 from worker.models import EXIT_ABORTED, EXIT_USAGE
 from worker.parser import build_parser
 from worker.settings import Settings
+from worker.stream_writers import cmd_enqueue, cmd_redrive
 
 
 def _tune_gc() -> None:
