@@ -88,9 +88,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             return f"enqueued {done.added} task(s) so far, up to line {done.next_line - 1}"
 
         try:
-            _, stopped_by = await until_signal(
-                functools.partial(_telling, add, so_far, settings.progress_interval)
-            )
+            stopped_by = await _until_signal_telling(add, so_far, settings.progress_interval)
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
@@ -167,9 +165,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             return f"{verb} {done.added} of the {done.held} dead letter(s) so far"
 
         try:
-            _, stopped_by = await until_signal(
-                functools.partial(_telling, move, so_far, settings.progress_interval)
-            )
+            stopped_by = await _until_signal_telling(move, so_far, settings.progress_interval)
         finally:
             with anyio.CancelScope(shield=True):
                 await client.aclose()
@@ -203,19 +199,24 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         raise ConfigError(f"--queue {redact_url(queue)}: {exc}") from None
 
 
-async def _telling(
+async def _until_signal_telling(
     work: Callable[[], Awaitable[None]], say: Callable[[], str], every: float
-) -> None:
-    """``work()``, with ``say()`` on standard error every ``every`` seconds while it goes: an
-    enqueue of millions of IDs, or one waiting under ``--max-backlog``, was silent to its end."""
+) -> str | None:
+    """``work()`` until it ends or a signal stops it (``until_signal``: the signal's name, or
+    None), with ``say()`` on standard error every ``every`` seconds while it goes: an enqueue
+    of millions of IDs, or one waiting under ``--max-backlog``, was silent to its end."""
 
     async def tell() -> None:
         while True:
             await anyio.sleep(every)
             print(f"dcs-cleanup: {say()}", file=sys.stderr)
 
-    with own_errors():
-        async with anyio.create_task_group() as group:
-            group.start_soon(tell)
-            await work()
-            group.cancel_scope.cancel()
+    async def telling() -> None:
+        with own_errors():
+            async with anyio.create_task_group() as group:
+                group.start_soon(tell)
+                await work()
+                group.cancel_scope.cancel()
+
+    _, stopped_by = await until_signal(telling)
+    return stopped_by
