@@ -275,6 +275,49 @@ def test_redrive_puts_back_the_chosen_outcomes_alone(
     assert [e["task_id"] for e in entries(client, dead)] == ["../x"]
 
 
+def test_redrive_ends_though_its_tasks_fail_again_as_it_goes(redis_url: str) -> None:
+    """A consumer still failing every task (here a thread that dead-letters each entry as it
+    lands on the stream) makes new dead letters as fast as redrive puts old ones back; redrive
+    reads the dead letters there were when it began, so it ends, having put each back once."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dead = STREAM + ":dead"
+    ids = unknown_ids(2_000)
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
+        pipe.execute()
+    failing = threading.Event()
+    failed_again: list[str] = []
+
+    def consumer() -> None:
+        worker = redis.Redis.from_url(redis_url, decode_responses=True)
+        while not failing.is_set():
+            got: Any = worker.xrange(STREAM, count=100)
+            for entry_id, fields in got:
+                worker.xadd(dead, {**fields, "outcome": "failed"})
+                worker.xdel(STREAM, entry_id)
+                failed_again.append(fields["task_id"])
+
+    thread = threading.Thread(target=consumer)
+    thread.start()
+    try:
+        ended = subprocess.run(
+            [sys.executable, "-m", "worker", "redrive", "--queue", redis_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        failing.set()
+        thread.join()
+    assert ended.returncode == 0, ended.stderr
+    assert "put back 2000 of the 2000 dead letter(s)" in ended.stderr
+    assert failed_again  # they did fail again while it ran
+    letters = [e["task_id"] for e in entries(client, dead)]
+    assert sorted(letters + [e["task_id"] for e in entries(client, STREAM)]) == sorted(ids)
+
+
 def test_redrive_refused_part_way_leaves_no_task_on_neither_stream(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
