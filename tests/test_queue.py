@@ -235,6 +235,28 @@ def test_a_consumer_s_failed_entries_go_back_on_the_stream_with_redrive(
     assert emulator.state.remaining() == 0
 
 
+def test_a_consumer_stopped_by_the_breaker_names_redrive_for_its_failed_entries(
+    emulator: EmulatorServer,
+    redis_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An outage opens the breaker (exit 3): the tasks that failed before it are dead letters,
+    the rest stay pending. The summary says what to do for the stop (run again later) and, as
+    for a run that ended 1, that redrive puts the failed ones back."""
+    ids = seed(emulator, 300, Faults(error_rate=1.0))
+    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    capsys.readouterr()
+    breaker = ("--max-attempts", "1", "--breaker-window", "20", "--concurrency", "4")
+    assert main(consumer_args(emulator, redis_url, "c1", "--until-empty", *breaker)) == 3
+    err = capsys.readouterr().err
+    dead = redis.Redis.from_url(redis_url).xlen(STREAM + ":dead")
+    assert 0 < dead < 300
+    assert f"again: the {dead} failed entries are in {STREAM}:dead; dcs-cleanup redrive" in err
+    assert "\nnext: the API is failing (5xx, no answers): run the same command again later" in err
+    assert err.rstrip().endswith("exit 3: aborted (circuit_open)")
+
+
 def test_redrive_puts_back_the_chosen_outcomes_alone(
     redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -113,11 +113,9 @@ def _again(report: dict[str, Any]) -> str | None:
     rest alone, when the whole input was read); without one, it sends it all.
     Not for an abort (exit 3: the credentials, the clock, the endpoint first). A queue's failed
     entries are dead letters in ``<stream>:dead``, which a run reads no more: ``redrive`` puts
-    them back (its not_attempted entries stay pending, read again as they are)."""
+    them back once what failed them is mended, after an abort too (the breaker's failed tasks);
+    its not_attempted entries stay pending, read again as they are."""
     outcomes = report["outcomes"]
-    left = outcomes["failed"] + outcomes["not_attempted"]
-    if report["exit_code"] not in (1, 4) or not left:
-        return None
     if report["settings"].get("queue"):
         if not outcomes["failed"]:
             return None
@@ -127,6 +125,9 @@ def _again(report: dict[str, Any]) -> str | None:
             f"dcs-cleanup redrive, given this run's --queue and --stream, puts them back on "
             f"{stream}"
         )
+    left = outcomes["failed"] + outcomes["not_attempted"]
+    if report["exit_code"] not in (1, 4) or not left:
+        return None
     journal = report["settings"].get("journal")  # a run's --journal, or the one rendered
     # ``dcs-cleanup report --journal`` renders it: the command to give again is the run's.
     same = "the same run command" if "runs" not in report else "the run command, given again,"
