@@ -262,8 +262,9 @@ def test_redrive_puts_back_the_chosen_outcomes_alone(
 ) -> None:
     """Dead letters of failed, rejected and invalid entries: --dry-run counts the failed ones
     by reason and changes nothing; redrive puts back the failed ones as new entries (task and
-    project, and --message) and deletes their dead letters; --outcome rejected the rejected
-    ones; an invalid entry is never put back, it would only be skipped again."""
+    project, and --message) and deletes their dead letters, with --limit N the oldest N first;
+    --outcome rejected the rejected ones; an invalid entry is never put back, it would only be
+    skipped again."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     dead = STREAM + ":dead"
     letters = [
@@ -284,6 +285,10 @@ def test_redrive_puts_back_the_chosen_outcomes_alone(
     assert client.xlen(dead) == 5
     assert client.xlen(STREAM) == 0
 
+    # --limit: the oldest N alone, a few first to watch them go through.
+    assert main([*base, "--message", "cleanup", "--limit", "2"]) == 0
+    assert "put back 2 of the 5 dead letter(s)" in capsys.readouterr().err
+    assert [e["task_id"] for e in entries(client, STREAM)] == ["f1", "f2"]
     assert main([*base, "--message", "cleanup"]) == 0
     assert entries(client, STREAM) == [
         {"task_id": t, "project_id": PROJECT, "message": "cleanup"} for t in ("f1", "f2", "f3")
@@ -295,6 +300,20 @@ def test_redrive_puts_back_the_chosen_outcomes_alone(
     assert "put back 1 of the 2 dead letter(s)" in capsys.readouterr().err
     assert [e["task_id"] for e in entries(client, STREAM)] == ["f1", "f2", "f3", "r1"]
     assert [e["task_id"] for e in entries(client, dead)] == ["../x"]
+
+
+def test_redrive_limit_counts_across_pages(redis_url: str) -> None:
+    """--limit 700 over 1,200 dead letters (pages of 500): the oldest 700 go back, in order."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    dead = STREAM + ":dead"
+    ids = unknown_ids(1_200)
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
+        pipe.execute()
+    assert main(["redrive", "--queue", redis_url, "--limit", "700"]) == 0
+    assert [e["task_id"] for e in entries(client, STREAM)] == ids[:700]
+    assert [e["task_id"] for e in entries(client, dead)] == ids[700:]
 
 
 def test_redrive_ends_though_its_tasks_fail_again_as_it_goes(redis_url: str) -> None:

@@ -314,7 +314,7 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
         (
             "redrive",
             "[--config PATH] [--env-file PATH] [--queue URL] [--stream NAME] "
-            "[--outcome OUTCOME] [--message TEXT] [--max-backlog N] "
+            "[--outcome OUTCOME] [--message TEXT] [--limit N] [--max-backlog N] "
             "[--progress-interval SECONDS] [--dry-run]",
         ),
         ("report", "--journal PATH [--report PATH] [--outcomes PATH]"),

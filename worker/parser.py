@@ -179,6 +179,13 @@ def _add_redrive_parser(sub: Any) -> None:
     red.add_argument(
         "--message", default=None, metavar="TEXT", help="message field for every entry"
     )
+    red.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="put back the oldest N of them alone (a few first, to watch them go through)",
+    )
     add_writer_flags(red)
     red.add_argument(
         "--dry-run",

@@ -51,9 +51,11 @@ async def redrive(
     message: str | None = None,
     max_backlog: int = 0,
     waiting: Callable[[int], None] | None = None,
+    limit: int | None = None,
 ) -> None:
-    """Re-add the dead letters of ``stream`` whose outcome is one of ``outcomes``, recording
-    the progress in ``done``. A Redis error stops it (``done.error``); what was re-added stays
+    """Re-add the dead letters of ``stream`` whose outcome is one of ``outcomes`` (the oldest
+    ``limit`` of them, if given: a few first, to watch them go through), recording the
+    progress in ``done``. A Redis error stops it (``done.error``); what was re-added stays
     re-added. Cancelled (a signal), it stops between two pages' steps, never inside one."""
     dead = stream + ":dead"
     try:
@@ -68,11 +70,13 @@ async def redrive(
                 return
             start = "(" + as_text(page[-1][0])
             chosen = [(as_text(i), f) for i, f in page if f.get("outcome") in outcomes]
+            if limit is not None:
+                chosen = chosen[: limit - done.added]
             if chosen and not dry_run:
                 await _move(client, stream, dead, chosen, message, max_backlog, waiting, done)
             if dry_run:
                 _count(done, chosen)
-            if done.error is not None:
+            if done.error is not None or (limit is not None and done.added >= limit):
                 return
     except RedisError as exc:
         done.error = describe(exc)

@@ -156,6 +156,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             chosen,
             done,
             dry_run=args.dry_run,
+            limit=args.limit,
             message=settings.message,
             max_backlog=args.max_backlog or 0,
             waiting=waiting,
