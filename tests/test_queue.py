@@ -394,10 +394,12 @@ def test_redrive_refused_part_way_leaves_no_task_on_neither_stream(
     assert client.xlen(dead) == 0
 
 
-def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(redis_url: str) -> None:
+def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A redrive waiting under --max-backlog, stopped by SIGTERM: exit 4, each task on the
     stream or still a dead letter, and the same command puts back the rest. A Redis it cannot
-    reach is exit 2, nothing put back."""
+    reach, or a dead-letter key that is no stream, is exit 2, nothing put back."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     dead = STREAM + ":dead"
     ids = unknown_ids(500)
@@ -415,6 +417,12 @@ def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(redis_url: str) -
     assert main(command) == 0
     assert [e["task_id"] for e in entries(client, STREAM)] == ids
     assert main(["redrive", "--queue", "redis://127.0.0.1:1/0"]) == 2
+    client.set("other:dead", "not a stream")
+    capsys.readouterr()
+    assert main(["redrive", "--queue", redis_url, "--stream", "other"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "WRONGTYPE Operation against a key holding the wrong kind of value; nothing was put back\n"
+    )
 
 
 def test_dead_letter_maxlen_keeps_the_newest_dead_letters(

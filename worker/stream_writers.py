@@ -187,10 +187,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         if done.error is not None:
             error = done.error[:400].rstrip(".")  # redis-py ends some with a full stop
-            print(
-                f"dcs-cleanup: --queue {redact_url(queue)}: {error}; run it again for the rest",
-                file=sys.stderr,
-            )
+            then = "run it again for the rest" if done.added else "nothing was put back"
+            print(f"dcs-cleanup: --queue {redact_url(queue)}: {error}; {then}", file=sys.stderr)
             return EXIT_ABORTED if done.added else EXIT_USAGE
         return 0
 
