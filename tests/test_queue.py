@@ -88,6 +88,20 @@ def stopped_at_the_backlog(
     return proc, err
 
 
+def add_failed_dead_letters(client: redis.Redis, ids: list[str]) -> None:
+    """A dead letter of outcome ``failed`` for each task, oldest first, as a consumer writes
+    them (the fields redrive reads)."""
+    with client.pipeline(transaction=False) as pipe:
+        for task_id in ids:
+            fields: dict[Any, Any] = {
+                "task_id": task_id,
+                "project_id": PROJECT,
+                "outcome": "failed",
+            }
+            pipe.xadd(STREAM + ":dead", fields)
+        pipe.execute()
+
+
 def holders(client: redis.Redis) -> dict[str, int]:
     """Entries each consumer holds pending (none before the group exists)."""
     try:
@@ -307,10 +321,7 @@ def test_redrive_limit_counts_across_pages(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     dead = STREAM + ":dead"
     ids = unknown_ids(1_200)
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in ids:
-            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
-        pipe.execute()
+    add_failed_dead_letters(client, ids)
     assert main(["redrive", "--queue", redis_url, "--limit", "700"]) == 0
     assert [e["task_id"] for e in entries(client, STREAM)] == ids[:700]
     assert [e["task_id"] for e in entries(client, dead)] == ids[700:]
@@ -323,10 +334,7 @@ def test_redrive_ends_though_its_tasks_fail_again_as_it_goes(redis_url: str) -> 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     dead = STREAM + ":dead"
     ids = unknown_ids(2_000)
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in ids:
-            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
-        pipe.execute()
+    add_failed_dead_letters(client, ids)
     failing = threading.Event()
     failed_again: list[str] = []
 
@@ -370,10 +378,7 @@ def test_redrive_refused_part_way_leaves_no_task_on_neither_stream(
     dead = STREAM + ":dead"
     ids = unknown_ids(2_000)
     command = ["redrive", "--queue", redis_url, "--message", "m" * 1000]
-    with client.pipeline(transaction=False) as pipe:
-        for task_id in ids:
-            pipe.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
-        pipe.execute()
+    add_failed_dead_letters(client, ids)
     used = int(client.info("memory")["used_memory"])
     client.config_set("maxmemory", used + 1_000_000)
     try:
@@ -403,8 +408,7 @@ def test_redrive_stopped_by_a_signal_exits_4_and_loses_no_task(
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     dead = STREAM + ":dead"
     ids = unknown_ids(500)
-    for task_id in ids:
-        client.xadd(dead, {"task_id": task_id, "project_id": PROJECT, "outcome": "failed"})
+    add_failed_dead_letters(client, ids)
     command = ["redrive", "--queue", redis_url]
     proc, err = stopped_at_the_backlog(client, command, signal.SIGTERM)
     assert proc.returncode == 4
