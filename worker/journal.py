@@ -256,12 +256,14 @@ class Journal:
         with self._lock, self._failing("checkpoint"):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
-    def count_unfinished(self) -> int:
-        """How many tasks ``unfinished`` pages through: a ``--retry-failed`` run's total."""
-        with self._lock, self._failing("count"):
+    def count_unfinished(self) -> int | None:
+        """How many tasks ``unfinished`` pages through: a ``--retry-failed`` run's total. None
+        when SQLite cannot count them: the total is for the progress alone, and the run's own
+        reads of the journal then say why."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
             query = f"SELECT count(*) FROM tasks WHERE {_UNFINISHED}"  # noqa: S608 - a constant
-            row = self._db.execute(query).fetchone()
-        return int(row[0])
+            return int(self._db.execute(query).fetchone()[0])
+        return None
 
     def unfinished(self, after: tuple[str, str] = ("", ""), limit: int = 512) -> list[TaskRef]:
         """Up to ``limit`` tasks after key ``after`` that a run left ``failed``, ``not_attempted``

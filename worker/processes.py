@@ -119,13 +119,10 @@ def share(total: int, n: int, index: int) -> int:
 
 def _created(path: Path, run_id: str, *, count: bool) -> int | None:
     """Create the run's journal; with ``count`` (``--retry-failed``), the tasks it holds to
-    retry, before any child claims one (None if SQLite cannot count them: the children's own
-    reads say why)."""
+    retry, before any child claims one (``Journal.count_unfinished``)."""
     journal = Journal(path, run_id)
     try:
         return journal.count_unfinished() if count else None
-    except JournalError:
-        return None
     finally:
         journal.close()
 

@@ -65,13 +65,11 @@ class JournalSource:
         self._journal = journal
 
     async def count(self, progress: Progress) -> None:
-        """Give the progress its total: the tasks there are to retry, counted before any. A
-        journal that cannot be read gives none: the run's own reads of it say why."""
-        try:
-            total = await anyio.to_thread.run_sync(self._journal.count_unfinished)
-        except JournalError:
-            return
-        progress.set_total(total)
+        """Give the progress its total: the tasks there are to retry, counted before any (none
+        from a journal SQLite cannot count: the run's own reads of it say why)."""
+        total = await anyio.to_thread.run_sync(self._journal.count_unfinished)
+        if total is not None:
+            progress.set_total(total)
 
     async def batches(self) -> AsyncGenerator[list[SourceItem], None]:
         after = ("", "")
