@@ -16,7 +16,7 @@ from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError
 from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
-from worker.redis_client import as_text, unreachable
+from worker.redis_client import as_text, dead_letter_key, unreachable
 from worker.sources import BAD_INPUT
 
 log = get_logger()
@@ -27,7 +27,7 @@ class DeadLetters:
     """The dead-letter stream of one stream and group, and the settling of entries into it."""
 
     def __init__(self, client: aioredis.Redis, stream: str, group: str, maxlen: int) -> None:
-        self.key = stream + ":dead"
+        self.key = dead_letter_key(stream)
         self._redis = client
         self._stream = stream
         self._group = group

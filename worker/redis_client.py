@@ -76,13 +76,18 @@ async def check_reachable(client: aioredis.Redis) -> None:
         await client.ping()
 
 
+def dead_letter_key(stream: str) -> str:
+    """Where the dead letters of ``stream`` are kept (``worker.dead_letters``, ``redrive``)."""
+    return stream + ":dead"
+
+
 def check_cluster_stream(client: aioredis.Redis, stream: str) -> None:
     """On a Redis Cluster, ``<stream>`` and ``<stream>:dead`` must share a hash slot: a dead
     letter is added in the same MULTI as the entry's ack, which a cluster runs on one node
     only. A hash tag in the name (``{cleanup}:tasks``) puts both in its slot."""
     if not isinstance(client, RedisCluster):
         return
-    dead = stream + ":dead"
+    dead = dead_letter_key(stream)
     if client.keyslot(stream) != client.keyslot(dead):
         msg = (
             f"--stream {stream!r}: on a Redis Cluster the stream and {dead!r} must share a "

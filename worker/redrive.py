@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from worker.enqueue import entry_fields, room_for
 from worker.models import TaskRef
-from worker.redis_client import as_text, describe
+from worker.redis_client import as_text, dead_letter_key, describe
 
 PAGE = 500
 
@@ -57,7 +57,7 @@ async def redrive(
     ``limit`` of them, if given: a few first, to watch them go through), recording the
     progress in ``done``. A Redis error stops it (``done.error``); what was re-added stays
     re-added. Cancelled (a signal), it stops between two pages' steps, never inside one."""
-    dead = stream + ":dead"
+    dead = dead_letter_key(stream)
     try:
         newest: Any = await client.xrevrange(dead, count=1)
         if not newest:
