@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from worker.enqueue import entry_fields, room_for
 from worker.models import TaskRef
 from worker.redis_client import as_text, dead_letter_key, describe
+from worker.report import failure_reason
 
 PAGE = 500
 
@@ -120,6 +121,5 @@ def _count(done: Redriven, letters: list[tuple[str, dict[str, str]]]) -> None:
     for _, fields in letters:
         outcome = fields.get("outcome", "")
         done.outcomes[outcome] += 1
-        status = fields.get("status")
-        why = fields.get("error_code") or (f"HTTP {status}" if status else "no answer")
+        why = failure_reason(fields.get("error_code"), fields.get("status"))
         done.reasons[f"{outcome} {why}"] += 1

@@ -148,9 +148,9 @@ class RunStats:
         if outcomes["failed"] + outcomes["rejected"] != failures:  # a look a batch, not a task
             for r in results:
                 if r.outcome is Outcome.FAILED:
-                    self.failed_reasons[_reason(r)] += 1
+                    self.failed_reasons[failure_reason(r.error_code, r.status)] += 1
                 elif r.outcome is Outcome.REJECTED:
-                    self.rejected_reasons[_reason(r)] += 1
+                    self.rejected_reasons[failure_reason(r.error_code, r.status)] += 1
 
     def absorb(self, report: dict[str, Any], latency: LatencyHistogram) -> None:
         """Add another run's counts (a child process's report and histogram) to these."""
@@ -237,12 +237,13 @@ class RunStats:
         }
 
 
-def _reason(result: TaskResult) -> str:
+def failure_reason(error_code: str | None, status: int | str | None) -> str:
     """Why a task failed or was rejected, in a word: its error code (``DCS.4133``, ``timeout``,
-    ``ClientConnectorError``), else the HTTP status of its last answer."""
-    if result.error_code:
-        return result.error_code
-    return f"HTTP {result.status}" if result.status is not None else "unknown"
+    ``ClientConnectorError``), else the HTTP status of its last answer (the report's
+    ``failed_reasons``, and ``redrive``'s count of dead letters, whose status is text)."""
+    if error_code:
+        return error_code
+    return f"HTTP {status}" if status not in (None, "") else "unknown"
 
 
 def _iso(ts: float) -> str:
