@@ -22,6 +22,7 @@ from worker.models import TaskRef, TaskResult
 from worker.redis_client import (
     check_cluster_stream,
     check_reachable,
+    clause,
     describe,
     open_client,
     unreachable,
@@ -57,7 +58,7 @@ async def open_stream(url: str, stream: str, *, doing: str = "nothing was added"
         try:
             await check_reachable(client)
         except RedisError as exc:
-            msg = f"--queue {redact_url(url)}: {unreachable(exc).rstrip('.')}; {doing}"
+            msg = f"--queue {redact_url(url)}: {clause(unreachable(exc))}; {doing}"
             raise ConfigError(msg) from None
     except BaseException:
         with anyio.CancelScope(shield=True):

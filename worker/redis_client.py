@@ -117,6 +117,12 @@ def describe(exc: RedisError) -> str:
     return text
 
 
+def clause(text: str) -> str:
+    """Redis's words (``describe``, ``unreachable``) as a clause of a longer line: at most 400
+    characters, and without the full stop redis-py ends some with (no "refused.; nothing")."""
+    return text[:400].rstrip(".")
+
+
 def unreachable(exc: RedisError) -> str:
     """Why Redis could not be used at start, for an operator: refused credentials are not an
     unreachable server."""

@@ -61,6 +61,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     from worker import enqueue
     from worker.files import FileSource
+    from worker.redis_client import clause
     from worker.sources import IdValidator
 
     names = ("queue", "stream", "project_id", "id_pattern", "message", "progress_interval")
@@ -115,7 +116,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         if done.stopped_at is None:
             return 1 if done.bad else 0
         where = f"--queue {redact_url(queue)}: stopped at line {done.stopped_at}"
-        error = (done.error or "")[:400].rstrip(".")  # redis-py ends some with a full stop
+        error = clause(done.error or "")
         if not done.added:
             print(f"dcs-cleanup: {where}: {error}; nothing was added", file=sys.stderr)
         else:
@@ -139,6 +140,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from worker import enqueue, redrive
+    from worker.redis_client import clause
 
     names = ("queue", "stream", "message", "progress_interval")
     settings, queue, stream = _queue_settings(args, "redrive", names)
@@ -186,7 +188,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             )
             return EXIT_INTERRUPTED
         if done.error is not None:
-            error = done.error[:400].rstrip(".")  # redis-py ends some with a full stop
+            error = clause(done.error)
             then = "run it again for the rest" if done.added else "nothing was put back"
             print(f"dcs-cleanup: --queue {redact_url(queue)}: {error}; {then}", file=sys.stderr)
             return EXIT_ABORTED if done.added else EXIT_USAGE
