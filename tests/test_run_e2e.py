@@ -65,6 +65,23 @@ def test_existing_and_unknown_ids_end_deleted_and_absent(
     assert rep["exit_code"] == 0
 
 
+def test_the_message_reaches_the_api_as_the_delete_body(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """The server receives ``{"message": ...}``: --message for every task, a JSON Lines line's
+    own message over it; without either, a DELETE with no body (as the SDK sends)."""
+    ids = seed(emulator, 6)
+    lines = [{"task_id": t} for t in ids[:3]] + [{"task_id": ids[3], "message": "ticket 42"}]
+    jsonl = tmp_path / "ids.jsonl"
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert run(emulator, tmp_path, jsonl, "--message", "cleanup by SRE, naïve ok") == 0
+    assert emulator.state.messages == {"cleanup by SRE, naïve ok": 3, "ticket 42": 1}
+    emulator.state.messages.clear()
+    assert run(emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids[4:])) == 0
+    assert emulator.state.messages == {None: 2}
+    assert emulator.state.remaining() == 0
+
+
 def test_every_outcome_line_has_the_contract_fields(
     emulator: EmulatorServer, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import email.utils
+import json
 import operator
 import random
 import re
@@ -100,6 +101,9 @@ class EmulatorState:
     by_status: collections.Counter[int] = field(default_factory=collections.Counter)
     delete_calls: collections.Counter[str] = field(default_factory=collections.Counter)
     deleted: collections.Counter[str] = field(default_factory=collections.Counter)
+    # The ``message`` of each DELETE past the signature check, counted by its text (None: no
+    # body, as the SDK sends when there is no message).
+    messages: collections.Counter[str | None] = field(default_factory=collections.Counter)
     paths: collections.Counter[str] = field(default_factory=collections.Counter)
     arrivals: list[float] = field(default_factory=list)
     resets: int = 0
@@ -164,6 +168,20 @@ class EmulatorState:
 def _compact(created_at: str) -> str:
     """``2020-09-13T12:26:40.000Z`` as the list API's time filters write it: ``20200913122640``."""
     return re.sub(r"\D", "", created_at)[:14]
+
+
+def _message(body: bytes) -> str | None:
+    """A DELETE body's ``message`` (None: no body); ValueError for a body of another shape."""
+    if not body:
+        return None
+    data = json.loads(body)
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"message"}
+        or not isinstance(data["message"], str)
+    ):
+        raise ValueError(data)
+    return data["message"]
 
 
 def _error(status: int, code: str, msg: str, *, gateway: bool = False) -> web.Response:
@@ -361,6 +379,10 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
             return early
         if request.headers.get("X-Project-Id", project_id) != project_id:
             return _error(400, "DCS.4001", "X-Project-Id does not match the URL's project.")
+        try:
+            state.messages[_message(body)] += 1
+        except ValueError:  # JSONDecodeError too
+            return _error(400, "DCS.4800", 'The body must be {"message": "<text>"} or empty.')
         store = state.tasks.get(project_id, {})
         if store.pop(task_id, None) is None:
             return _error(404, "DCS.4133", "The task does not exist.")
