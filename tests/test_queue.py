@@ -221,9 +221,15 @@ def test_a_consumer_s_failed_entries_go_back_on_the_stream_with_redrive(
 ) -> None:
     """A consumer's failed entries are dead letters, which no run reads again: its summary
     says so and names redrive, not the file run's --retry-failed. Once the endpoint is mended,
-    redrive puts them back on the stream and a drain deletes them all."""
+    redrive puts them back on the stream and a drain deletes them all, each entry with the
+    message it was written with (a dead letter dropped it, and redrive sent none)."""
     ids = seed(emulator, 10, Faults(error_rate=1.0))
-    assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
+    jsonl = tmp_path / "ids.jsonl"
+    lines = [
+        {"task_id": t, **({"message": "ticket 7"} if n < 4 else {})} for n, t in enumerate(ids)
+    ]
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    assert enqueue(redis_url, jsonl) == 0
     capsys.readouterr()
     assert (
         main(consumer_args(emulator, redis_url, "c1", "--until-empty", "--max-attempts", "1")) == 1
@@ -236,7 +242,10 @@ def test_a_consumer_s_failed_entries_go_back_on_the_stream_with_redrive(
     ) in err
     assert "--retry-failed" not in err
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert client.xlen(STREAM + ":dead") == 10
+    dead = {
+        letter["task_id"]: letter.get("message") for letter in entries(client, STREAM + ":dead")
+    }
+    assert dead == {t: line.get("message") for t, line in zip(ids, lines, strict=True)}
 
     emulator.state.faults = Faults()
     assert main(["redrive", "--queue", redis_url]) == 0
@@ -247,6 +256,7 @@ def test_a_consumer_s_failed_entries_go_back_on_the_stream_with_redrive(
     assert client.xlen(STREAM + ":dead") == 0
     assert main(consumer_args(emulator, redis_url, "c1", "--until-empty")) == 0
     assert emulator.state.remaining() == 0
+    assert emulator.state.messages == {"ticket 7": 4, None: 6}
 
 
 def test_a_consumer_stopped_by_the_breaker_names_redrive_for_its_failed_entries(

@@ -8,6 +8,7 @@ slot (``worker.redis_client.check_cluster_stream``), so the MULTI runs on one no
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,6 +18,7 @@ from worker.errors import InputError
 from worker.logs import get_logger
 from worker.models import Outcome, TaskResult
 from worker.redis_client import as_text, dead_letter_key, unreachable
+from worker.settings import MAX_MESSAGE
 from worker.sources import BAD_INPUT
 
 log = get_logger()
@@ -55,8 +57,9 @@ class DeadLetters:
             )
             raise InputError(msg)
 
-    async def settle(self, settle: list[TaskResult]) -> int:
+    async def settle(self, settle: list[TaskResult], messages: Mapping[str, str | None]) -> int:
         """XACK, with the dead letters in the same MULTI; return how many were dead-lettered.
+        ``messages``: each entry's own ``message`` by entry ID, kept in its dead letter.
 
         Redis out of memory refuses every command queued in a MULTI, XACK included, though a
         plain XACK (which frees memory) still goes through. Left unacknowledged, the entries
@@ -73,7 +76,7 @@ class DeadLetters:
                 for r in dead:
                     pipe.xadd(
                         self.key,
-                        _fields(r),
+                        _fields(r, messages.get(r.ack or "")),
                         maxlen=self._maxlen,
                         approximate=False,  # exact: the newest N; dead letters are few
                     )
@@ -116,8 +119,8 @@ def _copied(result: TaskResult) -> bool:
     )
 
 
-def _fields(result: TaskResult) -> dict[Any, Any]:
-    return {
+def _fields(result: TaskResult, message: str | None) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {
         "task_id": result.task_id,
         "project_id": result.project_id,
         "outcome": result.outcome.value,
@@ -129,3 +132,6 @@ def _fields(result: TaskResult) -> dict[Any, Any]:
         "entry_id": result.ack or "",
         "at": f"{time.time():.3f}",
     }
+    if message:  # the entry's own, as written (one too long for a DELETE: skipped, cut here)
+        fields["message"] = message[:MAX_MESSAGE]
+    return fields

@@ -79,7 +79,9 @@ class RedisStreamSource:
         self._claim_idle_ms = int(claim_idle * 1000)
         self._batch = batch
         self._message = message
-        self._held: set[str] = set()  # entries delivered to this consumer and not yet settled
+        # Entries delivered to this consumer and not yet settled, each with its own message (a
+        # dead letter keeps it, so that redrive puts the entry back as it was written).
+        self._held: dict[str, str | None] = {}
         self._unacked: list[TaskResult] = []  # settled here, their XACK not yet taken by Redis
         self._last_claim = 0.0
         self._dead = DeadLetters(client, stream, group, dead_letter_maxlen)
@@ -251,7 +253,7 @@ class RedisStreamSource:
                 log.info("cleanup.queue_consumers_forgotten", group=self.group, consumers=forgotten)
 
     def _item(self, entry_id: str, fields: dict[str, str]) -> SourceItem:
-        self._held.add(entry_id)
+        self._held[entry_id] = fields.get("message") or None
         source = f"{self.stream}/{entry_id}"
         task_id = as_text(fields.get("task_id", ""))
         project = as_text(fields.get("project_id") or "") or self._default_project
@@ -266,11 +268,11 @@ class RedisStreamSource:
         settle = [r for r in results if r.ack and r.outcome is not Outcome.NOT_ATTEMPTED]
         for r in results:
             if r.ack and r.outcome is Outcome.NOT_ATTEMPTED:
-                self._held.discard(r.ack)  # left pending: another consumer reclaims it
+                self._held.pop(r.ack, None)  # left pending: another consumer reclaims it
         if not settle:
             return
         try:
-            dead = await self._dead.settle(settle)
+            dead = await self._dead.settle(settle, self._held)
         except RedisError as exc:
             # Pending still, and held here: acknowledged again before the next read, once
             # Redis takes it (``_ack_again``). Should this consumer die first, another one
@@ -293,7 +295,7 @@ class RedisStreamSource:
         # Taken off first: the sink may add more while this one waits on Redis.
         settle, self._unacked = self._unacked, []
         try:
-            dead = await self._dead.settle(settle)
+            dead = await self._dead.settle(settle, self._held)
         except RedisError:
             self._unacked[:0] = settle
             raise
@@ -303,7 +305,7 @@ class RedisStreamSource:
     def _settled(self, settle: list[TaskResult], dead: int) -> None:
         for r in settle:
             if r.ack:
-                self._held.discard(r.ack)
+                self._held.pop(r.ack, None)
         self.acked += len(settle)
         self.dead_lettered += dead
 

@@ -3,7 +3,8 @@
 A consumer copies the entries it settles as ``failed`` (retries outlasted: an outage, a quota)
 or ``rejected`` to ``<stream>:dead`` (``worker.dead_letters``), and a run of the stream never
 reads them again. This puts the chosen ones (``failed`` by default) back on the stream as new
-entries (``task_id``, ``project_id``), then deletes their dead letters: in pages, each added by
+entries (``task_id``, ``project_id``, and the ``message`` the entry was written with, else
+``--message``), then deletes their dead letters: in pages, each added by
 one pipeline and its dead letters deleted once Redis took every XADD, so a failure or a signal
 between two steps leaves a task on both (re-sent, it comes back ``absent``), never on neither.
 It reads the dead letters there were when it started, not those the tasks it re-added may
@@ -102,7 +103,13 @@ async def _move(
         with anyio.CancelScope(shield=True):
             async with client.pipeline(transaction=False) as pipe:
                 for _, fields in part:
-                    ref = TaskRef(fields.get("task_id", ""), fields.get("project_id", ""), "", 0)
+                    ref = TaskRef(
+                        fields.get("task_id", ""),
+                        fields.get("project_id", ""),
+                        "",
+                        0,
+                        fields.get("message") or None,  # the entry's own, over --message
+                    )
                     pipe.xadd(stream, entry_fields(ref, message))
                 replies = await pipe.execute(raise_on_error=False)
             refused = [n for n, reply in enumerate(replies) if isinstance(reply, Exception)]
