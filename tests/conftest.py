@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import random
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,6 +123,16 @@ def outcomes(tmp: Path) -> list[dict[str, Any]]:
 def report(tmp: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((tmp / "report.json").read_text(encoding="utf-8"))
     return data
+
+
+def age_journal(journal: Path, seconds: float) -> None:
+    """Make every task row and run of ``journal`` ``seconds`` older, as if written then."""
+    with contextlib.closing(sqlite3.connect(journal)) as db, db:
+        db.execute("UPDATE tasks SET updated_at = updated_at - ?", (seconds,))
+        db.execute(
+            "UPDATE runs SET started_at = started_at - ?, finished_at = finished_at - ?",
+            (seconds, seconds),
+        )
 
 
 def write_ids(path: Path, ids: list[str]) -> Path:

@@ -142,3 +142,16 @@ def test_the_cronjob_remembers_refused_credentials_on_its_persistent_volume() ->
         mount = mounts[str(path.parent)]
         assert mount["name"] in claims
         assert not mount.get("readOnly", False)
+
+
+def test_the_cronjob_s_volume_holds_a_week_of_tasks_not_every_night_s() -> None:
+    """The nightly run's journal kept every task it ever deleted, and it appended every
+    night's outcome lines to one file, both on the persistent volume: after months it filled.
+    The journal now forgets what ended more than a week before each run (longer than one
+    night's resumptions need: a task deleted earlier cannot be in tonight's list), and no
+    outcomes file grows there (``report --journal`` renders the week's)."""
+    (cleanup,) = pod_spec(load("cronjob.yaml"))["containers"]
+    settings = settings_of(cleanup)
+    assert settings.journal is not None
+    assert settings.retention_at_start_s() == 7 * 86400
+    assert settings.outcomes is None

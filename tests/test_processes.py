@@ -25,6 +25,7 @@ import redis
 
 from tests.conftest import (
     PROJECT,
+    age_journal,
     outcomes,
     report,
     run,
@@ -455,6 +456,37 @@ def test_retry_failed_over_processes(emulator: EmulatorServer, tmp_path: Path) -
     # One DELETE a task, and the parent's first request (a signed GET), counted in the report.
     assert emulator.state.requests - requests_before == failed + 1 == rep["requests"]
     assert all(p["tasks"] > 0 for p in rep["processes"])
+
+
+def test_journal_retention_over_processes_forgets_once_before_the_children(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--journal-retention with --processes 2: the parent forgets the outcomes that ended more
+    than a week ago once, before it forks; the children send those tasks again (absent) and
+    skip the recent ones, and the log says it once."""
+    journal = tmp_path / "journal.sqlite"
+    old, recent = seed(emulator, 40), seed(emulator, 20)
+    assert (
+        run(emulator, tmp_path, write_ids(tmp_path / "old.txt", old), "--journal", str(journal))
+        == 0
+    )
+    age_journal(journal, 8 * 86400)
+    assert (
+        run(emulator, tmp_path, write_ids(tmp_path / "new.txt", recent), "--journal", str(journal))
+        == 0
+    )
+    sent = emulator.state.deletes_received
+    child = spawn(
+        emulator, tmp_path, write_ids(tmp_path / "both.txt", old + recent),
+        "--journal", str(journal), "--journal-retention", "604800", "--processes", "2",
+    )  # fmt: skip
+    assert child.wait(timeout=60) == 0
+    log = (tmp_path / "worker.log").read_text().splitlines()
+    pruned = [json.loads(line) for line in log if '"cleanup.journal_pruned"' in line]
+    assert [e["rows"] for e in pruned] == [40]
+    assert emulator.state.deletes_received == sent + 40
+    rep = report(tmp_path)
+    assert (rep["outcomes"]["absent"], rep["skipped_reasons"]) == (40, {"already_done": 20})
 
 
 def _screen(raw: bytes) -> list[str]:

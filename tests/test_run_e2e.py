@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import (
     PROJECT,
+    age_journal,
     outcomes,
     report,
     run,
@@ -300,7 +301,8 @@ def test_queue_settings_given_to_a_file_run_are_named_as_ignored(
 ) -> None:
     """``--stream other`` beside ``--input`` (or ``DCS_CLEANUP_GROUP`` in the environment) was
     ignored without a word. The run still goes on, as a config file may serve both kinds of
-    run, and warns once, naming the flags; a run given none of them does not warn."""
+    run, and warns once, naming the flags; a run given none of them does not warn. So is
+    --journal-retention without a --journal."""
 
     def warned() -> list[dict[str, Any]]:
         events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -319,6 +321,19 @@ def test_queue_settings_given_to_a_file_run_are_named_as_ignored(
     assert run(emulator, tmp_path, write_ids(tmp_path / "more.txt", seed(emulator, 5))) == 0
     assert warned() == []
     assert emulator.state.remaining() == 0
+
+    # --journal-retention applies to a batch run's --journal too, not to a temporary one.
+    journal = str(tmp_path / "journal.sqlite")
+    ids = write_ids(tmp_path / "last.txt", seed(emulator, 5))
+    assert run(emulator, tmp_path, ids, "--journal-retention", "60") == 0
+    [event] = warned()
+    assert event["settings"] == ["--journal-retention"]
+    assert event["detail"] == (
+        "it applies to a --journal, or to a long-running --queue consumer's; "
+        "this run's journal is temporary"
+    )
+    assert run(emulator, tmp_path, ids, "--journal-retention", "60", "--journal", journal) == 0
+    assert warned() == []
 
 
 def test_wrong_secret_key_stops_at_once(
@@ -656,6 +671,55 @@ def test_rerun_with_journal_sends_nothing_for_finished_tasks(
     assert run(emulator, tmp_path, path, "--journal", journal) == 0
     assert emulator.state.requests == before
     assert report(tmp_path)["skipped_reasons"] == {"already_done": 300}
+
+
+def test_journal_retention_forgets_what_runs_long_ago_ended(
+    emulator: EmulatorServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nightly job's journal kept every task it ever deleted, on its volume, for ever. With
+    --journal-retention S a run first forgets the outcomes, and the runs, that ended more than
+    S seconds ago: their tasks, given again, are sent again (404: absent), while those of the
+    last S seconds are still skipped. Without the flag, and in a dry run, nothing is
+    forgotten."""
+    journal = tmp_path / "journal.sqlite"
+    old, recent = seed(emulator, 20), seed(emulator, 10)
+    assert (
+        run(emulator, tmp_path, write_ids(tmp_path / "old.txt", old), "--journal", str(journal))
+        == 0
+    )
+    age_journal(journal, 8 * 86400)
+    both = write_ids(tmp_path / "both.txt", old + recent)
+    assert (
+        run(
+            emulator,
+            tmp_path,
+            write_ids(tmp_path / "recent.txt", recent),
+            "--journal",
+            str(journal),
+        )
+        == 0
+    )
+
+    assert run(emulator, tmp_path, both, "--journal", str(journal)) == 0
+    assert report(tmp_path)["skipped_reasons"] == {"already_done": 30}
+    week = ("--journal", str(journal), "--journal-retention", "604800")
+    assert run(emulator, tmp_path, both, *week, "--dry-run") == 0
+    with contextlib.closing(sqlite3.connect(journal)) as db:
+        assert db.execute("SELECT count(*) FROM tasks").fetchone() == (30,)
+    capsys.readouterr()
+
+    sent = emulator.state.deletes_received
+    assert run(emulator, tmp_path, both, *week) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    pruned = [e for e in events if e["event"] == "cleanup.journal_pruned"]
+    assert [(e["rows"], e["older_than_s"]) for e in pruned] == [(20, 604800.0)]
+    assert emulator.state.deletes_received == sent + 20
+    rep = report(tmp_path)
+    assert (rep["outcomes"]["absent"], rep["skipped_reasons"]) == (20, {"already_done": 10})
+    assert main(["report", "--journal", str(journal), "--report", str(tmp_path / "all.json")]) == 0
+    summed = json.loads((tmp_path / "all.json").read_text(encoding="utf-8"))
+    assert summed["runs"] == 4  # the run eight days ago is forgotten with its tasks
+    assert {k: n for k, n in summed["outcomes"].items() if n} == {"absent": 20, "deleted": 10}
 
 
 @pytest.mark.parametrize(

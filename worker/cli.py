@@ -35,13 +35,13 @@ def _tune_gc() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.first_request import parent_ended_first
-    from worker.preflight import check_deadline, check_open_files, tell_queue_settings_ignored
+    from worker.preflight import check_deadline, check_open_files, tell_settings_ignored
     from worker.runner import execute
 
     settings = settings_and_logs(args)
     # Here, not in each process: a deadline moments away could pass before a child starts.
     check_deadline(settings)
-    tell_queue_settings_ignored(settings)
+    tell_settings_ignored(settings)
     _tune_gc()
     if settings.processes > 1:
         from worker.processes import Part, run_processes

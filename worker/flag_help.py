@@ -14,8 +14,9 @@ HELP = {
     "consumer": "with --queue: this consumer's name (default: hostname-pid)",
     "until_empty": "with --queue: exit once the stream is drained",
     "claim_idle": "with --queue: seconds a pending entry stays idle before others reclaim it",
-    "journal_retention": "with --queue, long-running: seconds the journal keeps final outcomes "
-    "(default 3600; 0: all)",
+    "journal_retention": "seconds the journal keeps final outcomes (0: all): a long-running "
+    "--queue consumer forgets older ones as it goes (default 3600); a run with --journal, once "
+    "at its start (default: keeps all)",
     "keep_acked": "with --queue: leave entries in the stream once acknowledged (default: trim "
     "the ones every consumer group has acknowledged)",
     "dead_letter_maxlen": "with --queue: keep the newest N entries of <stream>:dead, dropping "
@@ -78,11 +79,12 @@ GROUPS = (
                   "timeout", "backoff_base", "backoff_cap", "max_retry_after")),
     ("stopping and guards", ("grace", "deadline", "max_deletes", "retry_budget", "retry_refund",
                              "breaker_window", "breaker_threshold", "forbidden_limit")),
-    ("records, logs and metrics", ("journal", "report", "outcomes", "log_level", "log_format",
-                                   "progress", "progress_interval", "pushgateway")),
+    ("records, logs and metrics", ("journal", "journal_retention", "report", "outcomes",
+                                   "log_level", "log_format", "progress", "progress_interval",
+                                   "pushgateway")),
     ("queue consumers (--queue)", ("queue", "stream", "group", "consumer", "until_empty",
                                    "claim_idle", "keep_acked", "dead_letter_maxlen",
-                                   "journal_retention", "health_host", "health_port")),
+                                   "health_host", "health_port")),
     ("shared by runs and replicas", ("redis", "shared_rate_key", "refusal_memory",
                                      "refusal_file")),
 )  # fmt: skip

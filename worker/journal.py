@@ -36,8 +36,10 @@ from pathlib import Path
 
 from worker.errors import ConfigError, JournalError
 from worker.journal_file import SCHEMA, Transaction, connect, is_busy
+from worker.logs import get_logger
 from worker.models import Outcome, TaskRef, TaskResult
 
+log = get_logger()
 PENDING = "pending"
 _DONE = (Outcome.DELETED.value, Outcome.ABSENT.value)
 _INSERT = """
@@ -223,9 +225,11 @@ class Journal:
         return len(deleted) + len(other)
 
     def prune(self, before: float, batch: int = 10_000) -> int:
-        """Forget the final outcomes written before ``before`` (epoch seconds); pending rows
-        stay. A long-running consumer's journal would otherwise keep every task it ever saw.
-        In batches, so the write lock is held briefly; run it in a worker thread."""
+        """Forget the final outcomes written before ``before`` (epoch seconds), and the runs
+        that finished before it, so ``dcs-cleanup report`` sums the requests of the runs whose
+        tasks it still counts; pending rows stay. A long-running consumer's journal, or a
+        nightly job's, would otherwise keep every task it ever saw. In batches, so the write
+        lock is held briefly; run it in a worker thread. Returns the task rows removed."""
         removed = 0
         while True:
             with self._lock, self._failing("prune"), Transaction(self._db):
@@ -235,9 +239,19 @@ class Journal:
                     "task_id FROM tasks WHERE updated_at < ? AND outcome != 'pending' LIMIT ?)",
                     (before, batch),
                 ).rowcount
+                if count < batch:
+                    self._db.execute("DELETE FROM runs WHERE finished_at < ?", (before,))
             removed += count
             if count < batch:
                 return removed
+
+    def forget_older_than(self, seconds: float) -> int:
+        """``prune`` what was written more than ``seconds`` ago, and say how many task rows
+        went (``cleanup.journal_pruned``). Run it in a worker thread."""
+        removed = self.prune(time.time() - seconds)
+        if removed:
+            log.info("cleanup.journal_pruned", rows=removed, older_than_s=seconds)
+        return removed
 
     def checkpoint_due(self) -> bool:
         """True when the WAL has grown past ``checkpoint_bytes`` (looked at every 1,024 rows

@@ -27,7 +27,6 @@ QUEUE_ONLY = (
     "claim_idle",
     "keep_acked",
     "dead_letter_maxlen",
-    "journal_retention",
     "health_host",
     "health_port",
 )
@@ -65,18 +64,28 @@ def check_request(settings: Settings, source: TaskSource | None) -> None:
         raise ConfigError("backoff_cap must be at least backoff_base")
 
 
-def tell_queue_settings_ignored(settings: Settings) -> None:
+def tell_settings_ignored(settings: Settings) -> None:
     """``--queue``-only settings given (by flag, environment or file) to a run that reads no
-    queue are ignored. Not an error, since a config file may serve both kinds of run, but said
-    once: ``--stream other`` beside ``--input`` would otherwise pass for taken."""
-    if settings.queue is not None:
-        return
-    given = [name for name in QUEUE_ONLY if name in settings.model_fields_set]
-    if given:
+    queue are ignored, and so is ``--journal-retention`` where the journal is temporary. Not an
+    error, since a config file may serve several kinds of run, but said once: ``--stream
+    other`` beside ``--input`` would otherwise pass for taken."""
+    given = settings.model_fields_set
+    if settings.queue is None and (queue_only := [n for n in QUEUE_ONLY if n in given]):
         log.warning(
             "cleanup.settings_ignored",
-            settings=["--" + name.replace("_", "-") for name in given],
+            settings=["--" + name.replace("_", "-") for name in queue_only],
             detail="they apply to --queue runs only; this run reads no queue",
+        )
+    if (
+        "journal_retention" in given
+        and settings.journal is None
+        and settings.journal_retention_s() is None
+    ):
+        log.warning(
+            "cleanup.settings_ignored",
+            settings=["--journal-retention"],
+            detail="it applies to a --journal, or to a long-running --queue consumer's; "
+            "this run's journal is temporary",
         )
 
 

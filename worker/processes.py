@@ -117,11 +117,14 @@ def share(total: int, n: int, index: int) -> int:
     return total // n + (1 if index < total % n else 0)
 
 
-def _created(path: Path, run_id: str, *, count: bool) -> int | None:
-    """Create the run's journal; with ``count`` (``--retry-failed``), the tasks it holds to
+def _created(path: Path, run_id: str, *, count: bool, keep: float | None) -> int | None:
+    """Create the run's journal, forgetting what it holds from more than ``keep`` seconds ago
+    (``--journal-retention``); with ``count`` (``--retry-failed``), the tasks it holds to
     retry, before any child claims one (``Journal.count_unfinished``)."""
     journal = Journal(path, run_id)
     try:
+        if keep:
+            journal.forget_older_than(keep)
         return journal.count_unfinished() if count else None
     finally:
         journal.close()
@@ -192,7 +195,12 @@ def _fork_and_merge(
     try:
         journal_path = settings.journal or folder / "journal.sqlite"
         # Created (schema, WAL) once here, so the children never race to create it.
-        retry_total = _created(journal_path, run_id, count=bool(settings.retry_failed))
+        retry_total = _created(
+            journal_path,
+            run_id,
+            count=bool(settings.retry_failed),
+            keep=settings.retention_at_start_s(),
+        )
         done = RawArray("q", n)
         kept = settings.journal is not None
         parts = [Part(j, n, run_id, done, folder / f"process-{j}.json", kept) for j in range(n)]

@@ -203,9 +203,7 @@ async def execute(
     stats = RunStats(metrics=metrics)
     async with AsyncExitStack() as stack:
         turn = turn_for(memory, run_id, settings.timeout, stack)
-        journal_path, kept = _journal_path(settings, stack, part)
-        journal = Journal(journal_path, run_id, kept=kept)
-        stack.callback(journal.close)
+        journal = await _open_journal(settings, run_id, stack, part)
         if source is None:
             source = _make_source(settings, journal, await _queue_client(settings))
         stack.push_async_callback(source.aclose)
@@ -265,7 +263,7 @@ async def execute(
         await _remember_refusal(memory, end.stop_reason, pipeline.stop_detail, run_id)
         progress.close()
         if outcomes.deleted():
-            tell_outcomes_deleted(settings, kept)
+            tell_outcomes_deleted(settings, journal.kept)
         report = build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not consumer_mode(settings):
             await push_metrics(metrics, settings.pushgateway, part)
@@ -285,6 +283,19 @@ def _outcome_writer(settings: Settings, run_id: str) -> OutcomeWriter:
         return OutcomeWriter(settings.outcomes, run_id)
     except OSError as exc:
         raise ConfigError(f"--outcomes {settings.outcomes}: {exc.strerror or exc}") from None
+
+
+async def _open_journal(
+    settings: Settings, run_id: str, stack: AsyncExitStack, part: Part | None
+) -> Journal:
+    """The run's journal (closed with ``stack``), having forgotten what it holds from before
+    ``--journal-retention`` (a ``--processes`` parent forgets it for its children)."""
+    journal_path, kept = _journal_path(settings, stack, part)
+    journal = Journal(journal_path, run_id, kept=kept)
+    stack.callback(journal.close)
+    if part is None and (keep := settings.retention_at_start_s()):
+        await anyio.to_thread.run_sync(journal.forget_older_than, keep)
+    return journal
 
 
 def _finish_run(journal: Journal, report: dict[str, Any]) -> None:

@@ -190,11 +190,21 @@ class Settings(BaseSettings):
         return value
 
     def journal_retention_s(self) -> float | None:
-        """Seconds the journal keeps final outcomes; None: all of them. Only a long-running
-        queue consumer forgets any: a batch run's journal is what a re-run skips by."""
+        """Seconds a long-running queue consumer's journal keeps final outcomes as it goes
+        (default an hour); None: all of them, and always for a batch run, whose journal is what
+        a re-run skips by (see ``retention_at_start_s``)."""
         if self.queue is None or self.until_empty:
             return None
         return (3600.0 if self.journal_retention is None else self.journal_retention) or None
+
+    def retention_at_start_s(self) -> float | None:
+        """A batch run's ``--journal-retention``: it forgets, once before it reads anything,
+        the final outcomes its ``--journal`` holds from more than this many seconds ago (a
+        nightly job's journal would otherwise keep every task it ever deleted). None: keeps
+        them all, the default; always for a dry run, which changes nothing."""
+        if self.journal is None or self.dry_run or self.journal_retention_s() is not None:
+            return None
+        return self.journal_retention or None
 
     def deadline_in(self, now: float | None = None) -> float | None:
         """Seconds from ``now`` until ``--deadline`` (None when unset)."""

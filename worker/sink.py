@@ -112,12 +112,9 @@ class Sink:
     async def _prune(self, retention: float) -> None:
         self._next_prune = time.monotonic() + min(600.0, max(0.25, retention / 4))
         try:
-            removed = await anyio.to_thread.run_sync(self._journal.prune, time.time() - retention)
+            await anyio.to_thread.run_sync(self._journal.forget_older_than, retention)
         except JournalError as exc:
             self.error = exc
-            return
-        if removed:
-            log.info("cleanup.journal_pruned", rows=removed, older_than_s=retention)
 
     async def _take(self, batch: list[TaskResult]) -> None:
         """Journal, then outcomes file, statistics, acknowledgement. The journal is written on
