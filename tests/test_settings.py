@@ -223,6 +223,39 @@ def test_bad_value_exits_2_naming_it(
 
 
 @pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "nothing to read: give --input PATH (or - for stdin), --queue URL, or --retry-f"),
+        (["@ids", "--queue", "redis://127.0.0.1:1/0"], "give either --input or --queue, not both"),
+        (["@ids", "--until-empty"], "--until-empty goes with --queue"),
+        (["--retry-failed"], "--retry-failed needs --journal"),
+        (["--retry-failed", "--journal", "@missing"], "no such file; --retry-failed reads an e"),
+        (["@ids", "--backoff-base", "2", "--backoff-cap", "1"], "backoff_cap must be at least b"),
+        (
+            ["@ids", "--shared-rate-key", "k"],
+            "--shared-rate-key needs --redis URL (or --queue URL)",
+        ),
+    ],
+)
+def test_a_run_asked_for_what_cannot_be_done_exits_2_and_sends_nothing(
+    args: list[str],
+    said: str,
+    emulator: EmulatorServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """No source, two sources, a flag without the one it needs, backoff bounds the wrong way
+    round: exit 2, saying what is wrong, before a request is sent or a journal made."""
+    ids = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
+    given = {"@ids": ["--input", str(ids)], "@missing": [str(tmp_path / "no.sqlite")]}
+    argv = [part for arg in args for part in given.get(arg, [arg])]
+    assert main(["run", "--endpoint", emulator.url, "--project-id", PROJECT, *argv]) == 2
+    assert said in capsys.readouterr().err
+    assert emulator.state.requests == 0
+    assert not (tmp_path / "no.sqlite").exists()
+
+
+@pytest.mark.parametrize(
     ("place", "said"),
     [
         ("flag", "(got '0' from --burst)"),
