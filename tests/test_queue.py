@@ -183,11 +183,15 @@ def test_three_consumers_survive_a_kill_9(
 def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
     emulator: EmulatorServer, redis_url: str, tmp_path: Path
 ) -> None:
-    """rejected tasks and invalid entries land in <stream>:dead with their outcome; all acked."""
+    """rejected tasks and invalid entries (a bad ID; no task_id at all, as an upstream system
+    that spelt the field another way writes) land in <stream>:dead with their outcome; all
+    acked."""
     ids = seed(emulator, 200, Faults(reject_share=0.2))
     assert enqueue(redis_url, write_ids(tmp_path / "ids.txt", ids)) == 0
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     client.xadd(STREAM, {"task_id": "../instances/x", "project_id": PROJECT})
+    client.xadd(STREAM, {"taskId": "abc123", "project_id": PROJECT})
+    client.xadd(STREAM, {"task_id": ""})
     args = consumer_args(
         emulator, redis_url, "c1", "--until-empty", "--outcomes", str(tmp_path / "o.jsonl")
     )
@@ -204,11 +208,16 @@ def test_rejected_and_invalid_entries_go_to_the_dead_letter_stream(
         if d["outcome"] == "rejected"
     )
     invalid = [d for d in dead if d["outcome"] == "skipped"]
-    assert [d["task_id"] for d in invalid] == ["../instances/x"]
-    assert invalid[0]["error_code"] == "invalid_id"
+    assert [d["task_id"] for d in invalid] == ["../instances/x", "", ""]
+    assert [d["error_code"] for d in invalid] == ["invalid_id", "bad_line", "bad_line"]
     assert re.fullmatch(
         rf"{STREAM}/\d+-\d+: task_id '\.\./instances/x' contains .*", invalid[0]["error_msg"]
     )
+    assert invalid[1]["error_msg"] == (
+        f"{STREAM}/{invalid[1]['entry_id']}: entry has no task_id field (its fields: 'taskId', "
+        "'project_id')"
+    )
+    assert invalid[2]["error_msg"] == f"{STREAM}/{invalid[2]['entry_id']}: entry's task_id is empty"
     assert pending(redis_url) == 0
     assert emulator.state.remaining() == len(rejected)
 

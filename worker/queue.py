@@ -48,6 +48,16 @@ TRIM_EVERY = 10.0  # seconds between two trims of a stream while entries are bei
 FORGET_IDLE = 3600.0  # seconds a consumer with nothing pending stays in the group, silent
 
 
+def _no_task_id(fields: dict[str, str]) -> str:
+    """Why an entry without a ``task_id`` is skipped, naming the fields it has (an upstream
+    system that wrote ``taskId`` or ``id`` is told so), a few and short."""
+    if "task_id" in fields:
+        return "entry's task_id is empty"
+    names = [repr(as_text(name)[:40]) for name in list(fields)[:8]]
+    more = ", ..." if len(fields) > len(names) else ""
+    return f"entry has no task_id field (its fields: {', '.join(names) or 'none'}{more})"
+
+
 class RedisStreamSource:
     """A ``TaskSource`` over a Redis stream consumer group."""
 
@@ -258,8 +268,7 @@ class RedisStreamSource:
         task_id = as_text(fields.get("task_id", ""))
         project = as_text(fields.get("project_id") or "") or self._default_project
         if not task_id:
-            msg = "entry has no task_id"
-            return skipped("", project or "", source, 0, "bad_line", msg, entry_id)
+            return skipped("", project or "", source, 0, "bad_line", _no_task_id(fields), entry_id)
         message = fields.get("message") or self._message
         return check_task(self._validator, task_id, project, source, 0, message, entry_id)
 
