@@ -312,6 +312,26 @@ def test_list_output_dash_is_standard_output(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_list_whose_reader_goes_stops_at_once(emulator: EmulatorServer) -> None:
+    """``dcs-cleanup list --output - | head -1``: once the reader has gone, the list stops
+    asking for pages, says why (exit 3: the list was not written whole) and prints no
+    traceback."""
+    seed(emulator, 3000)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "worker", *list_args(emulator, Path("-"), "--page-size", "10")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline()
+    child.stdout.close()  # what head does once it has its line
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 3
+    [failed] = [json.loads(line) for line in err.splitlines() if b"cleanup.list_failed" in line]
+    assert failed["error"] == "cannot write: [Errno 32] Broken pipe"
+    assert b"Traceback" not in err
+    assert emulator.state.requests < 300  # 300 pages in all
+
+
 def _listing(
     emu: EmulatorServer, out: Path, stderr: IO[bytes], pages: int
 ) -> subprocess.Popen[bytes]:

@@ -199,6 +199,10 @@ def test_credentials_from_sdk_variable_names(monkeypatch: pytest.MonkeyPatch) ->
             {},
             "--retry-failed reads its tasks",
         ),
+        (["--shard", "4/4"], {}, "must be INDEX/COUNT with 0 <= INDEX < COUNT, e.g. 0/4"),
+        (["--shard-count", "4"], {"JOB_COMPLETION_INDEX": "4"}, "--shard-count needs JOB_COMPL"),
+        (["--endpoint", "ftp://127.0.0.1"], {}, "must be an https:// URL (http:// only for loo"),
+        (["--endpoint", "https://dcs.example.com/v2"], {}, "with no path, query or fragment"),
     ],
 )
 def test_bad_value_exits_2_naming_it(
@@ -253,6 +257,15 @@ def test_a_run_asked_for_what_cannot_be_done_exits_2_and_sends_nothing(
     assert said in capsys.readouterr().err
     assert emulator.state.requests == 0
     assert not (tmp_path / "no.sqlite").exists()
+
+
+def test_a_run_told_neither_endpoint_nor_region_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where to send is not guessed: without --endpoint or --region, exit 2 saying so."""
+    ids = write_ids(tmp_path / "ids.txt", ["a1"])
+    assert main(["run", "--input", str(ids), "--project-id", PROJECT]) == 2
+    assert "one of --endpoint or --region is required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
