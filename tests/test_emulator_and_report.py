@@ -139,12 +139,17 @@ def test_an_empty_file_as_the_journal_to_read_exits_2_and_stays_empty(
 ) -> None:
     """``report --journal`` of an empty file (a wrong path, a file truncated by hand) made it a
     journal and reported "exit 0: every task deleted" for no tasks; ``run --retry-failed`` of it
-    ended 0 having retried nothing. Both are exit 2 now, the file left empty, nothing sent."""
+    ended 0 having retried nothing. Both are exit 2 now, the file left empty, nothing sent; so
+    is a report of a journal that is not there, and no file is made."""
     empty = tmp_path / "journal.sqlite"
     empty.touch()
     assert main(["report", "--journal", str(empty), "--report", str(tmp_path / "r.json")]) == 2
     assert f"journal {empty}: empty: no run has written it" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+    missing = tmp_path / "jounral.sqlite"
+    assert main(["report", "--journal", str(missing), "--report", str(tmp_path / "r.json")]) == 2
+    assert f"--journal {missing}: no such file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.sqlite"]
     assert main(run_args(emulator, tmp_path, None, "--retry-failed", "--journal", str(empty))) == 2
     assert f"--journal {empty}: empty; --retry-failed reads one" in capsys.readouterr().err
     assert empty.stat().st_size == 0

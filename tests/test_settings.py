@@ -233,7 +233,6 @@ def test_bad_value_exits_2_naming_it(
         (["@ids", "--queue", "redis://127.0.0.1:1/0"], "give either --input or --queue, not both"),
         (["@ids", "--until-empty"], "--until-empty goes with --queue"),
         (["--retry-failed"], "--retry-failed needs --journal"),
-        (["--retry-failed", "--journal", "@missing"], "no such file; --retry-failed reads an e"),
         (["@ids", "--backoff-base", "2", "--backoff-cap", "1"], "backoff_cap must be at least b"),
         (
             ["@ids", "--shared-rate-key", "k"],
@@ -249,14 +248,13 @@ def test_a_run_asked_for_what_cannot_be_done_exits_2_and_sends_nothing(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No source, two sources, a flag without the one it needs, backoff bounds the wrong way
-    round: exit 2, saying what is wrong, before a request is sent or a journal made."""
+    round: exit 2, saying what is wrong, before a request is sent or a file made."""
     ids = write_ids(tmp_path / "ids.txt", seed(emulator, 3))
-    given = {"@ids": ["--input", str(ids)], "@missing": [str(tmp_path / "no.sqlite")]}
-    argv = [part for arg in args for part in given.get(arg, [arg])]
+    argv = [part for arg in args for part in (["--input", str(ids)] if arg == "@ids" else [arg])]
     assert main(["run", "--endpoint", emulator.url, "--project-id", PROJECT, *argv]) == 2
     assert said in capsys.readouterr().err
     assert emulator.state.requests == 0
-    assert not (tmp_path / "no.sqlite").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ids.txt"]
 
 
 def test_a_run_told_neither_endpoint_nor_region_exits_2(
