@@ -8,7 +8,7 @@ from email.utils import formatdate
 
 import pytest
 
-from worker.answers import parse_error_body, parse_retry_after
+from worker.answers import parse_error_body, parse_retry_after, stated_quota
 from worker.errors import RequestTimeoutError, TransportError
 from worker.models import ApiResponse, Outcome
 from worker.policy import CircuitBreaker, RateLimiter, RetryBudget, decide, full_jitter_backoff
@@ -84,6 +84,33 @@ def test_full_jitter_backoff_is_capped() -> None:
     assert all(0 <= full_jitter_backoff(1, 0.5, 30, rng) <= 0.5 for _ in range(100))
     assert all(0 <= full_jitter_backoff(20, 0.5, 30, rng) <= 30 for _ in range(100))
     assert max(full_jitter_backoff(20, 0.5, 30, rng) for _ in range(200)) > 20
+
+
+@pytest.mark.parametrize(
+    ("msg", "per_second"),
+    [
+        (
+            "The throttling threshold has been reached: policy user over ratelimit,"
+            "limit:12000,time:1 minute",
+            200.0,
+        ),
+        ("policy user over ratelimit,limit:50,time:1 second", 50.0),
+        ("policy app over ratelimit, limit: 7200, time: 2 hours", 1.0),
+        ("policy user over ratelimit,limit:86400,time:1 day", 1.0),
+        ("LIMIT:600,TIME:1 MINUTES", 10.0),
+        ("The throttling threshold has been reached.", None),
+        ("policy user over ratelimit,limit:0,time:1 minute", None),
+        ("limit:100,time:0 minute", None),
+        ("limit:100,time:1 fortnight", None),
+        (None, None),
+    ],
+)
+def test_a_throttling_answer_s_stated_quota_is_read(
+    msg: str | None, per_second: float | None
+) -> None:
+    """Huawei's gateway says the quota it throttles at in a 429's message; it is read as
+    requests a second, whatever the unit, and not made up where the message has none."""
+    assert stated_quota(msg) == per_second
 
 
 def test_retry_after_http_date_and_seconds() -> None:

@@ -489,6 +489,27 @@ def test_journal_retention_over_processes_forgets_once_before_the_children(
     assert (rep["outcomes"]["absent"], rep["skipped_reasons"]) == (40, {"already_done": 20})
 
 
+def test_processes_share_the_quota_the_gateway_states(
+    emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """--rate 0 --processes 2 against a 150/s quota its 429s state: each process holds half of
+    it, so the two together keep just under it, not each of them at all of it."""
+    ids = seed(emulator, 600, Faults(quota_rate=150, quota_burst=15))
+    child = spawn(
+        emulator, tmp_path, write_ids(tmp_path / "ids.txt", ids), "--rate", "0",
+        "--processes", "2", "--max-attempts", "10",
+    )  # fmt: skip
+    assert child.wait(timeout=60) == 0
+    log = (tmp_path / "worker.log").read_text().splitlines()
+    stated = [json.loads(line) for line in log if '"cleanup.quota_stated"' in line]
+    assert sorted(e["process"] for e in stated) == [0, 1]
+    assert {(e["quota_per_s"], e["rate_at_most"]) for e in stated} == {(150.0, 74.25)}
+    rep = report(tmp_path)
+    assert rep["outcomes"]["deleted"] == 600
+    assert (rep["rate"]["quota_stated"], rep["rate"]["final"]) == (150.0, 148.5)
+    assert rep["throttled"] / rep["requests"] < 0.1
+
+
 def _screen(raw: bytes) -> list[str]:
     """The lines a terminal shows for ``raw``: colours dropped, ``\\r`` back to column 0 (so a
     later write overwrites the line), ``\\n`` ends the line."""

@@ -11,6 +11,13 @@ measured send rate so an idle period cannot build up a meaningless rate. Two ref
   ignored: it reports the old rate, so one burst of throttles causes one decrease, not one per
   request in flight;
 * ``--rate`` is a ceiling (0: none); a ``Retry-After`` on a throttle also pauses the limiter.
+
+Huawei's gateway also says the quota in a 429's message (``limit:12000,time:1 minute``,
+``worker.answers.stated_quota``). Once it has, that quota (times ``QUOTA_MARGIN``, and this
+process's share of it under ``--processes``) is a ceiling too: a throttle while sending above it
+sets the rate straight to it, instead of to beta of what got through, and the probing never
+passes it. A throttle at or under it (another client spending the same account's quota) cuts
+as before.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ DECREASE_SETTLE_S = 1.0
 ACCEPTED_WINDOW_S = 1.0
 _MEASURE_BUCKET_S = 0.5
 _SMOOTHING = 0.8
+QUOTA_MARGIN = 0.99  # of a stated quota: just under it, should the gateway count in windows
 
 
 class AdaptiveRate:
@@ -43,9 +51,14 @@ class AdaptiveRate:
         limiter: Limiter,
         ceiling: float,
         clock: Callable[[], float] = time.monotonic,
+        share: float = 1.0,
     ) -> None:
+        """``share``: this process's part of the account's quota (``--processes``: 1/N)."""
         self._limiter = limiter
         self._ceiling = ceiling
+        self._share = share
+        self._quota = 0.0  # requests a second the gateway stated (0: none yet)
+        self._held = 0.0  # the ceiling that quota makes for this process
         self._clock = clock
         now = clock()
         self._w_max = 0.0
@@ -82,21 +95,28 @@ class AdaptiveRate:
             self._bucket_count = 0
         return now
 
-    def on_answer(self, throttled: bool, sent_at: float) -> None:
+    def on_answer(self, throttled: bool, sent_at: float, quota: float | None = None) -> None:
+        """``quota``: requests a second a throttling answer stated, if it did."""
         now = self._clock()
         if throttled:
+            if quota is not None and quota != self._quota:
+                self._take_quota(quota)
             if sent_at < self._last_decrease + DECREASE_SETTLE_S:
                 return  # sent before the cut could take effect: not news
             self._answers.append((now, True))
             sending = self._sending_rate(now)
             current = self._limiter.rate or sending
-            base = max(min(sending, current, self._accepted_rate(now)), MIN_RATE)
             self._throttling_seen = True
-            self._w_max = base
-            self._k = (self._w_max * (1 - CUBIC_BETA) / CUBIC_C) ** (1 / 3)
             self._last_throttle = now
             self._last_decrease = now
             self.decreases += 1
+            if self._held and current > self._held:
+                self._w_max, self._k = self._held, 0.0  # held there: the ceiling caps growth
+                self._set(self._held, "quota_stated")
+                return
+            base = max(min(sending, current, self._accepted_rate(now)), MIN_RATE)
+            self._w_max = base
+            self._k = (self._w_max * (1 - CUBIC_BETA) / CUBIC_C) ** (1 / 3)
             self._set(base * CUBIC_BETA, "throttled")
             return
         self._answers.append((now, False))
@@ -109,6 +129,18 @@ class AdaptiveRate:
         if self.measured > 0:
             target = min(target, 2 * self.measured)
         self._set(target, "probing")
+
+    def _take_quota(self, quota: float) -> None:
+        self._quota = quota
+        self._held = quota * self._share * QUOTA_MARGIN
+        log.info(
+            "cleanup.quota_stated",
+            quota_per_s=round(quota, 2),
+            rate_at_most=round(self._held, 2),
+            detail="the gateway's throttling answer states the account's quota; "
+            + ("this run stays" if self._share == 1 else "this process keeps its share")
+            + f" at or under {QUOTA_MARGIN:.0%} of it",
+        )
 
     def _prune(self, now: float) -> None:
         while self._answers and self._answers[0][0] < now - ACCEPTED_WINDOW_S:
@@ -134,11 +166,12 @@ class AdaptiveRate:
 
     def _set(self, rate: float, why: str) -> None:
         rate = max(MIN_RATE, rate)
-        if self._ceiling > 0:
-            rate = min(rate, self._ceiling)
+        for cap in (self._ceiling, self._held):
+            if cap > 0:
+                rate = min(rate, cap)
         self._limiter.rate = rate
         self.lowest = min(self.lowest, rate)
-        if why == "throttled" or abs(rate - self._logged) > 0.1 * max(self._logged, 1.0):
+        if why != "probing" or abs(rate - self._logged) > 0.1 * max(self._logged, 1.0):
             log.info(
                 "cleanup.rate_changed",
                 rate=round(rate, 1),
@@ -153,4 +186,5 @@ class AdaptiveRate:
             "lowest": None if self.lowest == math.inf else round(self.lowest, 2),
             "decreases": self.decreases,
             "ceiling": self._ceiling or None,
+            "quota_stated": round(self._quota, 2) or None,
         }

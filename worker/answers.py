@@ -1,6 +1,7 @@
 """What an HTTP answer says, read without trusting it: the error code and message in any body
-shape the gateway and DCS use (API_FACTS.md), how long ``Retry-After`` asks to wait, and how far
-this machine's clock is from the gateway's when a request date is refused. Pure functions over
+shape the gateway and DCS use (API_FACTS.md), how long ``Retry-After`` asks to wait, the quota a
+throttling answer states, and how far this machine's clock is from the gateway's when a request
+date is refused. Pure functions over
 bytes and headers; the client (``worker.client``) calls them on every answer it explains.
 """
 
@@ -17,6 +18,12 @@ from typing import Any
 from worker.models import CLOCK_LIMIT_S
 
 _TAGS = re.compile(r"(?:<[^>]*>|\s)+")  # a run of tags and white space: one space
+# Huawei's gateway states the quota it throttles at in a 429's message: "The throttling
+# threshold has been reached: policy user over ratelimit,limit:12000,time:1 minute".
+_STATED_QUOTA = re.compile(
+    r"limit:\s*(\d+)\s*,\s*time:\s*(\d*)\s*(second|minute|hour|day)s?\b", re.IGNORECASE
+)
+_UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 
 
 def clock_note(headers: Mapping[str, str]) -> str:
@@ -69,6 +76,18 @@ def _first(obj: dict[str, Any], *keys: str) -> str | None:
         if value is not None and value != "":
             return str(value)[:500]
     return None
+
+
+def stated_quota(msg: str | None) -> float | None:
+    """Requests a second that a throttling answer's message says the account may send
+    (``limit:12000,time:1 minute``: 200.0), or None where it says none."""
+    found = _STATED_QUOTA.search(msg) if msg else None
+    if found is None:
+        return None
+    limit, count = int(found[1]), int(found[2] or 1)
+    if limit <= 0 or count <= 0:
+        return None
+    return limit / (count * _UNIT_S[found[3].lower()])
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from worker.adaptive import AdaptiveRate
+from worker.answers import stated_quota
 from worker.errors import TransportError
 from worker.models import ApiResponse
 from worker.policy import CircuitBreaker, Limiter, RateLimiter
@@ -45,7 +46,8 @@ class Brakes:
             return
         throttled = answer.status == 429
         if self._adaptive is not None:
-            self._adaptive.on_answer(throttled, sent_at)
+            quota = stated_quota(answer.error_msg) if throttled else None
+            self._adaptive.on_answer(throttled, sent_at, quota)
         if throttled and answer.retry_after and isinstance(self._limiter, RateLimiter):
             self._limiter.pause(min(answer.retry_after, self._max_pause))
 

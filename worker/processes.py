@@ -349,6 +349,10 @@ def merge(
         "rate": {
             "final": round(sum((r.get("rate") or {}).get("final", 0.0) for r in reports), 3),
             "adaptive": settings.adaptive_on(),
+            "quota_stated": max(
+                ((r.get("rate") or {}).get("quota_stated") or 0.0 for r in reports), default=0.0
+            )
+            or None,
         },
     }
     user_shard = settings.shard_spec()

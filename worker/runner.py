@@ -129,6 +129,15 @@ async def _drive(
     return end
 
 
+def _adaptive(settings: Settings, limiter: Limiter, part: Part | None) -> AdaptiveRate | None:
+    """The adaptive rate, if the run adapts; a ``--processes`` child's holds its share of a
+    quota the gateway states (one limiter shared through Redis holds all of it)."""
+    if not settings.adaptive_on():
+        return None
+    share = 1.0 if part is None or settings.shared_rate_key is not None else 1 / part.count
+    return AdaptiveRate(limiter, settings.rate, share=share)
+
+
 async def _make_limiter(settings: Settings, stack: AsyncExitStack) -> Limiter:
     if settings.shared_rate_key is None or (settings.rate == 0 and not settings.adaptive_on()):
         return RateLimiter(settings.rate, settings.burst)
@@ -249,7 +258,7 @@ async def execute(
             outcomes,
             stats,
             limiter=limiter,
-            adaptive=AdaptiveRate(limiter, settings.rate) if settings.adaptive_on() else None,
+            adaptive=_adaptive(settings, limiter, part),
             budget=RetryBudget(settings.retry_budget, settings.retry_refund),
             breaker=CircuitBreaker(settings.breaker_window, settings.breaker_threshold),
             on_batch=progress.on_batch if part is None else part.counting(progress.on_batch),
