@@ -124,6 +124,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
             reset_rate=args.reset_rate,
             quota_rate=args.quota_rate,
             quota_burst=args.quota_burst,
+            quota_unstated=args.quota_unstated,
             retry_after=args.retry_after,
             latency_ms=args.latency_ms,
             seed=args.seed,

@@ -376,6 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests at once within the quota (default: %(default)s)",
     )
     fault(
+        "--quota-unstated",
+        action="store_true",
+        help="429s say no limit (Huawei's gateway says limit:N,time:1 minute)",
+    )
+    fault(
         "--retry-after",
         type=rate,
         default=None,

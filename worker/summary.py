@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from worker.adaptive import QUOTA_MARGIN
+
 EXIT_MEANING = {
     0: "every task deleted, absent, skipped or would_delete",
     1: "some tasks ended rejected or failed",
@@ -86,6 +88,12 @@ def summary_table(report: dict[str, Any]) -> str:
         f"throttled {report['throttled']} · {report['throughput_per_s']} tasks/s · "
         f"{latency} · {report['duration_s']} s"
     )
+    quota = (report.get("rate") or {}).get("quota_stated")
+    if quota:  # what the account may send, said by the gateway: worth keeping for next time
+        lines.append(
+            f"quota: the gateway's 429s state {quota:g} requests/s for this account; "
+            f"--rate {quota * QUOTA_MARGIN:g} --adaptive starts the next run just under it"
+        )
     for outcome in ("skipped", "failed", "rejected"):
         reasons = list(report[f"{outcome}_reasons"].items())
         if reasons:

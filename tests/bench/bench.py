@@ -12,8 +12,9 @@ Cases: (a) a bare aiohttp gather script with a semaphore (default asyncio loop, 
 (b) the official huaweicloudsdkdcs client in a sequential loop, (c) this worker with journal,
 outcomes and report on, in one process and with ``--processes 2`` (64 in flight in all) — all
 against nginx answering 200, in five turns; then the worker against the emulator's
-200/s quota (burst 20) with ``--rate 0`` (unknown quota) and ``--rate 200``; then peak RSS for
-30,000 and 300,000 tasks.
+200/s quota (burst 20) with ``--rate 0`` (unknown quota), ``--rate 200`` and ``--rate 0
+--processes 2``, its 429s stating the quota as Huawei's gateway's do, and ``--rate 0`` once more
+with 429s that do not; then peak RSS for 30,000 and 300,000 tasks.
 """
 
 from __future__ import annotations
@@ -189,22 +190,24 @@ def program_cmd(kind: str, url: str, ids: Path, folder: Path) -> list[str]:
     return bare_cmd(url, ids, uvloop=kind == "bare_uvloop")
 
 
-def quota_case(folder: Path, tasks: int, rate: str, *extra: str) -> Run:
+def quota_case(folder: Path, tasks: int, rate: str, *extra: str, unstated: bool = False) -> Run:
     """The worker (``extra``: more flags) against the emulator (own process) with a 200/s
-    quota, burst 20."""
+    quota, burst 20, which its 429s state as Huawei's gateway's do (``unstated``: not)."""
     port = 18090
     port_free(port)
     ids = folder / "quota-ids.txt"
     emu = subprocess.Popen(
         [sys.executable, "-m", "worker", "emulator", "--port", str(port), "--tasks", str(tasks),
-         "--ids-out", str(ids), "--quota-rate", "200", "--quota-burst", "20", "--no-verify"],
+         "--ids-out", str(ids), "--quota-rate", "200", "--quota-burst", "20", "--no-verify",
+         *(["--quota-unstated"] if unstated else [])],
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         started(emu, "the quota emulator", port)
         time.sleep(1.0)
         run = measure(
-            " ".join(["worker, --rate", rate, *extra]) + ", quota 200/s",
+            " ".join(["worker, --rate", rate, *extra])
+            + (", quota 200/s unstated" if unstated else ", quota 200/s"),
             tasks,
             worker_cmd(f"http://127.0.0.1:{port}", ids, folder, "--rate", rate, *extra),
             {"CLOUD_SDK_AK": AK, "CLOUD_SDK_SK": SK},
@@ -276,7 +279,8 @@ def main() -> None:
         unknown = quota_case(folder, n_quota, "0")
         known = quota_case(folder, n_quota, "200")
         unknown2 = quota_case(folder, n_quota, "0", "--processes", "2")
-        rows += [unknown, known, unknown2]
+        silent = quota_case(folder, n_quota, "0", unstated=True)
+        rows += [unknown, known, unknown2, silent]
         small = measure(f"worker RSS, {mem_small:,} tasks", mem_small,
                         worker_cmd(url, ids_file(folder, mem_small), folder), creds)  # fmt: skip
         big = measure(f"worker RSS, {mem_big:,} tasks", mem_big,
@@ -320,6 +324,10 @@ def main() -> None:
         ("--rate 0 --processes 2 vs unknown 200/s quota: goodput / quota",
          unknown2.extra["goodput_ratio"], ""),
         ("--rate 0 --processes 2: share of requests answered 429", unknown2.extra["share_429"],
+         ""),
+        ("--rate 0 vs a 200/s quota its 429s do not state: goodput / quota",
+         silent.extra["goodput_ratio"], ""),
+        ("--rate 0, quota not stated: share of requests answered 429", silent.extra["share_429"],
          ""),
         (f"peak RSS {mem_big:,} tasks, MB", big.rss_mb, "< 150"),
         (f"peak RSS {mem_big:,} / {mem_small:,} tasks", big.rss_mb / small.rss_mb, "<= 1.3"),

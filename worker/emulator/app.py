@@ -41,6 +41,7 @@ HTML_502 = (
 THROTTLED = (
     "The throttling threshold has been reached: policy user over ratelimit,limit:{},time:1 minute"
 )
+THROTTLED_UNSTATED = "The throttling threshold has been reached."
 
 
 NO_SUCH_API = "The API does not exist or has not been published in the environment"
@@ -57,6 +58,7 @@ class Faults:
     reset_rate: float = 0.0
     quota_rate: float = 0.0
     quota_burst: int = 10
+    quota_unstated: bool = False  # the 429's message says no limit (Huawei's says it)
     retry_after: float | None = None
     latency_ms: float = 0.0
     latency_jitter_ms: float = 0.0
@@ -360,7 +362,9 @@ def make_app(state: EmulatorState) -> web.Application:  # noqa: PLR0915 - routes
             resp = _error(
                 429,
                 "APIGW.0308",
-                THROTTLED.format(int(faults.quota_rate * 60)),
+                THROTTLED_UNSTATED
+                if faults.quota_unstated
+                else THROTTLED.format(int(faults.quota_rate * 60)),
                 gateway=True,
             )
             if faults.retry_after is not None:
