@@ -1,8 +1,8 @@
 """What an HTTP answer says, read without trusting it: the error code and message in any body
 shape the gateway and DCS use (API_FACTS.md), how long ``Retry-After`` asks to wait, the quota a
 throttling answer states, and how far this machine's clock is from the gateway's when a request
-date is refused. Pure functions over
-bytes and headers; the client (``worker.client``) calls them on every answer it explains.
+date is refused. Pure functions over bytes and headers; the client (``worker.client``) calls
+them on every answer it explains, the brakes (``worker.brakes``) ``stated_quota`` on a 429's.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ A consumer copies the entries it settles as ``failed`` (retries outlasted: an ou
 or ``rejected`` to ``<stream>:dead`` (``worker.dead_letters``), and a run of the stream never
 reads them again. This puts the chosen ones (``failed`` by default) back on the stream as new
 entries (``task_id``, ``project_id``, and the ``message`` the entry was written with, else
-``--message``), then deletes their dead letters: in pages, each added by
-one pipeline and its dead letters deleted once Redis took every XADD, so a failure or a signal
-between two steps leaves a task on both (re-sent, it comes back ``absent``), never on neither.
+``--message``), then deletes their dead letters: in pages, each added by one pipeline and its
+dead letters deleted once Redis took every XADD, so a failure or a signal between two steps
+leaves a task on both (re-sent, it comes back ``absent``), never on neither.
 It reads the dead letters there were when it started, not those the tasks it re-added may
 come to make. Invalid entries (``skipped``) are never re-added: they would be skipped again.
 """
