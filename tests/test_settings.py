@@ -372,7 +372,7 @@ def test_enqueue_to_an_empty_stream_name_exits_2(
             "[--host ADDRESS] [--port PORT] [--project-id ID] [--tasks N] [--ids-out PATH] "
             "[--no-verify] [--error-rate SHARE] [--fail-first N] [--fail-first-share SHARE] "
             "[--html-502-rate SHARE] [--reset-rate SHARE] [--quota-rate R] [--quota-burst N] "
-            "[--retry-after SECONDS] [--latency-ms MS] [--seed N]",
+            "[--quota-unstated] [--retry-after SECONDS] [--latency-ms MS] [--seed N]",
         ),
     ],
 )
