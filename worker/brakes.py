@@ -24,7 +24,15 @@ from worker.settings import Settings
 class Brakes:
     """Pacing, the breaker and the 403 row of one run (one process)."""
 
-    __slots__ = ("_adaptive", "_breaker", "_forbidden_limit", "_limiter", "_max_pause", "_streak")
+    __slots__ = (
+        "_adaptive",
+        "_breaker",
+        "_forbidden_limit",
+        "_limiter",
+        "_max_pause",
+        "_streak",
+        "quota_stated",
+    )
 
     def __init__(
         self,
@@ -39,14 +47,19 @@ class Brakes:
         self._max_pause = settings.max_retry_after
         self._forbidden_limit = settings.forbidden_limit
         self._streak = 0  # HTTP 403 answers in a row
+        # Requests a second the last 429 that said one states the account may send (Huawei's
+        # gateway says it): for the report and summary, whether the run adapts or not.
+        self.quota_stated: float | None = None
 
     def pace(self, answer: ApiResponse | TransportError, sent_at: float) -> None:
         """Throttling slows the whole run: the adaptive rate, and a Retry-After pause."""
         if not isinstance(answer, ApiResponse):
             return
         throttled = answer.status == 429
+        quota = stated_quota(answer.error_msg) if throttled else None
+        if quota is not None:
+            self.quota_stated = quota
         if self._adaptive is not None:
-            quota = stated_quota(answer.error_msg) if throttled else None
             self._adaptive.on_answer(throttled, sent_at, quota)
         if throttled and answer.retry_after and isinstance(self._limiter, RateLimiter):
             self._limiter.pause(min(answer.retry_after, self._max_pause))

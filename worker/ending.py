@@ -168,9 +168,14 @@ def build_report(
     source: TaskSource,
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {
-        "rate": pipeline.adaptive.summary()
-        if pipeline.adaptive is not None
-        else {"final": pipeline.limiter.rate, "adaptive": False},
+        "rate": {
+            **(
+                pipeline.adaptive.summary()
+                if pipeline.adaptive is not None
+                else {"final": pipeline.limiter.rate, "adaptive": False}
+            ),
+            "quota_stated": None if (q := pipeline.quota_stated) is None else round(q, 2),
+        },
     }
     if isinstance(source, ShardFilter):
         extra["shard"] = {

@@ -122,6 +122,11 @@ class Pipeline:
         self.input_fully_read = False
         self.input_error: str | None = None
 
+    @property
+    def quota_stated(self) -> float | None:
+        """Requests a second the gateway's 429s said the account may send, if they said."""
+        return self._brakes.quota_stated
+
     # -- stopping -------------------------------------------------------------------------
 
     def request_stop(self, reason: str) -> None:
