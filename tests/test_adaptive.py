@@ -165,7 +165,7 @@ def test_unknown_quota_is_found(
         assert "\nquota:" not in said
     else:  # said as Huawei's gateway says it: the run holds just under it
         assert rep["rate"]["quota_stated"] == 150.0
-        assert rep["rate"]["final"] <= pytest.approx(150 * QUOTA_MARGIN)  # never above it
+        assert rep["rate"]["final"] <= round(150 * QUOTA_MARGIN, 2)  # never above it
         assert (
             "\nquota: the gateway's 429s state 150 requests/s for this account; "
             "--rate 148.5 --adaptive starts the next run just under it\n"
