@@ -850,7 +850,9 @@ def test_batch_run_pushes_metrics_to_a_pushgateway(
 ) -> None:
     """--pushgateway URL: at the end the run's metrics are pushed under job dcs-cleanup. A
     ``user:password@`` in the URL is sent as basic auth; the push failed with "Name or
-    service not known" (urllib took it for part of the host name) and the metrics were lost."""
+    service not known" (urllib took it for part of the host name) and the metrics were lost.
+    The rate limit and the quota the 429s stated are pushed as they ended (the rate was
+    pushed as 0, set only when a consumer's /metrics was scraped)."""
     received: list[tuple[str, str, bytes]] = []
     auth: list[str | None] = []
     ready = threading.Event()
@@ -877,18 +879,24 @@ def test_batch_run_pushes_metrics_to_a_pushgateway(
 
     threading.Thread(target=serve, daemon=True).start()
     ready.wait(5)
-    ids = seed(emulator, 20)
+    ids = seed(emulator, 20, Faults(quota_rate=50, quota_burst=5))
     code = run(
         emulator,
         tmp_path,
         write_ids(tmp_path / "ids.txt", ids),
         "--pushgateway",
         f"http://{userinfo}127.0.0.1:{port}",
+        "--max-attempts",
+        "10",
     )
     assert code == 0
     assert [(m, p) for m, p, _ in received] == [("PUT", "/metrics/job/dcs-cleanup")]
     assert auth == [f"Basic {base64.b64encode(b'bob:p@ss').decode()}" if userinfo else None]
-    assert b'dcs_cleanup_tasks_total{outcome="deleted"} 20.0' in received[0][2]
+    pushed = received[0][2].decode()
+    assert 'dcs_cleanup_tasks_total{outcome="deleted"} 20.0' in pushed
+    assert "\ndcs_cleanup_quota_stated 50.0\n" in pushed
+    [rate] = re.findall(r"\ndcs_cleanup_rate_limit (\S+)\n", pushed)
+    assert 0 < float(rate) <= 49.5
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 20}
 
 

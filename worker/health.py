@@ -60,8 +60,7 @@ async def serve_health(
 
     async def metrics_page(request: web.Request) -> web.Response:
         del request
-        metrics.inflight.set(pipeline.inflight)
-        metrics.rate.set(pipeline.limiter.rate)
+        metrics.on_pipeline(pipeline.inflight, pipeline.limiter.rate, pipeline.quota_stated)
         if queue is not None:
             metrics.on_queue(await queue.look(), queue.counts())
         data = generate_latest(metrics.registry)

@@ -42,9 +42,20 @@ class Metrics:
         self.rate = Gauge(
             "dcs_cleanup_rate_limit", "Request rate limit now (0 = none)", registry=self.registry
         )
+        self.quota = Gauge(
+            "dcs_cleanup_quota_stated",
+            "Requests/s the gateway's 429s state the account may send (0 = none stated)",
+            registry=self.registry,
+        )
         self._queue: dict[str, Gauge] = {}
         self._queue_counts: dict[str, Counter] = {}
         self._queue_seen: dict[str, int] = {}
+
+    def on_pipeline(self, inflight: int, rate: float, quota: float | None) -> None:
+        """The run's gauges as they are now: before a scrape, and before the push at the end."""
+        self.inflight.set(inflight)
+        self.rate.set(rate)
+        self.quota.set(quota or 0.0)
 
     def on_queue(self, state: Mapping[str, float] | None, counts: Mapping[str, int]) -> None:
         """A queue consumer's look at its stream (None: Redis did not answer) and its running

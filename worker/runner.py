@@ -275,6 +275,7 @@ async def execute(
             tell_outcomes_deleted(settings, journal.kept)
         report = build_report(settings, stats, pipeline, end, run_id, source)
         if metrics is not None and settings.pushgateway and not consumer_mode(settings):
+            metrics.on_pipeline(pipeline.inflight, pipeline.limiter.rate, pipeline.quota_stated)
             await push_metrics(metrics, settings.pushgateway, part)
         if part is not None:
             part.save(report, stats)
