@@ -125,14 +125,23 @@ def report(tmp: Path) -> dict[str, Any]:
     return data
 
 
-def age_journal(journal: Path, seconds: float) -> None:
-    """Make every task row and run of ``journal`` ``seconds`` older, as if written then."""
+def week_old_and_recent(
+    emu: EmulatorServer, tmp: Path, old: int, recent: int
+) -> tuple[Path, list[str], list[str]]:
+    """A journal in ``tmp`` of two runs: one that deleted ``old`` tasks eight days ago, one
+    that deleted ``recent`` tasks now; the journal and the two lists of task IDs."""
+    journal = tmp / "journal.sqlite"
+    old_ids, recent_ids = seed(emu, old), seed(emu, recent)
+    assert run(emu, tmp, write_ids(tmp / "old.txt", old_ids), "--journal", str(journal)) == 0
+    aged = 8 * 86400
     with contextlib.closing(sqlite3.connect(journal)) as db, db:
-        db.execute("UPDATE tasks SET updated_at = updated_at - ?", (seconds,))
+        db.execute("UPDATE tasks SET updated_at = updated_at - ?", (aged,))
         db.execute(
             "UPDATE runs SET started_at = started_at - ?, finished_at = finished_at - ?",
-            (seconds, seconds),
+            (aged, aged),
         )
+    assert run(emu, tmp, write_ids(tmp / "recent.txt", recent_ids), "--journal", str(journal)) == 0
+    return journal, old_ids, recent_ids
 
 
 def write_ids(path: Path, ids: list[str]) -> Path:

@@ -25,7 +25,6 @@ import redis
 
 from tests.conftest import (
     PROJECT,
-    age_journal,
     outcomes,
     report,
     run,
@@ -33,6 +32,7 @@ from tests.conftest import (
     seed,
     spawn,
     unknown_ids,
+    week_old_and_recent,
     write_ids,
 )
 from worker.cli import main
@@ -464,17 +464,7 @@ def test_journal_retention_over_processes_forgets_once_before_the_children(
     """--journal-retention with --processes 2: the parent forgets the outcomes that ended more
     than a week ago once, before it forks; the children send those tasks again (absent) and
     skip the recent ones, and the log says it once."""
-    journal = tmp_path / "journal.sqlite"
-    old, recent = seed(emulator, 40), seed(emulator, 20)
-    assert (
-        run(emulator, tmp_path, write_ids(tmp_path / "old.txt", old), "--journal", str(journal))
-        == 0
-    )
-    age_journal(journal, 8 * 86400)
-    assert (
-        run(emulator, tmp_path, write_ids(tmp_path / "new.txt", recent), "--journal", str(journal))
-        == 0
-    )
+    journal, old, recent = week_old_and_recent(emulator, tmp_path, 40, 20)
     sent = emulator.state.deletes_received
     child = spawn(
         emulator, tmp_path, write_ids(tmp_path / "both.txt", old + recent),

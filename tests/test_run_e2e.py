@@ -24,13 +24,13 @@ import pytest
 
 from tests.conftest import (
     PROJECT,
-    age_journal,
     outcomes,
     report,
     run,
     run_args,
     seed,
     unknown_ids,
+    week_old_and_recent,
     write_ids,
 )
 from worker.cli import main
@@ -681,25 +681,8 @@ def test_journal_retention_forgets_what_runs_long_ago_ended(
     S seconds ago: their tasks, given again, are sent again (404: absent), while those of the
     last S seconds are still skipped. Without the flag, and in a dry run, nothing is
     forgotten."""
-    journal = tmp_path / "journal.sqlite"
-    old, recent = seed(emulator, 20), seed(emulator, 10)
-    assert (
-        run(emulator, tmp_path, write_ids(tmp_path / "old.txt", old), "--journal", str(journal))
-        == 0
-    )
-    age_journal(journal, 8 * 86400)
+    journal, old, recent = week_old_and_recent(emulator, tmp_path, 20, 10)
     both = write_ids(tmp_path / "both.txt", old + recent)
-    assert (
-        run(
-            emulator,
-            tmp_path,
-            write_ids(tmp_path / "recent.txt", recent),
-            "--journal",
-            str(journal),
-        )
-        == 0
-    )
-
     assert run(emulator, tmp_path, both, "--journal", str(journal)) == 0
     assert report(tmp_path)["skipped_reasons"] == {"already_done": 30}
     week = ("--journal", str(journal), "--journal-retention", "604800")
