@@ -131,6 +131,21 @@ def test_a_process_holds_its_share_of_a_stated_quota_and_under_its_ceiling() -> 
     assert capped.rate == 60
 
 
+def test_of_several_limits_stated_the_lowest_holds() -> None:
+    """429s that state two limits (the API's 300/s, then the user's 200/s, then the API's
+    again): the rate holds under the lower one, which is the one that binds."""
+    clock = Clock()
+    limiter = RateLimiter(0, 10, clock=clock)
+    control = AdaptiveRate(limiter, ceiling=0, clock=clock)
+    drive(control, clock, 1000, 2)
+    for quota in (300.0, 200.0, 300.0):
+        clock.now += 1.5
+        control.on_answer(throttled=True, sent_at=control.on_sent(), quota=quota)
+    for _ in range(30):
+        drive(control, clock, limiter.rate, 1)
+    assert limiter.rate == pytest.approx(200 * QUOTA_MARGIN)
+
+
 def test_retry_after_pauses_everyone() -> None:
     """Limiter.pause holds every slot, even with no rate set."""
     clock = Clock()

@@ -16,8 +16,8 @@ Huawei's gateway also says the quota in a 429's message (``limit:12000,time:1 mi
 ``worker.answers.stated_quota``). Once it has, that quota (times ``QUOTA_MARGIN``, and this
 process's share of it under ``--processes``) is a ceiling too: a throttle while sending above it
 sets the rate straight to it, instead of to beta of what got through, and the probing never
-passes it. A throttle at or under it (another client spending the same account's quota) cuts
-as before.
+passes it. Where 429s state several limits (an API's, a user's), the lowest holds. A throttle at
+or under it (another client spending the same account's quota) cuts as before.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ class AdaptiveRate:
         """``quota``: requests a second a throttling answer stated, if it did."""
         now = self._clock()
         if throttled:
-            if quota is not None and quota != self._quota:
-                self._take_quota(quota)
+            if quota is not None and (not self._quota or quota < self._quota):
+                self._take_quota(quota)  # the lowest limit stated is the one that binds
             if sent_at < self._last_decrease + DECREASE_SETTLE_S:
                 return  # sent before the cut could take effect: not news
             self._answers.append((now, True))

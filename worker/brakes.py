@@ -47,8 +47,9 @@ class Brakes:
         self._max_pause = settings.max_retry_after
         self._forbidden_limit = settings.forbidden_limit
         self._streak = 0  # HTTP 403 answers in a row
-        # Requests a second the last 429 that said one states the account may send (Huawei's
-        # gateway says it): for the report and summary, whether the run adapts or not.
+        # Requests a second the 429s state the account may send (Huawei's gateway says it), the
+        # lowest if they state several (an API's, a user's, an app's limit): for the report and
+        # summary, whether the run adapts or not.
         self.quota_stated: float | None = None
 
     def pace(self, answer: ApiResponse | TransportError, sent_at: float) -> None:
@@ -57,7 +58,7 @@ class Brakes:
             return
         throttled = answer.status == 429
         quota = stated_quota(answer.error_msg) if throttled else None
-        if quota is not None:
+        if quota is not None and (self.quota_stated is None or quota < self.quota_stated):
             self.quota_stated = quota
         if self._adaptive is not None:
             self._adaptive.on_answer(throttled, sent_at, quota)
