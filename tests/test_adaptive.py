@@ -172,6 +172,7 @@ def test_unknown_quota_is_found(
     )
     assert Counter(r["outcome"] for r in outcomes(tmp_path)) == {"deleted": 900}
     rep = report(tmp_path)
+    assert rep["rate"]["adaptive"] is True
     assert rep["rate"]["decreases"] >= 1
     said = capsys.readouterr().err
     if unstated:

@@ -169,11 +169,9 @@ def build_report(
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "rate": {
-            **(
-                pipeline.adaptive.summary()
-                if pipeline.adaptive is not None
-                else {"final": pipeline.limiter.rate, "adaptive": False}
-            ),
+            "final": pipeline.limiter.rate,
+            "adaptive": pipeline.adaptive is not None,
+            **(pipeline.adaptive.summary() if pipeline.adaptive is not None else {}),
             "quota_stated": None if (q := pipeline.quota_stated) is None else round(q, 2),
         },
     }
