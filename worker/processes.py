@@ -349,10 +349,11 @@ def merge(
         "rate": {
             "final": round(sum((r.get("rate") or {}).get("final", 0.0) for r in reports), 3),
             "adaptive": settings.adaptive_on(),
-            "quota_stated": max(
-                ((r.get("rate") or {}).get("quota_stated") or 0.0 for r in reports), default=0.0
-            )
-            or None,
+            # Each child's is the lowest limit its 429s stated; so is the run's (README).
+            "quota_stated": min(
+                (q for r in reports if (q := (r.get("rate") or {}).get("quota_stated"))),
+                default=None,
+            ),
         },
     }
     user_shard = settings.shard_spec()
